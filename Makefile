@@ -1,0 +1,54 @@
+# Thin wrapper over CMake. Every target first makes sure the Debian packages are there.
+#   make        release build: build/crewd
+#   make run    build and start crewd on 127.0.0.1:8080 with its SQLite store in ./var/
+#   make test   ASan+UBSan build (build-dev/) and every test: unit, fuzz corpora, integration
+#   make fuzz   libFuzzer targets (build-fuzz/), each run for FUZZ_SECONDS
+#   make bench  benchmark programs in bench/ (release build)
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+FUZZ_SECONDS ?= 60
+LISTEN ?= 127.0.0.1:8080
+STORE ?= sqlite:var/crewd.db
+
+.PHONY: all build run test dev fuzz bench clean deps format
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+build: deps
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCREWD_TESTS=OFF >/dev/null
+	@cmake --build build -j $(JOBS)
+
+run: build
+	@mkdir -p var
+	./build/crewd --listen $(LISTEN) --store $(STORE)
+
+dev: deps
+	@cmake -S . -B build-dev -DCMAKE_BUILD_TYPE=Debug -DCREWD_SANITIZE=ON >/dev/null
+	@cmake --build build-dev -j $(JOBS)
+
+test: dev
+	cd build-dev && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+fuzz: deps
+	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCREWD_FUZZ=ON >/dev/null
+	@cmake --build build-fuzz -j $(JOBS)
+	@for f in build-fuzz/fuzz_*; do \
+	  name=$$(basename $$f); mkdir -p fuzz/corpus/$$name; \
+	  echo "== $$name ($(FUZZ_SECONDS)s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 fuzz/corpus/$$name || exit 1; \
+	done
+
+bench: build
+	@cmake -S . -B build -DCREWD_BENCH=ON >/dev/null
+	@cmake --build build -j $(JOBS)
+	@for b in build/bench_*; do echo "== $$b"; $$b || exit 1; done
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-dev build-fuzz

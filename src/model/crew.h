@@ -1,0 +1,118 @@
+/*
+ * crew.h - the CrewDefinition and AgentDefinition of API.md section 2: JSON in, validated C
+ * structure out, normalized JSON back.
+ *
+ * crew_def_parse() is the only door through which a crew definition enters crewd: it checks
+ * types, required fields, unknown fields, agent classes, tool names, duplicate agent keys and
+ * the names used in flow relations, and fills in defaults. Graph checks (cycles, order) belong
+ * to the compile step (plan.h). Messages name the offending field as a JSON path and the fix,
+ * e.g. "agents[1].agent_class: unknown class 'Foo' (known: BaseAgent, Agent, BasicAgent,
+ * Chatbot)".
+ *
+ * Not thread-safe per object; a crew_def is owned by whoever parsed it.
+ */
+#ifndef CREWD_MODEL_CREW_H
+#define CREWD_MODEL_CREW_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/err.h"
+#include "core/id.h"
+
+struct tool_registry;
+
+enum crew_mode {
+    CREW_MODE_SEQUENTIAL = 0,
+    CREW_MODE_PARALLEL,
+    CREW_MODE_FLOW,
+    CREW_MODE_LOOP,
+};
+
+/* "sequential", "parallel", "flow", "loop". */
+const char *crew_mode_name(enum crew_mode mode);
+/* Returns 0, or ERR_INVALID for any other string (exact, lowercase match). */
+int crew_mode_parse(const char *s, enum crew_mode *out);
+
+/* Limits on a definition; beyond them the definition is refused with ERR_INVALID. */
+#define CREW_MAX_AGENTS 100
+#define CREW_MAX_NAME_BYTES 200
+#define CREW_MAX_RELATIONS 1000
+#define CREW_MAX_PARALLEL_TASKS 1000
+#define CREW_DEFAULT_PARALLEL_TASKS 10
+
+struct crew_agent {
+    char *agent_id;      /* required, non-empty */
+    char *agent_class;   /* one of the known classes; default "BaseAgent" */
+    char *name;          /* NULL when not given */
+    const char *key;     /* name if given, else agent_id (points into this struct) */
+    json_t *config;      /* object, owned, never NULL; may hold secrets (api_key) */
+    char **tools;        /* names known to the tool registry */
+    size_t n_tools;
+    char *system_prompt; /* NULL when not given */
+};
+
+/* One flow relation, with agent names resolved to indexes into crew_def.agents. */
+struct crew_relation {
+    size_t *sources;
+    size_t n_sources;
+    size_t *targets;
+    size_t n_targets;
+};
+
+struct crew_def {
+    char crew_id[ID_UUID_LEN]; /* "" when the client gave none (create generates one) */
+    char *name;                /* required, unique across crews (checked by the store) */
+    char *description;         /* NULL when not given */
+    enum crew_mode mode;       /* default sequential */
+    struct crew_agent *agents; /* at least one */
+    size_t n_agents;
+    struct crew_relation *relations;
+    size_t n_relations;
+    char **shared_tools;
+    size_t n_shared_tools;
+    long max_parallel_tasks;   /* default 10 */
+    json_t *metadata;          /* object, owned, never NULL */
+};
+
+/*
+ * Validates `in` (borrowed) as a CrewDefinition and returns a new crew_def in `*out`.
+ * `tools` (borrowed) is the registry that tool names are checked against.
+ * Server-owned fields (`created_at`, `updated_at`) are accepted and ignored; `crew_id`, when
+ * present, must be a UUID string.
+ * Returns 0, ERR_INVALID (message names the field), or ERR_NOMEM.
+ */
+int crew_def_parse(const json_t *in, const struct tool_registry *tools, struct crew_def **out,
+                   struct err *e);
+
+void crew_def_free(struct crew_def *def);
+
+/* Index of the agent whose key, or failing that whose agent_id, equals `name`; -1 if none.
+ * Keys win, so a relation naming another agent's key never resolves to an agent_id. */
+long crew_def_find_agent(const struct crew_def *def, const char *name);
+
+enum crew_json_flags {
+    CREW_JSON_FULL = 0,         /* everything, secrets included: for the store only */
+    CREW_JSON_REDACTED = 1 << 0 /* secret-like config keys replaced by "***": for responses */
+};
+
+/*
+ * The normalized definition: every field present with its default, flow relations written
+ * with agent keys, agent order kept. `crew_id`, `created_at`, `updated_at` are added when
+ * the arguments are non-NULL. Returns a new reference, or NULL on allocation failure.
+ */
+json_t *crew_def_to_json(const struct crew_def *def, const char *crew_id,
+                         const char *created_at, const char *updated_at, int flags);
+
+/*
+ * True for config keys whose values are secrets: api_key, apikey, secret, password, token
+ * and their compounds (client_secret, access_token, x-api-key, ...), case-insensitive; not
+ * keys that only count tokens (max_tokens) and not *_env keys (they name variables).
+ */
+bool crew_config_key_is_secret(const char *key);
+
+/* Deep copy of `config` with secret-like keys (at any depth) replaced by "***". */
+json_t *crew_config_redact(const json_t *config);
+
+#endif

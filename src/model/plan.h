@@ -1,0 +1,75 @@
+/*
+ * plan.h - the compile step (DESIGN.md decision 5): a validated crew_def becomes a plan the
+ * job engine executes without looking at JSON definitions again.
+ *
+ * Compiling resolves each agent's key, provider and model (llm/provider.h), merges shared
+ * tools into each agent's list, and turns flow relations into a graph: predecessors and
+ * successors per agent, a topological order, and the final agents (no successors). A cycle is
+ * refused with ERR_INVALID naming the agents in it ("flow_relations: cycle a -> b -> a").
+ * The graph is built whenever relations are given, whatever the mode, because a job may
+ * override the mode to "flow" at execute time.
+ *
+ * A plan is stored next to its crew as JSON (plan_to_json / plan_from_json) so that the engine
+ * reads it back without recompiling. Plans are immutable once built and may be shared
+ * read-only between threads.
+ */
+#ifndef CREWD_MODEL_PLAN_H
+#define CREWD_MODEL_PLAN_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/err.h"
+#include "model/crew.h"
+
+#define PLAN_VERSION 1
+
+struct plan_agent {
+    char *key;           /* the agent's key in the crew (name, else agent_id) */
+    char *agent_id;
+    char *agent_class;
+    char *provider;      /* canonical provider: openai, anthropic, google, groq, ollama */
+    char *model;         /* resolved model name */
+    char *base_url;      /* NULL: the provider's default endpoint */
+    char *api_key_env;   /* environment variable holding the key; NULL for keyless (ollama) */
+    bool has_inline_key; /* config.api_key was given (its value stays in the definition) */
+    char *system_prompt; /* NULL when none */
+    char **tools;        /* agent tools then shared tools, without duplicates */
+    size_t n_tools;
+    double temperature;  /* < 0 when not set (the job's kwargs or provider default apply) */
+    long max_tokens;     /* 0 when not set */
+    double timeout_s;    /* 0 when not set */
+    size_t *preds;       /* flow sources of this agent, in definition order */
+    size_t n_preds;
+    size_t *succs;       /* flow targets of this agent */
+    size_t n_succs;
+};
+
+struct plan {
+    int version;               /* PLAN_VERSION */
+    enum crew_mode mode;
+    long max_parallel_tasks;
+    struct plan_agent *agents; /* in definition order */
+    size_t n_agents;
+    bool has_graph;            /* flow relations were given */
+    size_t *order;             /* topological order (definition order when no graph) */
+    size_t *finals;            /* agents without successors, in definition order */
+    size_t n_finals;
+};
+
+struct plan_opts {
+    const char *default_provider; /* used when neither llm nor the model name decides */
+};
+
+/* Returns 0, ERR_INVALID (message names the field), or ERR_NOMEM. */
+int plan_compile(const struct crew_def *def, const struct plan_opts *opts, struct plan **out,
+                 struct err *e);
+void plan_free(struct plan *plan);
+
+/* New reference, or NULL on allocation failure. Holds no secrets. */
+json_t *plan_to_json(const struct plan *plan);
+/* Returns 0, ERR_INVALID for a malformed or newer-version plan, or ERR_NOMEM. */
+int plan_from_json(const json_t *in, struct plan **out, struct err *e);
+
+#endif
