@@ -1,0 +1,125 @@
+/*
+ * store.c - the backend-neutral part of store.h: picks a backend from the URL and frees the
+ * rows every backend hands out. The backends themselves live in store_sqlite.c and
+ * store_pg.c; nothing here knows SQL.
+ */
+#include "store/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_pg.h"
+#include "store/store_sqlite.h"
+
+#define SQLITE_PREFIX "sqlite:"
+
+/* The longest URL echoed back in a message; the rest is elided. */
+#define URL_ECHO_MAX 200
+
+static int has_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* Appends `len` bytes of `s` to `out` (capacity `cap`, `*n` bytes used), leaving room for the
+ * NUL; silently truncates, since the result is only ever shown in a message. */
+static void append(char *out, size_t cap, size_t *n, const char *s, size_t len)
+{
+    if (*n + 1 >= cap)
+        return;
+    if (len > cap - 1 - *n)
+        len = cap - 1 - *n;
+    memcpy(out + *n, s, len);
+    *n += len;
+    out[*n] = '\0';
+}
+
+/*
+ * Copies `url` into `out` for an error message with anything that may be a secret masked: the
+ * password of a "user:password@host" authority becomes "***", and a query string (libpq takes
+ * "?password=...") becomes "?...". The URL is not trusted to be well formed: a bare
+ * "user:pw@host" without a scheme is masked the same way.
+ */
+static void url_redact(const char *url, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    const char *sep = strstr(url, "://");
+    const char *auth = sep ? sep + 3 : url;
+    size_t auth_len = strcspn(auth, "/?#");
+    const char *at = NULL;
+    for (const char *p = auth; p < auth + auth_len; p++) {
+        if (*p == '@')
+            at = p; /* the last '@': a password may itself contain one */
+    }
+    const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    if (colon != NULL) {
+        append(out, cap, &n, url, (size_t)(colon + 1 - url));
+        append(out, cap, &n, "***", 3);
+        auth_len -= (size_t)(at - auth);
+        auth = at;
+    } else {
+        append(out, cap, &n, url, (size_t)(auth - url));
+    }
+    /* From the host (or the '@' before it) to the query, if any. */
+    size_t rest_len = auth_len + strcspn(auth + auth_len, "?");
+    if (rest_len > URL_ECHO_MAX) {
+        append(out, cap, &n, auth, URL_ECHO_MAX);
+        append(out, cap, &n, "...", 3);
+        return;
+    }
+    append(out, cap, &n, auth, rest_len);
+    if (auth[rest_len] == '?')
+        append(out, cap, &n, "?...", 4);
+}
+
+int store_open(const char *url, struct store **out, struct err *e)
+{
+    *out = NULL;
+    if (url == NULL || url[0] == '\0')
+        return err_set(e, ERR_INVALID, "store: empty URL (use sqlite:PATH or postgres://...)");
+    if (has_prefix(url, SQLITE_PREFIX)) {
+        const char *path = url + strlen(SQLITE_PREFIX);
+        if (path[0] == '\0')
+            return err_set(e, ERR_INVALID,
+                           "store: the sqlite URL has an empty path (use sqlite:PATH)");
+        return store_sqlite_open(path, out, e);
+    }
+    if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://"))
+        return store_pg_open(url, out, e);
+    char shown[URL_ECHO_MAX + 64];
+    url_redact(url, shown, sizeof shown);
+    return err_set(e, ERR_INVALID, "store: unknown URL '%s' (use sqlite:PATH or postgres://...)",
+                   shown);
+}
+
+void store_close(struct store *st)
+{
+    if (st == NULL)
+        return;
+    st->ops->close(st);
+}
+
+void store_crew_free(struct store_crew *crew)
+{
+    if (crew == NULL)
+        return;
+    free(crew->name);
+    free(crew->description);
+    free(crew->execution_mode);
+    free(crew->definition);
+    free(crew->plan);
+    free(crew);
+}
+
+void store_crew_page_cleanup(struct store_crew_page *page)
+{
+    if (page == NULL)
+        return;
+    for (size_t i = 0; i < page->n; i++)
+        store_crew_free(page->items[i]);
+    free(page->items);
+    page->items = NULL;
+    page->n = 0;
+    page->total = 0;
+}

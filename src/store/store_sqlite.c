@@ -1,0 +1,671 @@
+/*
+ * store_sqlite.c - the SQLite backend of store.h: one database file in WAL mode, opened by the
+ * loop thread and used only by it (hence SQLITE_OPEN_NOMUTEX).
+ *
+ * Every statement is prepared once at open and reset after each use, so a call costs one
+ * sqlite3_step and no parsing. The schema is moved forward by an ordered list of migrations,
+ * each applied in its own transaction together with its schema_version row. SQLITE_* codes
+ * are translated into the ERR_* table here and never leave this file.
+ */
+#include "store/store_sqlite.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/log.h"
+
+#define MOD "store"
+
+/*
+ * Migration N (1-based) is MIGRATIONS[N - 1]. Append only: a released migration never
+ * changes, since databases in the field have recorded it as applied.
+ */
+static const char *const MIGRATIONS[] = {
+    /* 1: the crew registry. The index serves the list order (created_at, crew_id). */
+    "CREATE TABLE crews ("
+    " crew_id TEXT PRIMARY KEY,"
+    " name TEXT NOT NULL UNIQUE,"
+    " description TEXT,"
+    " execution_mode TEXT NOT NULL,"
+    " agent_count INTEGER NOT NULL,"
+    " definition TEXT NOT NULL,"
+    " plan TEXT NOT NULL,"
+    " created_at TEXT NOT NULL,"
+    " updated_at TEXT NOT NULL);"
+    "CREATE INDEX crews_created ON crews(created_at, crew_id);",
+};
+
+_Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
+               "one migration per schema version");
+
+/* Columns of a crew row as read back. Listing reads only the first CREW_LIST_COLS, so the
+ * two large JSON columns come last. */
+#define CREW_COLS                                                                          \
+    "crew_id, name, description, execution_mode, agent_count, created_at, updated_at,"    \
+    " definition, plan"
+#define CREW_LIST_COLS 7
+
+enum stmt_id {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_CREW_INSERT,
+    ST_CREW_UPDATE,
+    ST_CREW_BY_NAME,
+    ST_CREW_BY_ID,
+    ST_CREW_COUNT,
+    ST_CREW_PAGE,
+    ST_CREW_DELETE,
+    ST_COUNT_
+};
+
+static const char *const STMT_SQL[ST_COUNT_] = {
+    [ST_BEGIN] = "BEGIN",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_CREW_INSERT] = "INSERT INTO crews (crew_id, name, description, execution_mode,"
+                       " agent_count, definition, plan, created_at, updated_at)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [ST_CREW_UPDATE] = "UPDATE crews SET name = ?2, description = ?3, execution_mode = ?4,"
+                       " agent_count = ?5, definition = ?6, plan = ?7, updated_at = ?9"
+                       " WHERE crew_id = ?1",
+    [ST_CREW_BY_NAME] = "SELECT " CREW_COLS " FROM crews WHERE name = ?1",
+    [ST_CREW_BY_ID] = "SELECT " CREW_COLS " FROM crews WHERE crew_id = ?1",
+    [ST_CREW_COUNT] = "SELECT count(*) FROM crews",
+    [ST_CREW_PAGE] = "SELECT " CREW_COLS " FROM crews ORDER BY created_at, crew_id"
+                     " LIMIT ?1 OFFSET ?2",
+    [ST_CREW_DELETE] = "DELETE FROM crews WHERE crew_id = ?1",
+};
+
+struct store_sqlite {
+    struct store base; /* first: a struct store * is a struct store_sqlite * */
+    sqlite3 *db;
+    sqlite3_stmt *stmt[ST_COUNT_];
+};
+
+static struct store_sqlite *from_store(struct store *st)
+{
+    return (struct store_sqlite *)st;
+}
+
+/* The ERR_* code for a failed SQLite call (primary or extended code). */
+static int code_of(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return ERR_BUSY;
+    case SQLITE_NOMEM:
+        return ERR_NOMEM;
+    case SQLITE_TOOBIG:
+        return ERR_TOO_LARGE;
+    default:
+        return ERR_STORE;
+    }
+}
+
+/* Records a failed SQLite call on `db` in `e`; returns the translated code. */
+static int fail(sqlite3 *db, int rc, struct err *e)
+{
+    const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    return err_set(e, code_of(rc), "store: %s", msg);
+}
+
+/* Makes a statement ready for its next use and drops borrowed bindings, so no read
+ * transaction stays open and no pointer to the caller's strings outlives the call. */
+static void stmt_done(sqlite3_stmt *stmt)
+{
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+}
+
+/* Runs a statement that returns no rows (BEGIN, COMMIT, ...). */
+static int run(struct store_sqlite *s, enum stmt_id id, struct err *e)
+{
+    sqlite3_stmt *stmt = s->stmt[id];
+    int rc = sqlite3_step(stmt);
+    int ret = 0;
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        ret = fail(s->db, rc, e);
+    stmt_done(stmt);
+    return ret;
+}
+
+/* Binds text borrowed for the duration of the call (SQLITE_STATIC: stmt_done clears it). */
+static int bind_text(struct store_sqlite *s, sqlite3_stmt *stmt, int idx, const char *text,
+                     struct err *e)
+{
+    int rc = text ? sqlite3_bind_text(stmt, idx, text, -1, SQLITE_STATIC)
+                  : sqlite3_bind_null(stmt, idx);
+    return rc == SQLITE_OK ? 0 : fail(s->db, rc, e);
+}
+
+/* True when `buf` (of `cap` bytes) holds a non-empty NUL-terminated string. */
+static bool fixed_str_ok(const char *buf, size_t cap)
+{
+    return buf[0] != '\0' && memchr(buf, '\0', cap) != NULL;
+}
+
+/* The checks SQLite's NOT NULL constraints would make, with messages a caller can act on. */
+static int crew_check(const struct store_crew *c, struct err *e)
+{
+    if (c == NULL)
+        return err_set(e, ERR_INVALID, "store: no crew given");
+    if (!fixed_str_ok(c->crew_id, sizeof c->crew_id))
+        return err_set(e, ERR_INVALID, "store: crew_id is required");
+    if (c->name == NULL)
+        return err_set(e, ERR_INVALID, "store: name is required");
+    if (c->execution_mode == NULL)
+        return err_set(e, ERR_INVALID, "store: execution_mode is required");
+    if (c->definition == NULL || c->plan == NULL)
+        return err_set(e, ERR_INVALID, "store: definition and plan are required");
+    if (!fixed_str_ok(c->created_at, sizeof c->created_at) ||
+        !fixed_str_ok(c->updated_at, sizeof c->updated_at))
+        return err_set(e, ERR_INVALID, "store: created_at and updated_at are required");
+    return 0;
+}
+
+/* Binds the crew to the insert/update parameters ?1..?9 (the update uses all but ?8). */
+static int crew_bind(struct store_sqlite *s, sqlite3_stmt *stmt, const struct store_crew *c,
+                     bool with_created, struct err *e)
+{
+    int rc;
+    if ((rc = bind_text(s, stmt, 1, c->crew_id, e)) != 0 ||
+        (rc = bind_text(s, stmt, 2, c->name, e)) != 0 ||
+        (rc = bind_text(s, stmt, 3, c->description, e)) != 0 ||
+        (rc = bind_text(s, stmt, 4, c->execution_mode, e)) != 0 ||
+        (rc = bind_text(s, stmt, 6, c->definition, e)) != 0 ||
+        (rc = bind_text(s, stmt, 7, c->plan, e)) != 0 ||
+        (with_created && (rc = bind_text(s, stmt, 8, c->created_at, e)) != 0) ||
+        (rc = bind_text(s, stmt, 9, c->updated_at, e)) != 0)
+        return rc;
+    rc = sqlite3_bind_int64(stmt, 5, (sqlite3_int64)c->agent_count);
+    return rc == SQLITE_OK ? 0 : fail(s->db, rc, e);
+}
+
+/*
+ * Translates a failed insert or update. A UNIQUE violation is the caller's conflict and names
+ * the field: with extended result codes on, SQLite reports the primary key's index as
+ * SQLITE_CONSTRAINT_PRIMARYKEY and any other unique index (here only the name's) as
+ * SQLITE_CONSTRAINT_UNIQUE. An update never changes crew_id, so it can only see the latter.
+ */
+static int write_fail(struct store_sqlite *s, int rc, const struct store_crew *c, struct err *e)
+{
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return err_set(e, ERR_CONFLICT, "crew_id: a crew with id '%s' already exists",
+                       c->crew_id);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE)
+        return err_set(e, ERR_CONFLICT, "name: a crew named '%s' already exists", c->name);
+    return fail(s->db, rc, e);
+}
+
+static int crew_insert(struct store *st, const struct store_crew *crew, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *stmt = s->stmt[ST_CREW_INSERT];
+    int ret = crew_check(crew, e);
+    if (ret != 0)
+        goto out;
+    if ((ret = crew_bind(s, stmt, crew, true, e)) != 0)
+        goto out;
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE)
+        ret = write_fail(s, rc, crew, e);
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
+static int crew_update(struct store *st, const struct store_crew *crew, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *stmt = s->stmt[ST_CREW_UPDATE];
+    int ret = crew_check(crew, e);
+    if (ret != 0)
+        goto out;
+    if ((ret = crew_bind(s, stmt, crew, false, e)) != 0)
+        goto out;
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE) {
+        ret = write_fail(s, rc, crew, e);
+        goto out;
+    }
+    if (sqlite3_changes(s->db) == 0)
+        ret = err_set(e, ERR_NOT_FOUND, "crew_id: no crew with id '%s'", crew->crew_id);
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
+/* Copies a text column into a new string; NULL stays NULL only where `nullable`. */
+static int col_dup(sqlite3_stmt *stmt, int col, bool nullable, char **out, struct err *e)
+{
+    *out = NULL;
+    const unsigned char *text = sqlite3_column_text(stmt, col);
+    if (text == NULL) {
+        if (sqlite3_column_type(stmt, col) == SQLITE_NULL)
+            return nullable ? 0
+                            : err_set(e, ERR_STORE, "store: column %s of a crew is NULL",
+                                      sqlite3_column_name(stmt, col));
+        return err_set(e, ERR_NOMEM, "store: out of memory reading a crew");
+    }
+    size_t len = (size_t)sqlite3_column_bytes(stmt, col);
+    char *copy = malloc(len + 1);
+    if (copy == NULL)
+        return err_set(e, ERR_NOMEM, "store: out of memory reading a crew");
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    *out = copy;
+    return 0;
+}
+
+/* Copies a short text column into a fixed buffer; a value that does not fit is corruption. */
+static int col_fixed(sqlite3_stmt *stmt, int col, char *buf, size_t cap, struct err *e)
+{
+    const unsigned char *text = sqlite3_column_text(stmt, col);
+    size_t len = (size_t)sqlite3_column_bytes(stmt, col);
+    if (text == NULL || len == 0 || len >= cap)
+        return err_set(e, ERR_STORE, "store: column %s of a crew is malformed",
+                       sqlite3_column_name(stmt, col));
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    return 0;
+}
+
+/* Builds a crew from the current row of a CREW_COLS statement; `full` reads the JSON too. */
+static int crew_from_row(sqlite3_stmt *stmt, bool full, struct store_crew **out, struct err *e)
+{
+    *out = NULL;
+    int ret = 0;
+    struct store_crew *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        ret = err_set(e, ERR_NOMEM, "store: out of memory reading a crew");
+        goto out;
+    }
+    if ((ret = col_fixed(stmt, 0, c->crew_id, sizeof c->crew_id, e)) != 0 ||
+        (ret = col_dup(stmt, 1, false, &c->name, e)) != 0 ||
+        (ret = col_dup(stmt, 2, true, &c->description, e)) != 0 ||
+        (ret = col_dup(stmt, 3, false, &c->execution_mode, e)) != 0 ||
+        (ret = col_fixed(stmt, 5, c->created_at, sizeof c->created_at, e)) != 0 ||
+        (ret = col_fixed(stmt, 6, c->updated_at, sizeof c->updated_at, e)) != 0)
+        goto out;
+    c->agent_count = (long)sqlite3_column_int64(stmt, 4);
+    if (full && ((ret = col_dup(stmt, 7, false, &c->definition, e)) != 0 ||
+                 (ret = col_dup(stmt, 8, false, &c->plan, e)) != 0))
+        goto out;
+    *out = c;
+    c = NULL;
+out:
+    store_crew_free(c);
+    return ret;
+}
+
+/* One lookup: 0 and a crew, ERR_NOT_FOUND (no message), or another error. */
+static int crew_lookup(struct store_sqlite *s, enum stmt_id id, const char *ident,
+                       struct store_crew **out, struct err *e)
+{
+    sqlite3_stmt *stmt = s->stmt[id];
+    int ret = bind_text(s, stmt, 1, ident, e);
+    if (ret != 0)
+        goto out;
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        ret = crew_from_row(stmt, true, out, e);
+    else if (rc == SQLITE_DONE)
+        ret = ERR_NOT_FOUND;
+    else
+        ret = fail(s->db, rc, e);
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
+static int crew_get(struct store *st, const char *ident, enum store_lookup how,
+                    struct store_crew **out, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    *out = NULL;
+    int ret;
+    if (ident == NULL) {
+        ret = err_set(e, ERR_INVALID, "store: no crew identifier given");
+        goto out;
+    }
+    switch (how) {
+    case STORE_BY_NAME_OR_ID:
+        /* A name wins over an id: API.md looks crews up by name first. */
+        ret = crew_lookup(s, ST_CREW_BY_NAME, ident, out, e);
+        if (ret == ERR_NOT_FOUND)
+            ret = crew_lookup(s, ST_CREW_BY_ID, ident, out, e);
+        break;
+    case STORE_BY_NAME:
+        ret = crew_lookup(s, ST_CREW_BY_NAME, ident, out, e);
+        break;
+    case STORE_BY_ID:
+        ret = crew_lookup(s, ST_CREW_BY_ID, ident, out, e);
+        break;
+    default:
+        ret = err_set(e, ERR_INVALID, "store: unknown lookup %d", (int)how);
+        goto out;
+    }
+    if (ret == ERR_NOT_FOUND)
+        err_set(e, ERR_NOT_FOUND, "crew '%s' not found", ident);
+out:
+    return ret;
+}
+
+/* Appends `c` to the page, growing it by doubling; takes `c` in every case. */
+static int page_push(struct store_crew_page *page, size_t *cap, struct store_crew *c,
+                     struct err *e)
+{
+    if (page->n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 16;
+        struct store_crew **items = realloc(page->items, ncap * sizeof *items);
+        if (items == NULL) {
+            store_crew_free(c);
+            return err_set(e, ERR_NOMEM, "store: out of memory listing crews");
+        }
+        page->items = items;
+        *cap = ncap;
+    }
+    page->items[page->n++] = c;
+    return 0;
+}
+
+static int crew_list(struct store *st, long limit, long offset, struct store_crew_page *out,
+                     struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *count = s->stmt[ST_CREW_COUNT];
+    sqlite3_stmt *page = s->stmt[ST_CREW_PAGE];
+    struct store_crew_page p = {0};
+    size_t cap = 0;
+    bool in_tx = false;
+    int ret = 0;
+    int rc;
+    *out = (struct store_crew_page){0};
+    if (limit < 0 || offset < 0) {
+        ret = err_set(e, ERR_INVALID, "store: limit and offset must not be negative");
+        goto out;
+    }
+    /* One read transaction, so the total and the page come from the same snapshot. */
+    if ((ret = run(s, ST_BEGIN, e)) != 0)
+        goto out;
+    in_tx = true;
+    rc = sqlite3_step(count);
+    if (rc != SQLITE_ROW) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    p.total = (long)sqlite3_column_int64(count, 0);
+    stmt_done(count);
+    if ((rc = sqlite3_bind_int64(page, 1, limit)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(page, 2, offset)) != SQLITE_OK) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    while ((rc = sqlite3_step(page)) == SQLITE_ROW) {
+        struct store_crew *c;
+        if ((ret = crew_from_row(page, false, &c, e)) != 0 ||
+            (ret = page_push(&p, &cap, c, e)) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    stmt_done(page);
+    if ((ret = run(s, ST_COMMIT, e)) != 0)
+        goto out;
+    in_tx = false;
+    *out = p;
+    p = (struct store_crew_page){0};
+out:
+    stmt_done(count);
+    stmt_done(page);
+    if (in_tx)
+        run(s, ST_ROLLBACK, NULL);
+    store_crew_page_cleanup(&p);
+    return ret;
+}
+
+static int crew_delete(struct store *st, const char *crew_id, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *stmt = s->stmt[ST_CREW_DELETE];
+    int ret;
+    if (crew_id == NULL) {
+        ret = err_set(e, ERR_INVALID, "store: no crew_id given");
+        goto out;
+    }
+    if ((ret = bind_text(s, stmt, 1, crew_id, e)) != 0)
+        goto out;
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    if (sqlite3_changes(s->db) == 0)
+        ret = err_set(e, ERR_NOT_FOUND, "crew_id: no crew with id '%s'", crew_id);
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
+static void sqlite_close(struct store *st)
+{
+    struct store_sqlite *s = from_store(st);
+    if (s == NULL)
+        return;
+    for (int i = 0; i < ST_COUNT_; i++)
+        sqlite3_finalize(s->stmt[i]);
+    /* Every statement is finalized, so this cannot answer SQLITE_BUSY; the last connection
+     * to close checkpoints the WAL into the database and removes it. */
+    int rc = sqlite3_close(s->db);
+    if (rc != SQLITE_OK)
+        log_error(MOD, "sqlite close: %s", sqlite3_errstr(rc));
+    free(s);
+}
+
+static const struct store_ops SQLITE_OPS = {
+    .kind = "sqlite",
+    .crew_insert = crew_insert,
+    .crew_update = crew_update,
+    .crew_get = crew_get,
+    .crew_list = crew_list,
+    .crew_delete = crew_delete,
+    .close = sqlite_close,
+};
+
+/* Creates the directory that will hold `path` when it is missing (one level, like mkdir). */
+static int make_parent_dir(const char *path, struct err *e)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL || slash == path)
+        return 0; /* the current directory, or "/" */
+    size_t len = (size_t)(slash - path);
+    char *dir = malloc(len + 1);
+    if (dir == NULL)
+        return err_set(e, ERR_NOMEM, "store: out of memory");
+    memcpy(dir, path, len);
+    dir[len] = '\0';
+    int ret = 0;
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        ret = err_set(e, ERR_IO, "store: cannot create directory '%s': %s", dir,
+                      strerror(errno));
+    free(dir);
+    return ret;
+}
+
+/* Runs a PRAGMA (or any one statement) and copies the first column of its row, if any. */
+static int exec_one(sqlite3 *db, const char *sql, char *answer, size_t cap, struct err *e)
+{
+    sqlite3_stmt *stmt = NULL;
+    int ret = 0;
+    if (answer != NULL)
+        answer[0] = '\0';
+    int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+    if (rc != SQLITE_OK) {
+        ret = fail(db, rc, e);
+        goto out;
+    }
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW && answer != NULL) {
+        const unsigned char *text = sqlite3_column_text(stmt, 0);
+        if (text != NULL) {
+            size_t len = strnlen((const char *)text, cap - 1);
+            memcpy(answer, text, len);
+            answer[len] = '\0';
+        }
+    } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        ret = fail(db, rc, e);
+    }
+out:
+    sqlite3_finalize(stmt);
+    return ret;
+}
+
+/* The highest schema version recorded, 0 for a new database. */
+static int schema_version(sqlite3 *db, long *out, struct err *e)
+{
+    char answer[32];
+    int ret = exec_one(db, "SELECT coalesce(max(version), 0) FROM schema_version", answer,
+                       sizeof answer, e);
+    if (ret == 0)
+        *out = strtol(answer, NULL, 10);
+    return ret;
+}
+
+/*
+ * Brings the schema to STORE_SCHEMA_VERSION, one migration per transaction. The version is
+ * read inside BEGIN IMMEDIATE, which takes the write lock, so two processes opening a new
+ * database at once cannot both apply the same migration.
+ */
+static int migrate(sqlite3 *db, struct err *e)
+{
+    int ret = exec_one(db,
+                       "CREATE TABLE IF NOT EXISTS schema_version ("
+                       " version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+                       NULL, 0, e);
+    bool in_tx = false;
+    sqlite3_stmt *record = NULL;
+    if (ret != 0)
+        goto out;
+    int rc = sqlite3_prepare_v2(db, "INSERT INTO schema_version (version, applied_at)"
+                                    " VALUES (?1, ?2)", -1, &record, NULL);
+    if (rc != SQLITE_OK) {
+        ret = fail(db, rc, e);
+        goto out;
+    }
+    for (;;) {
+        long version;
+        if ((ret = exec_one(db, "BEGIN IMMEDIATE", NULL, 0, e)) != 0)
+            goto out;
+        in_tx = true;
+        if ((ret = schema_version(db, &version, e)) != 0)
+            goto out;
+        if (version > STORE_SCHEMA_VERSION) {
+            ret = err_set(e, ERR_STORE,
+                          "store: database schema version %ld is newer than this crewd (%d)",
+                          version, STORE_SCHEMA_VERSION);
+            goto out;
+        }
+        if (version == STORE_SCHEMA_VERSION)
+            break;
+        long next = version + 1;
+        char now[CLOCK_RFC3339_LEN];
+        clock_rfc3339_now(now);
+        if ((rc = sqlite3_exec(db, MIGRATIONS[next - 1], NULL, NULL, NULL)) != SQLITE_OK ||
+            (rc = sqlite3_bind_int64(record, 1, next)) != SQLITE_OK ||
+            (rc = sqlite3_bind_text(record, 2, now, -1, SQLITE_STATIC)) != SQLITE_OK ||
+            (rc = sqlite3_step(record)) != SQLITE_DONE) {
+            ret = err_set(e, code_of(rc), "store: migration %ld: %s", next,
+                          sqlite3_errmsg(db));
+            goto out;
+        }
+        stmt_done(record);
+        if ((ret = exec_one(db, "COMMIT", NULL, 0, e)) != 0)
+            goto out;
+        in_tx = false;
+        log_debug(MOD, "applied schema migration %ld", next);
+    }
+    ret = exec_one(db, "COMMIT", NULL, 0, e);
+    in_tx = false;
+out:
+    if (record != NULL)
+        stmt_done(record);
+    sqlite3_finalize(record);
+    if (in_tx)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return ret;
+}
+
+/* The connection settings; see store_sqlite.h for why WAL and synchronous=NORMAL. */
+static int configure(sqlite3 *db, bool in_memory, struct err *e)
+{
+    char mode[16];
+    int ret;
+    /* Foreign keys are off by default in SQLite and must be asked for on each connection. */
+    if ((ret = exec_one(db, "PRAGMA foreign_keys = ON", NULL, 0, e)) != 0 ||
+        (ret = exec_one(db, "PRAGMA busy_timeout = 5000", NULL, 0, e)) != 0 ||
+        (ret = exec_one(db, "PRAGMA journal_mode = WAL", mode, sizeof mode, e)) != 0 ||
+        (ret = exec_one(db, "PRAGMA synchronous = NORMAL", NULL, 0, e)) != 0)
+        return ret;
+    /* SQLite answers with the mode it kept; a filesystem without shared memory (some
+     * network mounts) keeps the rollback journal, where NORMAL would not be crash-safe. */
+    if (!in_memory && strcmp(mode, "wal") != 0)
+        return err_set(e, ERR_STORE, "store: the database refused WAL mode (journal_mode=%s)",
+                       mode);
+    return 0;
+}
+
+int store_sqlite_open(const char *path, struct store **out, struct err *e)
+{
+    *out = NULL;
+    struct store_sqlite *s = NULL;
+    int ret = 0;
+    if (path == NULL || path[0] == '\0') {
+        ret = err_set(e, ERR_INVALID, "store: empty SQLite path");
+        goto out;
+    }
+    bool in_memory = strcmp(path, ":memory:") == 0;
+    if (!in_memory && (ret = make_parent_dir(path, e)) != 0)
+        goto out;
+    s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        ret = err_set(e, ERR_NOMEM, "store: out of memory");
+        goto out;
+    }
+    s->base.ops = &SQLITE_OPS;
+    int rc = sqlite3_open_v2(path, &s->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        ret = err_set(e, code_of(rc), "store: cannot open '%s': %s", path,
+                      s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        goto out;
+    }
+    /* Extended codes tell a primary-key violation from a UNIQUE one (write_fail). */
+    sqlite3_extended_result_codes(s->db, 1);
+    if ((ret = configure(s->db, in_memory, e)) != 0 || (ret = migrate(s->db, e)) != 0)
+        goto out;
+    for (int i = 0; i < ST_COUNT_; i++) {
+        rc = sqlite3_prepare_v3(s->db, STMT_SQL[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i],
+                                NULL);
+        if (rc != SQLITE_OK) {
+            ret = fail(s->db, rc, e);
+            goto out;
+        }
+    }
+    log_debug(MOD, "opened sqlite database '%s' (schema version %d)", path,
+              STORE_SCHEMA_VERSION);
+    *out = &s->base;
+    s = NULL;
+out:
+    if (s != NULL)
+        sqlite_close(&s->base);
+    return ret;
+}
