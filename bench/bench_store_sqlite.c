@@ -153,8 +153,7 @@ int main(int argc, char **argv)
     if (bench_gets(st, n, STORE_BY_ID, false, "crew_get_by_id_per_s") != 0 ||
         bench_gets(st, n, STORE_BY_NAME, true, "crew_get_by_name_per_s") != 0 ||
         /* The API's lookup given an id: a name miss first, then the id. */
-        bench_gets(st, n, STORE_BY_NAME_OR_ID, false, "crew_get_name_or_id_given_id_per_s") !=
-            0)
+        bench_gets(st, n, STORE_BY_NAME_OR_ID, false, "crew_get_name_or_id_given_id_per_s") != 0)
         goto out;
 
     long pages = n / 10 > 0 ? n / 10 : 1;

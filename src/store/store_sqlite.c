@@ -44,8 +44,8 @@ _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
 
 /* Columns of a crew row as read back. Listing reads only the first CREW_LIST_COLS, so the
  * two large JSON columns come last. */
-#define CREW_COLS                                                                          \
-    "crew_id, name, description, execution_mode, agent_count, created_at, updated_at,"    \
+#define CREW_COLS                                                                                  \
+    "crew_id, name, description, execution_mode, agent_count, created_at, updated_at,"             \
     " definition, plan"
 #define CREW_LIST_COLS 7
 
@@ -139,8 +139,8 @@ static int run(struct store_sqlite *s, enum stmt_id id, struct err *e)
 static int bind_text(struct store_sqlite *s, sqlite3_stmt *stmt, int idx, const char *text,
                      struct err *e)
 {
-    int rc = text ? sqlite3_bind_text(stmt, idx, text, -1, SQLITE_STATIC)
-                  : sqlite3_bind_null(stmt, idx);
+    int rc =
+        text ? sqlite3_bind_text(stmt, idx, text, -1, SQLITE_STATIC) : sqlite3_bind_null(stmt, idx);
     return rc == SQLITE_OK ? 0 : fail(s->db, rc, e);
 }
 
@@ -196,8 +196,7 @@ static int crew_bind(struct store_sqlite *s, sqlite3_stmt *stmt, const struct st
 static int write_fail(struct store_sqlite *s, int rc, const struct store_crew *c, struct err *e)
 {
     if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
-        return err_set(e, ERR_CONFLICT, "crew_id: a crew with id '%s' already exists",
-                       c->crew_id);
+        return err_set(e, ERR_CONFLICT, "crew_id: a crew with id '%s' already exists", c->crew_id);
     if (rc == SQLITE_CONSTRAINT_UNIQUE)
         return err_set(e, ERR_CONFLICT, "name: a crew named '%s' already exists", c->name);
     return fail(s->db, rc, e);
@@ -358,8 +357,7 @@ out:
 }
 
 /* Appends `c` to the page, growing it by doubling; takes `c` in every case. */
-static int page_push(struct store_crew_page *page, size_t *cap, struct store_crew *c,
-                     struct err *e)
+static int page_push(struct store_crew_page *page, size_t *cap, struct store_crew *c, struct err *e)
 {
     if (page->n == *cap) {
         size_t ncap = *cap ? *cap * 2 : 16;
@@ -455,7 +453,7 @@ out:
     return ret;
 }
 
-static void sqlite_close(struct store *st)
+static void close_store(struct store *st)
 {
     struct store_sqlite *s = from_store(st);
     if (s == NULL)
@@ -477,25 +475,28 @@ static const struct store_ops SQLITE_OPS = {
     .crew_get = crew_get,
     .crew_list = crew_list,
     .crew_delete = crew_delete,
-    .close = sqlite_close,
+    .close = close_store,
 };
 
 /* Creates the directory that will hold `path` when it is missing (one level, like mkdir). */
 static int make_parent_dir(const char *path, struct err *e)
 {
     const char *slash = strrchr(path, '/');
+    char *dir = NULL;
+    int ret = 0;
     if (slash == NULL || slash == path)
-        return 0; /* the current directory, or "/" */
+        goto out; /* the current directory, or "/" */
     size_t len = (size_t)(slash - path);
-    char *dir = malloc(len + 1);
-    if (dir == NULL)
-        return err_set(e, ERR_NOMEM, "store: out of memory");
+    dir = malloc(len + 1);
+    if (dir == NULL) {
+        ret = err_set(e, ERR_NOMEM, "store: out of memory");
+        goto out;
+    }
     memcpy(dir, path, len);
     dir[len] = '\0';
-    int ret = 0;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        ret = err_set(e, ERR_IO, "store: cannot create directory '%s': %s", dir,
-                      strerror(errno));
+        ret = err_set(e, ERR_IO, "store: cannot create directory '%s': %s", dir, strerror(errno));
+out:
     free(dir);
     return ret;
 }
@@ -554,8 +555,10 @@ static int migrate(sqlite3 *db, struct err *e)
     sqlite3_stmt *record = NULL;
     if (ret != 0)
         goto out;
-    int rc = sqlite3_prepare_v2(db, "INSERT INTO schema_version (version, applied_at)"
-                                    " VALUES (?1, ?2)", -1, &record, NULL);
+    int rc = sqlite3_prepare_v2(db,
+                                "INSERT INTO schema_version (version, applied_at)"
+                                " VALUES (?1, ?2)",
+                                -1, &record, NULL);
     if (rc != SQLITE_OK) {
         ret = fail(db, rc, e);
         goto out;
@@ -582,8 +585,7 @@ static int migrate(sqlite3 *db, struct err *e)
             (rc = sqlite3_bind_int64(record, 1, next)) != SQLITE_OK ||
             (rc = sqlite3_bind_text(record, 2, now, -1, SQLITE_STATIC)) != SQLITE_OK ||
             (rc = sqlite3_step(record)) != SQLITE_DONE) {
-            ret = err_set(e, code_of(rc), "store: migration %ld: %s", next,
-                          sqlite3_errmsg(db));
+            ret = err_set(e, code_of(rc), "store: migration %ld: %s", next, sqlite3_errmsg(db));
             goto out;
         }
         stmt_done(record);
@@ -640,9 +642,8 @@ int store_sqlite_open(const char *path, struct store **out, struct err *e)
         goto out;
     }
     s->base.ops = &SQLITE_OPS;
-    int rc = sqlite3_open_v2(path, &s->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         ret = err_set(e, code_of(rc), "store: cannot open '%s': %s", path,
                       s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
@@ -660,12 +661,11 @@ int store_sqlite_open(const char *path, struct store **out, struct err *e)
             goto out;
         }
     }
-    log_debug(MOD, "opened sqlite database '%s' (schema version %d)", path,
-              STORE_SCHEMA_VERSION);
+    log_debug(MOD, "opened sqlite database '%s' (schema version %d)", path, STORE_SCHEMA_VERSION);
     *out = &s->base;
     s = NULL;
 out:
     if (s != NULL)
-        sqlite_close(&s->base);
+        close_store(&s->base);
     return ret;
 }

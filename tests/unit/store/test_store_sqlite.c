@@ -70,8 +70,7 @@ static void insert_ok(struct store *st, const char *id, const char *name, const 
 }
 
 /* Gets a crew that must exist and checks it is `want_id`. */
-static void get_is(struct store *st, const char *ident, enum store_lookup how,
-                   const char *want_id)
+static void get_is(struct store *st, const char *ident, enum store_lookup how, const char *want_id)
 {
     struct store_crew *c = NULL;
     struct err e = {0};
@@ -442,8 +441,7 @@ static void test_persistence_and_migrations(void **state)
     assert_int_equal(stat(path, &sb), 0);
     peek(path, "SELECT group_concat(version) FROM schema_version", answer, sizeof answer);
     assert_string_equal(answer, "1");
-    peek(path, "SELECT applied_at FROM schema_version WHERE version = 1", applied,
-         sizeof applied);
+    peek(path, "SELECT applied_at FROM schema_version WHERE version = 1", applied, sizeof applied);
     assert_int_equal(strlen(applied), 24);
     peek(path, "PRAGMA journal_mode", answer, sizeof answer);
     assert_string_equal(answer, "wal");
@@ -453,11 +451,9 @@ static void test_persistence_and_migrations(void **state)
     get_is(st, "alpha", STORE_BY_NAME, ID_A);
     insert_ok(st, ID_B, "beta", T2);
     store_close(st);
-    peek(path, "SELECT count(*) || ':' || max(version) FROM schema_version", answer,
-         sizeof answer);
+    peek(path, "SELECT count(*) || ':' || max(version) FROM schema_version", answer, sizeof answer);
     assert_string_equal(answer, "1:1");
-    peek(path, "SELECT applied_at FROM schema_version WHERE version = 1", answer,
-         sizeof answer);
+    peek(path, "SELECT applied_at FROM schema_version WHERE version = 1", answer, sizeof answer);
     assert_string_equal(answer, applied);
 
     st = open_ok(url);
@@ -517,6 +513,26 @@ static void test_parent_dir_one_level_only(void **state)
     assert_non_null(strstr(e.msg, "cannot create directory"));
 }
 
+static void test_relative_path(void **state)
+{
+    struct tmp *t = *state;
+    char cwd[4096], path[256];
+    /* The test changes directory for the one open (tests run on one thread) and goes back. */
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(t->dir), 0);
+    struct store *st = NULL;
+    struct err e = {0};
+    int rc = store_open("sqlite:rel/crewd.db", &st, &e);
+    assert_int_equal(chdir(cwd), 0);
+    if (rc != 0)
+        fail_msg("store_open: %s", err_text(&e));
+    insert_ok(st, ID_A, "alpha", T1);
+    store_close(st);
+    snprintf(path, sizeof path, "%s/rel/crewd.db", t->dir);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+}
+
 static void test_not_a_database(void **state)
 {
     struct tmp *t = *state;
@@ -557,8 +573,7 @@ static void test_url_errors(void **state)
 
     struct store *st = NULL;
     struct err e = {0};
-    assert_int_equal(store_open("mysql://crewd:s3cretPW@db.example/crewd", &st, &e),
-                     ERR_INVALID);
+    assert_int_equal(store_open("mysql://crewd:s3cretPW@db.example/crewd", &st, &e), ERR_INVALID);
     assert_string_equal(e.msg, "store: unknown URL 'mysql://crewd:***@db.example/crewd'"
                                " (use sqlite:PATH or postgres://...)");
     assert_int_equal(store_open("crewd:s3cretPW@db.example", &st, &e), ERR_INVALID);
@@ -614,12 +629,11 @@ int main(void)
         cmocka_unit_test(test_update),
         cmocka_unit_test(test_list),
         cmocka_unit_test(test_delete),
-        cmocka_unit_test_setup_teardown(test_persistence_and_migrations, tmp_setup,
-                                        tmp_teardown),
+        cmocka_unit_test_setup_teardown(test_persistence_and_migrations, tmp_setup, tmp_teardown),
         cmocka_unit_test_setup_teardown(test_wal_while_open, tmp_setup, tmp_teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, tmp_setup, tmp_teardown),
-        cmocka_unit_test_setup_teardown(test_parent_dir_one_level_only, tmp_setup,
-                                        tmp_teardown),
+        cmocka_unit_test_setup_teardown(test_parent_dir_one_level_only, tmp_setup, tmp_teardown),
+        cmocka_unit_test_setup_teardown(test_relative_path, tmp_setup, tmp_teardown),
         cmocka_unit_test_setup_teardown(test_not_a_database, tmp_setup, tmp_teardown),
         cmocka_unit_test(test_url_errors),
         cmocka_unit_test(test_postgres_urls_reach_pg),
