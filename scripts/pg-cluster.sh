@@ -31,12 +31,14 @@ marker=.crewd-pg-cluster
 
 # Newest installed server; pg_config of the client package may name another major version.
 find_bindir() {
-    bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+    bindir=$(for d in /usr/lib/postgresql/*/bin; do [ -d "$d" ] && echo "$d"; done |
+        sort -V | tail -1)
     if [ -z "$bindir" ] && command -v pg_config >/dev/null 2>&1; then
         bindir=$(pg_config --bindir)
     fi
-    [ -n "$bindir" ] && [ -x "$bindir/initdb" ] && [ -x "$bindir/pg_ctl" ] ||
+    if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ] || [ ! -x "$bindir/pg_ctl" ]; then
         die "no PostgreSQL server binaries (initdb, pg_ctl) found; run scripts/deps.sh"
+    fi
 }
 
 # Runs a server binary as the cluster's owner: `postgres` when we are root, ourselves otherwise.
