@@ -347,19 +347,6 @@ static int pg_migrate(struct pg_store *s, struct err *e)
 
 /* ---- rows ------------------------------------------------------------------------------ */
 
-/* Same layout and ownership as store_crew_free() (store.c), which this file does not link. */
-static void pg_crew_free(struct store_crew *crew)
-{
-    if (crew == NULL)
-        return;
-    free(crew->name);
-    free(crew->description);
-    free(crew->execution_mode);
-    free(crew->definition);
-    free(crew->plan);
-    free(crew);
-}
-
 static int pg_dup_field(const PGresult *res, int row, int col, char **out)
 {
     *out = NULL;
@@ -408,7 +395,7 @@ static int pg_row_to_crew(const PGresult *res, int row, int first, bool full,
     *out = crew;
     crew = NULL;
 out:
-    pg_crew_free(crew);
+    store_crew_free(crew);
     return rc;
 }
 
@@ -529,7 +516,7 @@ out:
 static void pg_page_cleanup(struct store_crew_page *page)
 {
     for (size_t i = 0; i < page->n; i++)
-        pg_crew_free(page->items[i]);
+        store_crew_free(page->items[i]);
     free(page->items);
     page->items = NULL;
     page->n = 0;

@@ -1,0 +1,51 @@
+/* api.c - the route table and the mapping from error codes to HTTP statuses. */
+#include "api/api.h"
+
+#include "core/log.h"
+
+/*
+ * One table for every route. The seed's paths are kept as they were (API.md section 1):
+ * GET/DELETE on the collection select one crew through ?name= or ?crew_id=.
+ * Execute (POST) and the job routes join this table with the job engine.
+ */
+static const struct http_route routes[] = {
+    {HTTP_GET, "/healthz", api_health_get},
+    {HTTP_GET, "/api/v1/crew", api_crews_list_or_get},
+    {HTTP_PUT, "/api/v1/crew", api_crews_create},
+    {HTTP_DELETE, "/api/v1/crew", api_crews_delete_by_query},
+    {HTTP_GET, "/api/v1/crew/{crew}", api_crews_get},
+    {HTTP_PUT, "/api/v1/crew/{crew}", api_crews_update},
+    {HTTP_DELETE, "/api/v1/crew/{crew}", api_crews_delete},
+};
+
+const struct http_route *api_routes(size_t *n)
+{
+    *n = sizeof routes / sizeof routes[0];
+    return routes;
+}
+
+int api_status_of(int code)
+{
+    switch (code) {
+    case ERR_OK: return 200;
+    case ERR_INVALID: return 400;
+    case ERR_UNAUTHORIZED: return 401;
+    case ERR_NOT_FOUND: return 404;
+    case ERR_CONFLICT: return 409;
+    case ERR_TOO_LARGE: return 413;
+    case ERR_UNSUPPORTED: return 400;
+    case ERR_BUSY: return 503;
+    default: return 500; /* NOMEM, IO, STORE, INTERNAL: our fault, not the client's */
+    }
+}
+
+void api_reply_err(struct http_req *req, const struct err *e)
+{
+    int status = api_status_of(e->code);
+    if (status >= 500)
+        log_error("api", "%s %s: %s (%s)", http_method_name(http_req_method(req)),
+                  http_req_path(req), err_text(e), err_name(e->code));
+    if (status == 503)
+        http_reply_header(req, "Retry-After", "1");
+    http_reply_error(req, status, "%s", err_text(e));
+}

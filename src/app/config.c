@@ -1,0 +1,372 @@
+/* config.c - see config.h. */
+#include "app/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llm/provider.h"
+
+enum setting {
+    SET_LISTEN,
+    SET_STORE,
+    SET_LOG_LEVEL,
+    SET_API_KEY,
+    SET_CORS_ORIGIN,
+    SET_MAX_BODY,
+    SET_DEFAULT_PROVIDER,
+    SET_CONFIG,
+};
+
+/* The one table of settings: option, environment variable, file key, help. */
+static const struct {
+    enum setting id;
+    const char *option;
+    const char *env;
+    const char *file_key;
+    bool is_list;
+    const char *help;
+} settings[] = {
+    {SET_LISTEN, "--listen", "CREWD_LISTEN", "listen", false,
+     "HOST:PORT to serve on (default " CONFIG_DEFAULT_LISTEN "; port 0 picks a free one)"},
+    {SET_STORE, "--store", "CREWD_STORE", "store", false,
+     "sqlite:PATH or postgres://... (default " CONFIG_DEFAULT_STORE ")"},
+    {SET_LOG_LEVEL, "--log-level", "CREWD_LOG_LEVEL", "log_level", false,
+     "error, warn, info (default), debug or trace"},
+    {SET_API_KEY, "--api-key", "CREWD_API_KEYS", "api_keys", true,
+     "require Authorization: Bearer KEY on /api/ (repeatable; env: comma-separated)"},
+    {SET_CORS_ORIGIN, "--cors-origin", "CREWD_CORS_ORIGINS", "cors_origins", true,
+     "allow browser requests from ORIGIN, or * (repeatable; env: comma-separated)"},
+    {SET_MAX_BODY, "--max-body-bytes", "CREWD_MAX_BODY_BYTES", "max_body_bytes", false,
+     "largest request body accepted (default 1048576)"},
+    {SET_DEFAULT_PROVIDER, "--default-provider", "CREWD_DEFAULT_PROVIDER", "default_provider",
+     false, "LLM provider when an agent's config does not decide (default openai)"},
+    {SET_CONFIG, "--config", NULL, NULL, false, "JSON file with any of the settings above"},
+};
+#define N_SETTINGS (sizeof settings / sizeof settings[0])
+
+void config_usage(FILE *out, const char *prog)
+{
+    fprintf(out, "usage: %s [options]\n\nRuns crews of LLM agents as durable jobs behind the "
+                 "AgentCrew REST API.\n\noptions:\n", prog);
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        fprintf(out, "  %-20s %s%s%s\n", settings[i].option, settings[i].help,
+                settings[i].env ? "; env " : "", settings[i].env ? settings[i].env : "");
+    fprintf(out, "  %-20s %s\n  %-20s %s\n", "--help", "print this text", "--version",
+            "print the version");
+}
+
+int config_parse_listen(const char *s, char host[64], int *port, struct err *e)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s)
+        return err_set(e, ERR_INVALID, "listen: '%s' is not HOST:PORT", s);
+    const char *h = s;
+    size_t hlen = (size_t)(colon - s);
+    if (h[0] == '[') {
+        if (hlen < 3 || h[hlen - 1] != ']')
+            return err_set(e, ERR_INVALID, "listen: '%s' is not [IPV6]:PORT", s);
+        h++;
+        hlen -= 2;
+    }
+    if (hlen >= 64)
+        return err_set(e, ERR_INVALID, "listen: host too long in '%s'", s);
+    char tmp[64];
+    memcpy(tmp, h, hlen);
+    tmp[hlen] = '\0';
+    unsigned char addr[16];
+    if (strcmp(tmp, "localhost") == 0)
+        memcpy(tmp, "127.0.0.1", sizeof "127.0.0.1");
+    else if (inet_pton(AF_INET, tmp, addr) != 1 && inet_pton(AF_INET6, tmp, addr) != 1)
+        return err_set(e, ERR_INVALID, "listen: '%s' is not a numeric IP address", tmp);
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno != 0 || end == colon + 1 || *end != '\0' || p < 0 || p > 65535)
+        return err_set(e, ERR_INVALID, "listen: port '%s' is not a number from 0 to 65535",
+                       colon + 1);
+    memcpy(host, tmp, sizeof tmp);
+    *port = (int)p;
+    return 0;
+}
+
+static int set_string(char **slot, const char *value)
+{
+    char *copy = strdup(value);
+    if (copy == NULL)
+        return ERR_NOMEM;
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+static void free_list(char ***list, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++)
+        free((*list)[i]);
+    free(*list);
+    *list = NULL;
+    *n = 0;
+}
+
+static int list_add(char ***list, size_t *n, const char *value, size_t len)
+{
+    char **grown = realloc(*list, (*n + 1) * sizeof **list);
+    if (grown == NULL)
+        return ERR_NOMEM;
+    *list = grown;
+    char *copy = strndup(value, len);
+    if (copy == NULL)
+        return ERR_NOMEM;
+    grown[(*n)++] = copy;
+    return 0;
+}
+
+/* API keys travel in an HTTP header: printable ASCII without spaces. Never echo the key. */
+static int check_list_item(enum setting id, const char *v, size_t len, const char *source,
+                           struct err *e)
+{
+    if (len == 0)
+        return err_set(e, ERR_INVALID, "%s: an empty %s", source,
+                       id == SET_API_KEY ? "API key" : "CORS origin");
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f)
+            return err_set(e, ERR_INVALID, "%s: %s must be printable ASCII without spaces",
+                           source, id == SET_API_KEY ? "an API key" : "a CORS origin");
+    return 0;
+}
+
+/* Applies one scalar or list value. `append` adds to a list instead of replacing it. */
+static int apply(struct config *cfg, enum setting id, const char *value, bool append,
+                 const char *source, struct err *e)
+{
+    switch (id) {
+    case SET_LISTEN: {
+        char host[64];
+        int port;
+        int rc = config_parse_listen(value, host, &port, e);
+        if (rc != 0) {
+            err_prefix(e, "%s", source);
+            return rc;
+        }
+        memcpy(cfg->host, host, sizeof host);
+        cfg->port = port;
+        return set_string(&cfg->listen, value);
+    }
+    case SET_STORE:
+        if (value[0] == '\0')
+            return err_set(e, ERR_INVALID, "%s: the store URL is empty", source);
+        return set_string(&cfg->store, value);
+    case SET_LOG_LEVEL:
+        if (log_level_parse(value, &cfg->log_level) != 0)
+            return err_set(e, ERR_INVALID,
+                           "%s: unknown log level '%s' (known: error, warn, info, debug, trace)",
+                           source, value);
+        return 0;
+    case SET_API_KEY:
+    case SET_CORS_ORIGIN: {
+        char ***list = id == SET_API_KEY ? &cfg->api_keys : &cfg->cors_origins;
+        size_t *n = id == SET_API_KEY ? &cfg->n_api_keys : &cfg->n_cors_origins;
+        if (!append)
+            free_list(list, n);
+        /* Comma-separated in the environment; one item per option or array element. */
+        const char *p = value;
+        for (;;) {
+            size_t len = append ? strlen(p) : strcspn(p, ",");
+            int rc = check_list_item(id, p, len, source, e);
+            if (rc != 0)
+                return rc;
+            if (list_add(list, n, p, len) != 0)
+                return err_set(e, ERR_NOMEM, "out of memory");
+            if (append || p[len] == '\0')
+                return 0;
+            p += len + 1;
+        }
+    }
+    case SET_MAX_BODY: {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(value, &end, 10);
+        if (errno != 0 || end == value || *end != '\0' || value[0] == '-' || v < 1024 ||
+            v > 1024ULL * 1024 * 1024)
+            return err_set(e, ERR_INVALID,
+                           "%s: max body bytes '%s' must be a number from 1024 to 1073741824",
+                           source, value);
+        cfg->max_body_bytes = (size_t)v;
+        return 0;
+    }
+    case SET_DEFAULT_PROVIDER: {
+        const struct llm_provider_info *p = llm_provider_find(value);
+        if (p == NULL)
+            return err_set(e, ERR_INVALID, "%s: unknown provider '%s' (known: %s)", source,
+                           value, llm_provider_known_list());
+        return set_string(&cfg->default_provider, p->name);
+    }
+    case SET_CONFIG:
+        return 0; /* read first, by config_load */
+    }
+    return err_set(e, ERR_INTERNAL, "unknown setting");
+}
+
+static int load_file(struct config *cfg, const char *path, struct err *e)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        return err_set(e, ERR_INVALID, "config %s: line %d, column %d: %s", path, jerr.line,
+                       jerr.column, jerr.text);
+    int rc = 0;
+    if (!json_is_object(root)) {
+        rc = err_set(e, ERR_INVALID, "config %s: must be a JSON object", path);
+        goto out;
+    }
+    const char *key;
+    json_t *value;
+    json_object_foreach(root, key, value)
+    {
+        size_t i;
+        for (i = 0; i < N_SETTINGS; i++)
+            if (settings[i].file_key && strcmp(settings[i].file_key, key) == 0)
+                break;
+        char source[512];
+        snprintf(source, sizeof source, "config %s: %s", path, key);
+        if (i == N_SETTINGS) {
+            rc = err_set(e, ERR_INVALID,
+                         "%s: unknown key (known: listen, store, log_level, api_keys, "
+                         "cors_origins, max_body_bytes, default_provider)",
+                         source);
+            goto out;
+        }
+        if (settings[i].is_list) {
+            if (!json_is_array(value)) {
+                rc = err_set(e, ERR_INVALID, "%s: expected an array of strings", source);
+                goto out;
+            }
+            char ***list = settings[i].id == SET_API_KEY ? &cfg->api_keys : &cfg->cors_origins;
+            size_t *n = settings[i].id == SET_API_KEY ? &cfg->n_api_keys : &cfg->n_cors_origins;
+            free_list(list, n);
+            size_t k;
+            json_t *item;
+            json_array_foreach(value, k, item)
+            {
+                if (!json_is_string(item)) {
+                    rc = err_set(e, ERR_INVALID, "%s[%zu]: expected a string", source, k);
+                    goto out;
+                }
+                if ((rc = apply(cfg, settings[i].id, json_string_value(item), true, source,
+                                e)) != 0)
+                    goto out;
+            }
+            continue;
+        }
+        char num[32];
+        const char *text;
+        if (json_is_string(value)) {
+            text = json_string_value(value);
+        } else if (settings[i].id == SET_MAX_BODY && json_is_integer(value)) {
+            snprintf(num, sizeof num, "%lld", (long long)json_integer_value(value));
+            text = num;
+        } else {
+            rc = err_set(e, ERR_INVALID, "%s: expected a %s", source,
+                         settings[i].id == SET_MAX_BODY ? "number" : "string");
+            goto out;
+        }
+        if ((rc = apply(cfg, settings[i].id, text, false, source, e)) != 0)
+            goto out;
+    }
+out:
+    json_decref(root);
+    return rc;
+}
+
+int config_load(struct config *cfg, int argc, char **argv, const char *(*getenv_fn)(const char *),
+                enum config_action *action, struct err *e)
+{
+    int rc;
+    memset(cfg, 0, sizeof *cfg);
+    *action = CONFIG_RUN;
+    cfg->log_level = LOG_INFO;
+    cfg->max_body_bytes = 1024 * 1024;
+    if ((rc = apply(cfg, SET_LISTEN, CONFIG_DEFAULT_LISTEN, false, "default", e)) != 0 ||
+        (rc = set_string(&cfg->store, CONFIG_DEFAULT_STORE)) != 0 ||
+        (rc = set_string(&cfg->default_provider, CONFIG_DEFAULT_PROVIDER)) != 0)
+        return rc;
+
+    /* Pass 1: options that end the run, unknown options, and --config. */
+    const char *config_path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            *action = CONFIG_HELP;
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            *action = CONFIG_VERSION;
+            return 0;
+        }
+        size_t k;
+        for (k = 0; k < N_SETTINGS; k++) {
+            size_t olen = strlen(settings[k].option);
+            if (strncmp(argv[i], settings[k].option, olen) == 0 &&
+                (argv[i][olen] == '\0' || argv[i][olen] == '='))
+                break;
+        }
+        if (k == N_SETTINGS)
+            return err_set(e, ERR_INVALID, "unknown option '%s' (see --help)", argv[i]);
+        if (strchr(argv[i], '=') == NULL) {
+            if (i + 1 >= argc)
+                return err_set(e, ERR_INVALID, "option %s needs a value", argv[i]);
+            i++;
+        }
+        if (settings[k].id == SET_CONFIG)
+            config_path = strchr(argv[i], '=') && strncmp(argv[i], "--config=", 9) == 0
+                              ? argv[i] + 9
+                              : argv[i];
+    }
+    if (config_path != NULL && (rc = load_file(cfg, config_path, e)) != 0)
+        return rc;
+
+    for (size_t k = 0; k < N_SETTINGS; k++) {
+        const char *v = settings[k].env ? getenv_fn(settings[k].env) : NULL;
+        if (v != NULL && v[0] != '\0' &&
+            (rc = apply(cfg, settings[k].id, v, false, settings[k].env, e)) != 0)
+            return rc;
+    }
+
+    /* Pass 2: the command line, in order. A list option given on the command line replaces
+     * the lists of lower sources, then accumulates. */
+    bool list_reset[N_SETTINGS] = {false};
+    for (int i = 1; i < argc; i++) {
+        size_t k;
+        for (k = 0; k < N_SETTINGS; k++) {
+            size_t olen = strlen(settings[k].option);
+            if (strncmp(argv[i], settings[k].option, olen) == 0 &&
+                (argv[i][olen] == '\0' || argv[i][olen] == '='))
+                break;
+        }
+        const char *eq = strchr(argv[i], '=');
+        const char *value = eq ? eq + 1 : argv[++i];
+        if (settings[k].is_list && !list_reset[k]) {
+            list_reset[k] = true;
+            if (settings[k].id == SET_API_KEY)
+                free_list(&cfg->api_keys, &cfg->n_api_keys);
+            else
+                free_list(&cfg->cors_origins, &cfg->n_cors_origins);
+        }
+        if ((rc = apply(cfg, settings[k].id, value, settings[k].is_list, settings[k].option,
+                        e)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+void config_cleanup(struct config *cfg)
+{
+    free(cfg->listen);
+    free(cfg->store);
+    free(cfg->default_provider);
+    free_list(&cfg->api_keys, &cfg->n_api_keys);
+    free_list(&cfg->cors_origins, &cfg->n_cors_origins);
+    memset(cfg, 0, sizeof *cfg);
+}

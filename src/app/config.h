@@ -1,0 +1,58 @@
+/*
+ * config.h - crewd's settings and where they come from (app/ wires the modules into the
+ * daemon: it may depend on every other module, and none depends on it).
+ *
+ * Precedence, lowest first: built-in defaults, the JSON file named by --config, the CREWD_*
+ * environment variables, the command line. A source that sets a list (API keys, CORS
+ * origins) replaces the list of the sources below it; a repeated option adds to its own list.
+ * Every setting lives in one table in config.c (name, option, variable, file key), so the
+ * usage text, the environment and the file stay in step. Built once in main(), read-only
+ * afterwards.
+ */
+#ifndef CREWD_APP_CONFIG_H
+#define CREWD_APP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "core/err.h"
+#include "core/log.h"
+
+#define CONFIG_DEFAULT_LISTEN "127.0.0.1:8080"
+#define CONFIG_DEFAULT_STORE "sqlite:var/crewd.db"
+#define CONFIG_DEFAULT_PROVIDER "openai"
+
+struct config {
+    char *listen;         /* "HOST:PORT" as given */
+    char host[64];        /* parsed from listen: numeric IPv4/IPv6 address */
+    int port;             /* parsed from listen: 0..65535 */
+    char *store;          /* store URL */
+    enum log_level log_level;
+    char **api_keys;
+    size_t n_api_keys;
+    char **cors_origins;
+    size_t n_cors_origins;
+    size_t max_body_bytes;
+    char *default_provider;
+};
+
+enum config_action { CONFIG_RUN = 0, CONFIG_HELP, CONFIG_VERSION };
+
+/*
+ * Builds the configuration from all sources. `getenv_fn` reads the environment (getenv in
+ * main, a table in tests). On success returns 0 and sets *action; on a bad option, file or
+ * value returns ERR_INVALID (or ERR_IO for an unreadable file) with a message naming it.
+ * `cfg` must be released with config_cleanup() either way.
+ */
+int config_load(struct config *cfg, int argc, char **argv, const char *(*getenv_fn)(const char *),
+                enum config_action *action, struct err *e);
+void config_cleanup(struct config *cfg);
+
+/* Writes the usage text. */
+void config_usage(FILE *out, const char *prog);
+
+/* Parses "HOST:PORT" or "[V6]:PORT" into host (numeric) and port. Returns 0 or ERR_INVALID. */
+int config_parse_listen(const char *s, char host[64], int *port, struct err *e);
+
+#endif

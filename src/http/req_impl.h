@@ -1,0 +1,36 @@
+/*
+ * req_impl.h - the inside of struct http_req, shared by server.c (which builds it) and
+ * request.c (which reads and answers it). Nothing outside src/http/ includes this.
+ */
+#ifndef CREWD_HTTP_REQ_IMPL_H
+#define CREWD_HTTP_REQ_IMPL_H
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "http/router.h"
+
+struct http_server;
+
+struct http_req {
+    struct evhttp_request *ev;
+    struct http_server *server;
+    unsigned method;
+    char *path;                 /* raw path, owned */
+    char *decoded[HTTP_ROUTER_MAX_SEGMENTS]; /* decoded segments, owned */
+    struct http_path segs;      /* views of decoded[] for the router */
+    struct http_match match;
+    struct evkeyvalq query;     /* decoded query parameters */
+    bool query_parsed;
+    const char *origin;         /* allowed Origin to echo in CORS headers, or NULL */
+    bool close;                 /* answer with Connection: close */
+};
+
+/* Implemented in server.c, used by request.c. */
+size_t http_server_max_body(const struct http_server *srv);
+int http_server_json_max_depth(const struct http_server *srv);
+
+/* Frees everything req owns (not the evhttp request, which libevent owns). */
+void http_req_free(struct http_req *req);
+
+#endif

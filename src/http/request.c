@@ -1,0 +1,162 @@
+/* request.c - see request.h. */
+#include "http/request.h"
+
+#include <event2/buffer.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json_depth.h"
+#include "core/log.h"
+#include "http/req_impl.h"
+
+unsigned http_req_method(const struct http_req *req) { return req->method; }
+const char *http_req_path(const struct http_req *req) { return req->path; }
+
+const char *http_req_param(const struct http_req *req, size_t i)
+{
+    return i < req->match.n_params ? req->match.params[i] : NULL;
+}
+
+const char *http_req_query(const struct http_req *req, const char *name)
+{
+    if (!req->query_parsed)
+        return NULL;
+    return evhttp_find_header(&req->query, name);
+}
+
+const char *http_req_header(const struct http_req *req, const char *name)
+{
+    return evhttp_find_header(evhttp_request_get_input_headers(req->ev), name);
+}
+
+bool http_req_has_body(const struct http_req *req)
+{
+    return evbuffer_get_length(evhttp_request_get_input_buffer(req->ev)) > 0;
+}
+
+int http_req_body_json(struct http_req *req, json_t **out, struct err *e)
+{
+    *out = NULL;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req->ev);
+    size_t len = evbuffer_get_length(in);
+    if (len == 0)
+        return err_set(e, ERR_INVALID, "request body is required (a JSON object)");
+    const char *body = (const char *)evbuffer_pullup(in, -1);
+    if (body == NULL)
+        return err_set(e, ERR_NOMEM, "out of memory reading the request body");
+    int rc = json_depth_check(body, len, http_server_json_max_depth(req->server), e);
+    if (rc != 0)
+        return rc;
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        return err_set(e, ERR_INVALID, "invalid JSON at line %d, column %d: %s", jerr.line,
+                       jerr.column, jerr.text);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return err_set(e, ERR_INVALID, "request body must be a JSON object");
+    }
+    *out = root;
+    return 0;
+}
+
+void http_reply_header(struct http_req *req, const char *name, const char *value)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req->ev), name, value);
+}
+
+const char *http_status_phrase(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 400 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+/* Headers every reply carries: CORS for allowed origins, and Connection: close when the
+ * request left the connection in a state we do not want to reuse (smuggling attempts). */
+static void add_common_headers(struct http_req *req)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req->ev);
+    if (req->origin != NULL) {
+        evhttp_add_header(h, "Access-Control-Allow-Origin", req->origin);
+        evhttp_add_header(h, "Vary", "Origin");
+    }
+    if (req->close)
+        evhttp_add_header(h, "Connection", "close");
+}
+
+static void send_and_free(struct http_req *req, int status, struct evbuffer *body)
+{
+    add_common_headers(req);
+    evhttp_send_reply(req->ev, status, http_status_phrase(status), body);
+    log_debug("http", "%s %s -> %d", http_method_name(req->method), req->path, status);
+    http_req_free(req);
+}
+
+void http_reply_json(struct http_req *req, int status, json_t *body)
+{
+    struct evbuffer *buf = evbuffer_new();
+    char *text = NULL;
+    if (body != NULL) {
+        text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+        json_decref(body);
+    }
+    if (buf == NULL || (body != NULL && text == NULL)) {
+        /* Out of memory while answering: the connection is the only thing we can free. */
+        free(text);
+        if (buf != NULL)
+            evbuffer_free(buf);
+        log_error("http", "out of memory building a reply; closing the connection");
+        evhttp_connection_free(evhttp_request_get_connection(req->ev));
+        http_req_free(req);
+        return;
+    }
+    if (text != NULL) {
+        evbuffer_add(buf, text, strlen(text));
+        evbuffer_add(buf, "\n", 1);
+        free(text);
+        http_reply_header(req, "Content-Type", "application/json");
+    }
+    send_and_free(req, status, buf);
+    evbuffer_free(buf);
+}
+
+void http_reply_error(struct http_req *req, int status, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *body = json_pack("{s:s, s:i}", "message", msg, "status", status);
+    if (body == NULL) /* the message was not valid UTF-8: say so rather than echo it */
+        body = json_pack("{s:s, s:i}", "message", http_status_phrase(status), "status", status);
+    http_reply_json(req, status, body);
+}
+
+void http_reply_empty(struct http_req *req, int status)
+{
+    send_and_free(req, status, NULL);
+}

@@ -1,0 +1,57 @@
+/*
+ * request.h - what a handler sees of an HTTP request, and the replies it can send.
+ *
+ * A struct http_req lives from the moment the server has read a whole request until the
+ * handler's one reply (http_reply_json / http_reply_error / http_reply_empty) has been
+ * handed to libevent; the reply frees it. Every reply carries the CORS headers the server's
+ * configuration calls for. Everything here runs on the loop thread.
+ */
+#ifndef CREWD_HTTP_REQUEST_H
+#define CREWD_HTTP_REQUEST_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/err.h"
+#include "http/router.h"
+
+struct http_req;
+
+unsigned http_req_method(const struct http_req *req);
+/* The request path as received (percent-encoded, without the query). */
+const char *http_req_path(const struct http_req *req);
+/* The i-th `{capture}` of the matched route, percent-decoded; NULL past the last. */
+const char *http_req_param(const struct http_req *req, size_t i);
+/* The decoded value of query parameter `name` (first occurrence), or NULL. */
+const char *http_req_query(const struct http_req *req, const char *name);
+/* A request header (case-insensitive name), or NULL. */
+const char *http_req_header(const struct http_req *req, const char *name);
+/* True when the request carried a non-empty body. */
+bool http_req_has_body(const struct http_req *req);
+
+/*
+ * Parses the body as JSON: nesting capped (core/json_depth.h), duplicate keys and invalid
+ * UTF-8 refused, and the top level must be an object. An empty body gives ERR_INVALID
+ * "request body is required (a JSON object)". The message of a syntax error carries jansson's
+ * line and column. Returns 0 and a new reference in *out, or ERR_INVALID.
+ */
+int http_req_body_json(struct http_req *req, json_t **out, struct err *e);
+
+/* Adds a response header (copied). Only before the reply. */
+void http_reply_header(struct http_req *req, const char *name, const char *value);
+
+/* Sends `body` (stolen; may be NULL for an empty body) as JSON with `status`, frees req. */
+void http_reply_json(struct http_req *req, int status, json_t *body);
+
+/* Sends {"message": <formatted>, "status": status}, frees req. */
+void http_reply_error(struct http_req *req, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Sends `status` with no body (204), frees req. */
+void http_reply_empty(struct http_req *req, int status);
+
+/* The reason phrase crewd uses for `status` ("Not Found"). */
+const char *http_status_phrase(int status);
+
+#endif

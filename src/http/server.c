@@ -1,0 +1,476 @@
+/*
+ * server.c - see server.h. The order of the checks in on_request matters: framing problems
+ * (ambiguous length) first, because they make the connection itself untrustworthy; then what
+ * can be judged without the route (path encoding, size, media type); then auth, so that an
+ * unauthenticated client learns nothing about which routes exist; then routing.
+ */
+#include "http/server.h"
+
+#include <sys/queue.h> /* before event2/keyvalq_struct.h, for TAILQ_FOREACH */
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/util.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "core/json_depth.h"
+#include "core/log.h"
+#include "core/utf8.h"
+#include "http/req_impl.h"
+#include "http/request.h"
+
+struct http_server {
+    struct evhttp *http;
+    int port;
+    size_t max_body;
+    size_t max_header;
+    int json_max_depth;
+    unsigned char (*key_hashes)[SHA256_DIGEST_LENGTH]; /* API keys, hashed: see check_auth */
+    size_t n_keys;
+    char **origins;
+    size_t n_origins;
+    bool any_origin;
+    const struct http_route *routes;
+    size_t n_routes;
+    void *handler_arg;
+};
+
+/*
+ * libevent 2.1 answers the errors it detects itself (malformed request line, headers or body
+ * over the limits, unknown methods) through evhttp_send_error(), which writes an HTML page and
+ * offers no hook (2.2 adds evhttp_set_errorcb). crewd defines evhttp_send_error below; the
+ * executable exports it (CMakeLists.txt), so libevent's calls, which go through its PLT, reach
+ * this one and every error is JSON. The function has no context argument, hence this pointer
+ * to the one server of the process, set by http_server_new and cleared by http_server_free.
+ */
+static const struct http_server *libevent_error_ctx;
+
+size_t http_server_max_body(const struct http_server *srv) { return srv->max_body; }
+int http_server_json_max_depth(const struct http_server *srv) { return srv->json_max_depth; }
+
+void http_req_free(struct http_req *req)
+{
+    if (req == NULL)
+        return;
+    free(req->path);
+    for (size_t i = 0; i < HTTP_ROUTER_MAX_SEGMENTS; i++)
+        free(req->decoded[i]);
+    if (req->query_parsed)
+        evhttp_clear_headers(&req->query);
+    free(req);
+}
+
+static unsigned method_of(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET: return HTTP_GET;
+    case EVHTTP_REQ_HEAD: return HTTP_HEAD;
+    case EVHTTP_REQ_PUT: return HTTP_PUT;
+    case EVHTTP_REQ_POST: return HTTP_POST;
+    case EVHTTP_REQ_PATCH: return HTTP_PATCH;
+    case EVHTTP_REQ_DELETE: return HTTP_DELETE;
+    case EVHTTP_REQ_OPTIONS: return HTTP_OPTIONS;
+    default: return HTTP_OTHER;
+    }
+}
+
+/* Two Content-Length headers that disagree, or Content-Length with Transfer-Encoding, let a
+ * proxy and crewd disagree on where a request ends (request smuggling). libevent reads the
+ * first Content-Length, so refuse and close rather than guess. */
+static const char *ambiguous_length(struct evhttp_request *ev)
+{
+    const char *cl = NULL;
+    bool te = false;
+    struct evkeyval *h;
+    TAILQ_FOREACH(h, evhttp_request_get_input_headers(ev), next)
+    {
+        if (strcasecmp(h->key, "Content-Length") == 0) {
+            if (cl != NULL && strcmp(cl, h->value) != 0)
+                return "conflicting Content-Length headers";
+            cl = h->value;
+        } else if (strcasecmp(h->key, "Transfer-Encoding") == 0) {
+            te = true;
+        }
+    }
+    if (cl != NULL && te)
+        return "both Content-Length and Transfer-Encoding given";
+    return NULL;
+}
+
+/* Splits the raw path into percent-decoded segments. Returns 0, 400 (bad encoding) or 404
+ * (too many segments, which no route has). */
+static int split_path(struct http_req *req, const char **why)
+{
+    const char *p = req->path;
+    if (p[0] != '/') {
+        *why = "the request target must be an absolute path";
+        return 400;
+    }
+    while (*p == '/') {
+        p++;
+        const char *end = strchr(p, '/');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == 0 && end == NULL)
+            break; /* trailing slash: "/api/v1/crew/" is "/api/v1/crew" */
+        if (req->segs.n_seg >= HTTP_ROUTER_MAX_SEGMENTS)
+            return 404;
+        char raw[2048];
+        if (len >= sizeof raw)
+            return 404;
+        memcpy(raw, p, len);
+        raw[len] = '\0';
+        size_t dlen = 0;
+        char *dec = evhttp_uridecode(raw, 0, &dlen);
+        if (dec == NULL) {
+            *why = "out of memory";
+            return 500;
+        }
+        req->decoded[req->segs.n_seg] = dec;
+        req->segs.seg[req->segs.n_seg++] = dec;
+        if (!utf8_valid(dec, dlen)) {
+            *why = "the path is not valid UTF-8 once percent-decoded (or holds a NUL)";
+            return 400;
+        }
+        p += len;
+    }
+    return 0;
+}
+
+static int parse_query(struct http_req *req, const char *query, const char **why)
+{
+    TAILQ_INIT(&req->query);
+    req->query_parsed = true;
+    if (query == NULL || query[0] == '\0')
+        return 0;
+    if (evhttp_parse_query_str(query, &req->query) != 0) {
+        *why = "malformed query string";
+        return 400;
+    }
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, &req->query, next)
+    {
+        if (!utf8_valid(kv->key, strlen(kv->key)) || !utf8_valid(kv->value, strlen(kv->value))) {
+            *why = "a query parameter is not valid UTF-8 once percent-decoded";
+            return 400;
+        }
+        /* evhttp decodes %00 into a NUL that strlen() then hides: look for it in the raw. */
+    }
+    if (strstr(query, "%00") != NULL) {
+        *why = "a query parameter holds a NUL byte (%00)";
+        return 400;
+    }
+    return 0;
+}
+
+/* Only JSON bodies: "application/json" or a "+json" suffix type, parameters allowed. A body
+ * without Content-Type is read as JSON, as older clients of the seed send it so. */
+static bool json_media_type(const char *ct)
+{
+    if (ct == NULL)
+        return true;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t len = strcspn(ct, ";");
+    while (len > 0 && (ct[len - 1] == ' ' || ct[len - 1] == '\t'))
+        len--;
+    if (len == 16 && strncasecmp(ct, "application/json", 16) == 0)
+        return true;
+    if (len > 5 + 12 && strncasecmp(ct, "application/", 12) == 0 &&
+        strncasecmp(ct + len - 5, "+json", 5) == 0)
+        return true;
+    return false;
+}
+
+/* Keys are kept as SHA-256 digests and the presented key is hashed too, so the comparison
+ * takes the same time whatever the lengths, and CRYPTO_memcmp takes the same time whatever
+ * the bytes; every configured key is compared, without an early exit. */
+static bool check_auth(const struct http_server *srv, const char *authz)
+{
+    if (authz == NULL || strncasecmp(authz, "Bearer ", 7) != 0)
+        return false;
+    const char *key = authz + 7;
+    while (*key == ' ')
+        key++;
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)key, strlen(key), digest);
+    int ok = 0;
+    for (size_t i = 0; i < srv->n_keys; i++)
+        ok |= CRYPTO_memcmp(digest, srv->key_hashes[i], sizeof digest) == 0;
+    return ok != 0;
+}
+
+static const char *allowed_origin(const struct http_server *srv, const char *origin)
+{
+    if (origin == NULL)
+        return NULL;
+    if (srv->any_origin)
+        return origin;
+    for (size_t i = 0; i < srv->n_origins; i++)
+        if (strcmp(srv->origins[i], origin) == 0)
+            return origin;
+    return NULL;
+}
+
+static void answer_options(struct http_req *req, unsigned allowed)
+{
+    char methods[128];
+    http_methods_format(allowed | HTTP_OPTIONS, methods, sizeof methods);
+    http_reply_header(req, "Allow", methods);
+    if (req->origin != NULL &&
+        http_req_header(req, "Access-Control-Request-Method") != NULL) {
+        http_reply_header(req, "Access-Control-Allow-Methods", "GET, PUT, POST, PATCH, DELETE");
+        http_reply_header(req, "Access-Control-Allow-Headers",
+                          "Content-Type, Authorization, Idempotency-Key, Last-Event-ID");
+        http_reply_header(req, "Access-Control-Max-Age", "600");
+    }
+    http_reply_empty(req, 204);
+}
+
+static void on_request(struct evhttp_request *ev, void *arg)
+{
+    struct http_server *srv = arg;
+    struct http_req *req = calloc(1, sizeof *req);
+    if (req == NULL) {
+        evhttp_connection_free(evhttp_request_get_connection(ev));
+        return;
+    }
+    req->ev = ev;
+    req->server = srv;
+    req->method = method_of(evhttp_request_get_command(ev));
+    req->origin = allowed_origin(srv, http_req_header(req, "Origin"));
+
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    req->path = strdup(path && path[0] ? path : "/");
+    if (req->path == NULL) {
+        req->close = true;
+        http_reply_error(req, 500, "out of memory");
+        return;
+    }
+
+    const char *why = ambiguous_length(ev);
+    if (why != NULL) {
+        req->close = true;
+        http_reply_error(req, 400, "%s", why);
+        return;
+    }
+    why = "no such route";
+    int status = split_path(req, &why);
+    if (status == 0)
+        status = parse_query(req, uri ? evhttp_uri_get_query(uri) : NULL, &why);
+    if (status == 404) {
+        http_reply_error(req, 404, "no route for %s %s", http_method_name(req->method),
+                         req->path);
+        return;
+    }
+    if (status != 0) {
+        http_reply_error(req, status, "%s", why);
+        return;
+    }
+    size_t body_len = evbuffer_get_length(evhttp_request_get_input_buffer(ev));
+    if (body_len > srv->max_body) {
+        req->close = true;
+        http_reply_error(req, 413, "request body is %zu bytes; the limit is %zu", body_len,
+                         srv->max_body);
+        return;
+    }
+    if (body_len > 0 && !json_media_type(http_req_header(req, "Content-Type"))) {
+        http_reply_error(req, 415, "Content-Type must be application/json (got '%s')",
+                         http_req_header(req, "Content-Type"));
+        return;
+    }
+    bool api = strncmp(req->path, "/api/", 5) == 0 || strcmp(req->path, "/api") == 0;
+    if (api && srv->n_keys > 0 && req->method != HTTP_OPTIONS &&
+        !check_auth(srv, http_req_header(req, "Authorization"))) {
+        http_reply_header(req, "WWW-Authenticate", "Bearer");
+        http_reply_error(req, 401, "missing or invalid API key (send Authorization: Bearer KEY)");
+        return;
+    }
+
+    status = http_router_match(srv->routes, srv->n_routes, req->method, &req->segs,
+                               &req->match);
+    if (req->method == HTTP_OPTIONS && status != 404) {
+        answer_options(req, req->match.allowed);
+        return;
+    }
+    if (status == 404) {
+        http_reply_error(req, 404, "no route for %s %s", http_method_name(req->method),
+                         req->path);
+        return;
+    }
+    if (status == 405) {
+        char methods[128];
+        http_methods_format(req->match.allowed | HTTP_OPTIONS, methods, sizeof methods);
+        http_reply_header(req, "Allow", methods);
+        http_reply_error(req, 405, "method %s is not allowed on %s (allowed: %s)",
+                         http_method_name(req->method), req->path, methods);
+        return;
+    }
+    req->match.route->handler(req, srv->handler_arg);
+}
+
+/* See libevent_error_ctx above. The prototype is libevent's own (event2/http.h). */
+void evhttp_send_error(struct evhttp_request *ev, int error, const char *reason)
+{
+    const struct http_server *srv = libevent_error_ctx;
+    char msg[256];
+    int status = error;
+    switch (error) {
+    case HTTP_ENTITYTOOLARGE: {
+        /* libevent uses 413 for headers and body alike; tell them apart by what was read. */
+        struct evkeyvalq *in = evhttp_request_get_input_headers(ev);
+        const char *cl = in ? evhttp_find_header(in, "Content-Length") : NULL;
+        const char *te = in ? evhttp_find_header(in, "Transfer-Encoding") : NULL;
+        size_t max_body = srv ? srv->max_body : HTTP_DEFAULT_MAX_BODY_BYTES;
+        size_t max_header = srv ? srv->max_header : HTTP_DEFAULT_MAX_HEADER_BYTES;
+        if (te != NULL || (cl != NULL && strtoull(cl, NULL, 10) > max_body)) {
+            snprintf(msg, sizeof msg, "request body over the limit of %zu bytes", max_body);
+        } else {
+            status = 431;
+            snprintf(msg, sizeof msg, "request headers over the limit of %zu bytes",
+                     max_header);
+        }
+        break;
+    }
+    case HTTP_BADREQUEST:
+        snprintf(msg, sizeof msg, "malformed HTTP request");
+        break;
+    case HTTP_NOTIMPLEMENTED:
+        snprintf(msg, sizeof msg, "unsupported HTTP method");
+        break;
+    case HTTP_EXPECTATIONFAILED:
+        snprintf(msg, sizeof msg, "unsupported Expect header (only 100-continue is)");
+        break;
+    default:
+        snprintf(msg, sizeof msg, "%s", reason ? reason : http_status_phrase(error));
+        break;
+    }
+    struct evbuffer *buf = evbuffer_new();
+    json_t *body = json_pack("{s:s, s:i}", "message", msg, "status", status);
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(body);
+    if (buf == NULL || text == NULL) {
+        free(text);
+        if (buf != NULL)
+            evbuffer_free(buf);
+        evhttp_connection_free(evhttp_request_get_connection(ev));
+        return;
+    }
+    evbuffer_add(buf, text, strlen(text));
+    evbuffer_add(buf, "\n", 1);
+    free(text);
+    struct evkeyvalq *out = evhttp_request_get_output_headers(ev);
+    evhttp_clear_headers(out);
+    evhttp_add_header(out, "Content-Type", "application/json");
+    evhttp_add_header(out, "Connection", "close");
+    log_debug("http", "libevent-detected error %d -> %d: %s", error, status, msg);
+    evhttp_send_reply(ev, status, http_status_phrase(status), buf);
+    evbuffer_free(buf);
+}
+
+int http_server_new(struct event_base *base, const struct http_server_opts *opts,
+                    struct http_server **out, struct err *e)
+{
+    int rc = ERR_NOMEM;
+    *out = NULL;
+    struct http_server *srv = calloc(1, sizeof *srv);
+    if (srv == NULL)
+        goto fail;
+    srv->max_body = opts->max_body_bytes ? opts->max_body_bytes : HTTP_DEFAULT_MAX_BODY_BYTES;
+    srv->max_header =
+        opts->max_header_bytes ? opts->max_header_bytes : HTTP_DEFAULT_MAX_HEADER_BYTES;
+    srv->json_max_depth = opts->json_max_depth ? opts->json_max_depth : JSON_DEPTH_DEFAULT_MAX;
+    srv->routes = opts->routes;
+    srv->n_routes = opts->n_routes;
+    srv->handler_arg = opts->handler_arg;
+
+    if (opts->n_api_keys > 0) {
+        srv->key_hashes = calloc(opts->n_api_keys, sizeof *srv->key_hashes);
+        if (srv->key_hashes == NULL)
+            goto fail;
+        for (size_t i = 0; i < opts->n_api_keys; i++)
+            SHA256((const unsigned char *)opts->api_keys[i], strlen(opts->api_keys[i]),
+                   srv->key_hashes[i]);
+        srv->n_keys = opts->n_api_keys;
+    }
+    if (opts->n_cors_origins > 0) {
+        srv->origins = calloc(opts->n_cors_origins, sizeof *srv->origins);
+        if (srv->origins == NULL)
+            goto fail;
+        for (size_t i = 0; i < opts->n_cors_origins; i++) {
+            if (strcmp(opts->cors_origins[i], "*") == 0)
+                srv->any_origin = true;
+            if ((srv->origins[i] = strdup(opts->cors_origins[i])) == NULL)
+                goto fail;
+            srv->n_origins = i + 1;
+        }
+    }
+
+    srv->http = evhttp_new(base);
+    if (srv->http == NULL)
+        goto fail;
+    evhttp_set_max_body_size(srv->http, (ev_ssize_t)srv->max_body);
+    evhttp_set_max_headers_size(srv->http, (ev_ssize_t)srv->max_header);
+    evhttp_set_timeout(srv->http, opts->timeout_s ? opts->timeout_s : HTTP_DEFAULT_TIMEOUT_S);
+    /* Read and discard the rest of an oversized body before closing, so the client gets
+     * the 413 instead of a connection reset. */
+    evhttp_set_flags(srv->http, EVHTTP_SERVER_LINGERING_CLOSE);
+    /* Let every method reach on_request, which answers 405 with an Allow header. */
+    evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                              EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                              EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(srv->http, on_request, srv);
+
+    struct evhttp_bound_socket *sock =
+        evhttp_bind_socket_with_handle(srv->http, opts->host, (ev_uint16_t)opts->port);
+    if (sock == NULL) {
+        rc = err_set(e, ERR_IO, "cannot listen on %s:%d: %s", opts->host, opts->port,
+                     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        goto fail;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof ss;
+    if (getsockname(evhttp_bound_socket_get_fd(sock), (struct sockaddr *)&ss, &sslen) != 0) {
+        rc = err_set(e, ERR_IO, "cannot read the bound address");
+        goto fail;
+    }
+    srv->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                         : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    libevent_error_ctx = srv;
+    *out = srv;
+    return 0;
+fail:
+    if (rc == ERR_NOMEM)
+        err_set(e, ERR_NOMEM, "out of memory starting the HTTP server");
+    http_server_free(srv);
+    return rc;
+}
+
+int http_server_port(const struct http_server *srv) { return srv->port; }
+
+void http_server_free(struct http_server *srv)
+{
+    if (srv == NULL)
+        return;
+    if (libevent_error_ctx == srv)
+        libevent_error_ctx = NULL;
+    if (srv->http != NULL)
+        evhttp_free(srv->http);
+    for (size_t i = 0; i < srv->n_origins; i++)
+        free(srv->origins[i]);
+    free(srv->origins);
+    free(srv->key_hashes);
+    free(srv);
+}

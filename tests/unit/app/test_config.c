@@ -1,0 +1,149 @@
+/* test_config.c - settings from defaults, file, environment and command line, in that order. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "app/config.h"
+
+/* A fake environment: NULL-terminated name/value pairs. */
+static const char *const *fake_env;
+static const char *env_lookup(const char *name)
+{
+    for (size_t i = 0; fake_env && fake_env[i]; i += 2)
+        if (strcmp(fake_env[i], name) == 0)
+            return fake_env[i + 1];
+    return NULL;
+}
+
+static int load(struct config *cfg, const char *const *env, int argc, const char **argv,
+                struct err *e)
+{
+    enum config_action action;
+    fake_env = env;
+    return config_load(cfg, argc, (char **)argv, env_lookup, &action, e);
+}
+
+static void test_defaults(void **state)
+{
+    struct config cfg;
+    struct err e = {0};
+    const char *argv[] = {"crewd"};
+    assert_int_equal(load(&cfg, NULL, 1, argv, &e), 0);
+    assert_string_equal(cfg.host, "127.0.0.1");
+    assert_int_equal(cfg.port, 8080);
+    assert_string_equal(cfg.store, CONFIG_DEFAULT_STORE);
+    assert_int_equal(cfg.max_body_bytes, 1024 * 1024);
+    assert_int_equal(cfg.n_api_keys, 0);
+    assert_string_equal(cfg.default_provider, "openai");
+    config_cleanup(&cfg);
+}
+
+static void test_precedence(void **state)
+{
+    char path[] = "/tmp/crewd-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "{\"listen\":\"127.0.0.1:9000\",\"store\":\"sqlite:/tmp/f.db\","
+                       "\"api_keys\":[\"file-key\"],\"max_body_bytes\":4096,"
+                       "\"default_provider\":\"claude\"}";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    const char *env[] = {"CREWD_STORE", "sqlite:/tmp/env.db", "CREWD_API_KEYS", "k1,k2", NULL};
+    const char *argv[] = {"crewd", "--config", path, "--listen=127.0.0.1:0"};
+    struct config cfg;
+    struct err e = {0};
+    assert_int_equal(load(&cfg, env, 4, argv, &e), 0);
+    assert_int_equal(cfg.port, 0);                        /* argv beats file */
+    assert_string_equal(cfg.store, "sqlite:/tmp/env.db"); /* env beats file */
+    assert_int_equal(cfg.n_api_keys, 2);                  /* env list replaces file list */
+    assert_string_equal(cfg.api_keys[1], "k2");
+    assert_int_equal(cfg.max_body_bytes, 4096);
+    assert_string_equal(cfg.default_provider, "anthropic"); /* alias resolved */
+    config_cleanup(&cfg);
+
+    const char *argv2[] = {"crewd", "--api-key", "a", "--api-key", "b", "--api-key=c"};
+    assert_int_equal(load(&cfg, env, 6, argv2, &e), 0);
+    assert_int_equal(cfg.n_api_keys, 3); /* argv replaces env, then accumulates */
+    assert_string_equal(cfg.api_keys[0], "a");
+    config_cleanup(&cfg);
+    unlink(path);
+}
+
+static void test_errors(void **state)
+{
+    struct config cfg;
+    struct err e = {0};
+    const char *bad_opt[] = {"crewd", "--nope"};
+    assert_int_equal(load(&cfg, NULL, 2, bad_opt, &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "--nope"));
+    config_cleanup(&cfg);
+    const char *missing[] = {"crewd", "--listen"};
+    assert_int_equal(load(&cfg, NULL, 2, missing, &e), ERR_INVALID);
+    config_cleanup(&cfg);
+    const char *bad_port[] = {"crewd", "--listen", "127.0.0.1:99999"};
+    assert_int_equal(load(&cfg, NULL, 3, bad_port, &e), ERR_INVALID);
+    config_cleanup(&cfg);
+    const char *bad_level[] = {"crewd", "--log-level", "loud"};
+    assert_int_equal(load(&cfg, NULL, 3, bad_level, &e), ERR_INVALID);
+    config_cleanup(&cfg);
+    const char *env[] = {"CREWD_API_KEYS", "ok,,x", NULL};
+    const char *none[] = {"crewd"};
+    assert_int_equal(load(&cfg, env, 1, none, &e), ERR_INVALID); /* empty key in the list */
+    config_cleanup(&cfg);
+    const char *secret_env[] = {"CREWD_API_KEYS", "has space-SECRETVALUE", NULL};
+    assert_int_equal(load(&cfg, secret_env, 1, none, &e), ERR_INVALID);
+    assert_null(strstr(e.msg, "SECRETVALUE")); /* a key is never echoed */
+    config_cleanup(&cfg);
+    const char *nofile[] = {"crewd", "--config", "/nonexistent/crewd.json"};
+    assert_int_equal(load(&cfg, NULL, 3, nofile, &e), ERR_INVALID);
+    config_cleanup(&cfg);
+}
+
+static void test_unknown_file_key(void **state)
+{
+    char path[] = "/tmp/crewd-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "{\"listen\":\"127.0.0.1:1\",\"lisen\":\"x\"}";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    struct config cfg;
+    struct err e = {0};
+    const char *argv[] = {"crewd", "--config", path};
+    assert_int_equal(load(&cfg, NULL, 3, argv, &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "lisen: unknown key"));
+    config_cleanup(&cfg);
+    unlink(path);
+}
+
+static void test_listen_forms(void **state)
+{
+    char host[64];
+    int port;
+    struct err e = {0};
+    assert_int_equal(config_parse_listen("[::1]:8080", host, &port, &e), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(config_parse_listen("localhost:1", host, &port, &e), 0);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(config_parse_listen("example.com:80", host, &port, &e), ERR_INVALID);
+    assert_int_equal(config_parse_listen("8080", host, &port, &e), ERR_INVALID);
+    assert_int_equal(config_parse_listen("127.0.0.1:", host, &port, &e), ERR_INVALID);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),     cmocka_unit_test(test_precedence),
+        cmocka_unit_test(test_errors),       cmocka_unit_test(test_unknown_file_key),
+        cmocka_unit_test(test_listen_forms),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
