@@ -1,0 +1,966 @@
+/*
+ * crew.c - CrewDefinition JSON <-> struct crew_def (crew.h). This is the one door through
+ * which a definition enters crewd, so every field is checked here and every message starts
+ * with the JSON path of the field at fault. Graph checks (cycles, order) are the compile
+ * step's (plan.c); provider names are resolved there too, so this file only checks types.
+ */
+#include "model/crew.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "tools/registry.h"
+
+#define TOP_FIELDS                                                                           \
+    "crew_id, name, description, execution_mode, agents, flow_relations, shared_tools, "     \
+    "max_parallel_tasks, metadata, created_at, updated_at"
+#define AGENT_FIELDS "agent_id, agent_class, name, config, tools, system_prompt"
+#define RELATION_FIELDS "source, target"
+#define AGENT_CLASSES "BaseAgent, Agent, BasicAgent, Chatbot"
+
+/* Bytes of a client's string quoted back in a message; keeps messages well under
+ * ERR_MSG_MAX so the fixed text around them is never cut. */
+#define QUOTE_MAX 64
+#define LIST_MAX 240
+#define API_KEY_ENV_MAX 128
+#define PATH_MAX_LEN 160
+
+static const char *const top_fields[] = {
+    "crew_id",        "name",         "description",        "execution_mode",
+    "agents",         "flow_relations", "shared_tools",     "max_parallel_tasks",
+    "metadata",       "created_at",   "updated_at",
+};
+static const char *const agent_fields[] = {"agent_id", "agent_class", "name",
+                                           "config",   "tools",       "system_prompt"};
+static const char *const relation_fields[] = {"source", "target"};
+static const char *const agent_classes[] = {"BaseAgent", "Agent", "BasicAgent", "Chatbot"};
+static const char *const reserved_names[] = {"execute", "job", "jobs"};
+static const char *const mode_names[] = {"sequential", "parallel", "flow", "loop"};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+const char *crew_mode_name(enum crew_mode mode)
+{
+    if ((unsigned)mode < COUNT(mode_names))
+        return mode_names[mode];
+    return "sequential";
+}
+
+int crew_mode_parse(const char *s, enum crew_mode *out)
+{
+    for (size_t i = 0; s != NULL && i < COUNT(mode_names); i++) {
+        if (strcmp(s, mode_names[i]) == 0) {
+            *out = (enum crew_mode)i;
+            return 0;
+        }
+    }
+    return ERR_INVALID;
+}
+
+/* ---- message helpers ---- */
+
+/* Copies at most QUOTE_MAX bytes of `s`, never cutting a UTF-8 sequence: the message goes
+ * back to the client inside a JSON string, which jansson refuses to build from bad UTF-8. */
+static const char *quote(char buf[QUOTE_MAX + 4], const char *s)
+{
+    size_t len = strlen(s);
+    bool cut = len > QUOTE_MAX;
+    if (cut) {
+        len = QUOTE_MAX;
+        while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
+            len--;
+    }
+    memcpy(buf, s, len);
+    if (cut)
+        memcpy(buf + len, "...", 4);
+    else
+        buf[len] = '\0';
+    return buf;
+}
+
+/* A bounded "a, b, c" list for messages. */
+struct namelist {
+    char buf[LIST_MAX + 8];
+    size_t len;
+    bool full;
+};
+
+static void namelist_add(struct namelist *nl, const char *name)
+{
+    if (nl->full)
+        return;
+    char q[QUOTE_MAX + 4];
+    quote(q, name);
+    size_t need = (nl->len ? 2 : 0) + strlen(q);
+    if (nl->len + need > LIST_MAX) {
+        memcpy(nl->buf + nl->len, nl->len ? ", ..." : "...", nl->len ? 6 : 4);
+        nl->full = true;
+        return;
+    }
+    nl->len += (size_t)snprintf(nl->buf + nl->len, sizeof nl->buf - nl->len, "%s%s",
+                                nl->len ? ", " : "", q);
+}
+
+static const char *type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "object";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+        return "integer";
+    case JSON_REAL:
+        return "number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "boolean";
+    case JSON_NULL:
+        return "null";
+    }
+    return "unknown";
+}
+
+static int type_error(struct err *e, const char *path, const char *expected, const json_t *got)
+{
+    return err_set(e, ERR_INVALID, "%s: expected %s, got %s", path, expected, type_name(got));
+}
+
+static bool in_list(const char *s, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(s, list[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Unknown fields are refused rather than ignored: a misspelt "execution_mod" silently
+ * running sequentially is worse than a 400. */
+static int check_fields(const json_t *obj, const char *prefix, const char *const *known,
+                        size_t n_known, const char *known_text, struct err *e)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)obj, k, v)
+    {
+        if (!in_list(k, known, n_known)) {
+            char q[QUOTE_MAX + 4];
+            return err_set(e, ERR_INVALID, "%s%s: unknown field (known: %s)", prefix,
+                           quote(q, k), known_text);
+        }
+    }
+    return 0;
+}
+
+static bool has_nul(const json_t *s)
+{
+    return strlen(json_string_value(s)) != json_string_length(s);
+}
+
+/* Names and ids: printed in logs and used in URLs and prompts, so no control characters. */
+static int check_label(const json_t *v, const char *path, bool forbid_slash, struct err *e)
+{
+    if (!json_is_string(v))
+        return type_error(e, path, "a string", v);
+    const char *s = json_string_value(v);
+    size_t len = json_string_length(v);
+    if (len == 0)
+        return err_set(e, ERR_INVALID, "%s: must not be empty", path);
+    if (len > CREW_MAX_NAME_BYTES)
+        return err_set(e, ERR_INVALID, "%s: longer than %d bytes", path, CREW_MAX_NAME_BYTES);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
+            return err_set(e, ERR_INVALID, "%s: must not contain control characters", path);
+        if (forbid_slash && c == '/')
+            return err_set(e, ERR_INVALID, "%s: must not contain '/'", path);
+    }
+    return 0;
+}
+
+/* A free text field (description, system_prompt): string or null; only NUL is refused. */
+static int get_text(const json_t *v, const char *path, char **out, struct err *e)
+{
+    *out = NULL;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return type_error(e, path, "a string or null", v);
+    if (has_nul(v))
+        return err_set(e, ERR_INVALID, "%s: must not contain NUL characters", path);
+    *out = strdup(json_string_value(v));
+    return *out ? 0 : err_set(e, ERR_NOMEM, "out of memory");
+}
+
+static int dup_into(char **out, const char *s, struct err *e)
+{
+    *out = strdup(s);
+    return *out ? 0 : err_set(e, ERR_NOMEM, "out of memory");
+}
+
+/* ---- tools ---- */
+
+static int parse_tool_list(const json_t *v, const char *path, const struct tool_registry *reg,
+                           char ***out, size_t *n_out, struct err *e)
+{
+    int rc = 0;
+    *out = NULL;
+    *n_out = 0;
+    if (v == NULL || json_is_null(v))
+        goto out;
+    if (!json_is_array(v)) {
+        rc = type_error(e, path, "an array of tool names or null", v);
+        goto out;
+    }
+    size_t n = json_array_size(v);
+    if (n == 0)
+        goto out;
+    char **list = calloc(n, sizeof *list);
+    if (list == NULL) {
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    *out = list;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *t = json_array_get(v, i);
+        char ipath[PATH_MAX_LEN];
+        snprintf(ipath, sizeof ipath, "%s[%zu]", path, i);
+        if (!json_is_string(t)) {
+            rc = type_error(e, ipath, "a string", t);
+            goto out;
+        }
+        const char *name = json_string_value(t);
+        if (has_nul(t) || tool_registry_find(reg, name) == NULL) {
+            char known[LIST_MAX + 8];
+            char q[QUOTE_MAX + 4];
+            tool_registry_names(reg, known, sizeof known);
+            rc = err_set(e, ERR_INVALID, "%s: unknown tool '%s' (known: %s)", ipath,
+                         quote(q, name), known);
+            goto out;
+        }
+        for (size_t j = 0; j < *n_out; j++) {
+            if (strcmp(list[j], name) == 0) {
+                rc = err_set(e, ERR_INVALID, "%s: tool '%s' is listed twice", ipath, name);
+                goto out;
+            }
+        }
+        rc = dup_into(&list[i], name, e);
+        if (rc != 0)
+            goto out;
+        *n_out = i + 1;
+    }
+out:
+    return rc;
+}
+
+/* ---- agent config ---- */
+
+static bool is_env_name(const char *s, size_t len)
+{
+    if (len == 0 || len > API_KEY_ENV_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+        if (!alpha && !(i > 0 && c >= '0' && c <= '9'))
+            return false;
+    }
+    return true;
+}
+
+/* Only the keys crewd itself reads are typed; the rest passes through for agent classes
+ * that understand them. A null value means "not set", as Python clients often send it. */
+static int check_config(const json_t *cfg, const char *p, struct err *e)
+{
+    char path[PATH_MAX_LEN];
+    const json_t *v;
+
+#define CFG_PATH(key) (snprintf(path, sizeof path, "%s.%s", p, key), path)
+    if ((v = json_object_get(cfg, "llm")) != NULL && !json_is_null(v)) {
+        if (!json_is_string(v))
+            return type_error(e, CFG_PATH("llm"), "a string", v);
+        if (json_string_length(v) == 0 || has_nul(v))
+            return err_set(e, ERR_INVALID, "%s: must name a provider", CFG_PATH("llm"));
+    }
+    if ((v = json_object_get(cfg, "model")) != NULL && !json_is_null(v)) {
+        if (!json_is_string(v))
+            return type_error(e, CFG_PATH("model"), "a string", v);
+        if (json_string_length(v) == 0 || has_nul(v))
+            return err_set(e, ERR_INVALID, "%s: must not be empty", CFG_PATH("model"));
+    }
+    if ((v = json_object_get(cfg, "temperature")) != NULL && !json_is_null(v)) {
+        if (!json_is_number(v))
+            return type_error(e, CFG_PATH("temperature"), "a number", v);
+        double t = json_number_value(v);
+        if (!(t >= 0.0 && t <= 2.0))
+            return err_set(e, ERR_INVALID, "%s: must be between 0 and 2",
+                           CFG_PATH("temperature"));
+    }
+    if ((v = json_object_get(cfg, "max_tokens")) != NULL && !json_is_null(v)) {
+        if (!json_is_integer(v))
+            return type_error(e, CFG_PATH("max_tokens"), "an integer", v);
+        json_int_t m = json_integer_value(v);
+        if (m < 1 || m > 1000000)
+            return err_set(e, ERR_INVALID, "%s: must be between 1 and 1000000",
+                           CFG_PATH("max_tokens"));
+    }
+    if ((v = json_object_get(cfg, "base_url")) != NULL && !json_is_null(v)) {
+        if (!json_is_string(v))
+            return type_error(e, CFG_PATH("base_url"), "a string", v);
+        const char *u = json_string_value(v);
+        if (has_nul(v) || (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0))
+            return err_set(e, ERR_INVALID, "%s: must start with http:// or https://",
+                           CFG_PATH("base_url"));
+    }
+    if ((v = json_object_get(cfg, "api_key_env")) != NULL && !json_is_null(v)) {
+        if (!json_is_string(v))
+            return type_error(e, CFG_PATH("api_key_env"), "a string", v);
+        if (!is_env_name(json_string_value(v), json_string_length(v)))
+            return err_set(e, ERR_INVALID,
+                           "%s: must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, "
+                           "at most %d bytes)",
+                           CFG_PATH("api_key_env"), API_KEY_ENV_MAX);
+    }
+    if ((v = json_object_get(cfg, "timeout")) != NULL && !json_is_null(v)) {
+        if (!json_is_number(v))
+            return type_error(e, CFG_PATH("timeout"), "a number of seconds", v);
+        double t = json_number_value(v);
+        if (!(t > 0.0 && t <= 86400.0))
+            return err_set(e, ERR_INVALID, "%s: must be more than 0 and at most 86400 seconds",
+                           CFG_PATH("timeout"));
+    }
+    if ((v = json_object_get(cfg, "api_key")) != NULL && !json_is_null(v)) {
+        if (!json_is_string(v))
+            return type_error(e, CFG_PATH("api_key"), "a string", v);
+        if (has_nul(v))
+            return err_set(e, ERR_INVALID, "%s: must not contain NUL characters",
+                           CFG_PATH("api_key"));
+    }
+#undef CFG_PATH
+    return 0;
+}
+
+/* ---- agents ---- */
+
+static int parse_agent(const json_t *a, size_t i, const struct tool_registry *reg,
+                       struct crew_agent *ag, struct err *e)
+{
+    int rc = 0;
+    char p[PATH_MAX_LEN], path[PATH_MAX_LEN];
+    snprintf(p, sizeof p, "agents[%zu]", i);
+
+    if (!json_is_object(a)) {
+        rc = type_error(e, p, "an object", a);
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s.", p);
+    rc = check_fields(a, path, agent_fields, COUNT(agent_fields), AGENT_FIELDS, e);
+    if (rc != 0)
+        goto out;
+
+    const json_t *v = json_object_get(a, "agent_id");
+    snprintf(path, sizeof path, "%s.agent_id", p);
+    if (v == NULL || json_is_null(v)) {
+        rc = err_set(e, ERR_INVALID, "%s: required", path);
+        goto out;
+    }
+    if ((rc = check_label(v, path, false, e)) != 0 ||
+        (rc = dup_into(&ag->agent_id, json_string_value(v), e)) != 0)
+        goto out;
+
+    v = json_object_get(a, "agent_class");
+    snprintf(path, sizeof path, "%s.agent_class", p);
+    if (v == NULL || json_is_null(v)) {
+        rc = dup_into(&ag->agent_class, "BaseAgent", e);
+    } else if (!json_is_string(v)) {
+        rc = type_error(e, path, "a string", v);
+    } else if (has_nul(v) || !in_list(json_string_value(v), agent_classes,
+                                      COUNT(agent_classes))) {
+        char q[QUOTE_MAX + 4];
+        rc = err_set(e, ERR_INVALID, "%s: unknown class '%s' (known: %s)", path,
+                     quote(q, json_string_value(v)), AGENT_CLASSES);
+    } else {
+        rc = dup_into(&ag->agent_class, json_string_value(v), e);
+    }
+    if (rc != 0)
+        goto out;
+
+    v = json_object_get(a, "name");
+    snprintf(path, sizeof path, "%s.name", p);
+    if (v != NULL && !json_is_null(v)) {
+        if ((rc = check_label(v, path, false, e)) != 0 ||
+            (rc = dup_into(&ag->name, json_string_value(v), e)) != 0)
+            goto out;
+    }
+    ag->key = ag->name ? ag->name : ag->agent_id;
+
+    v = json_object_get(a, "config");
+    snprintf(path, sizeof path, "%s.config", p);
+    if (v == NULL || json_is_null(v)) {
+        ag->config = json_object();
+    } else if (!json_is_object(v)) {
+        rc = type_error(e, path, "an object or null", v);
+        goto out;
+    } else {
+        if ((rc = check_config(v, path, e)) != 0)
+            goto out;
+        ag->config = json_deep_copy(v);
+    }
+    if (ag->config == NULL) {
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+        goto out;
+    }
+
+    snprintf(path, sizeof path, "%s.tools", p);
+    rc = parse_tool_list(json_object_get(a, "tools"), path, reg, &ag->tools, &ag->n_tools, e);
+    if (rc != 0)
+        goto out;
+
+    snprintf(path, sizeof path, "%s.system_prompt", p);
+    rc = get_text(json_object_get(a, "system_prompt"), path, &ag->system_prompt, e);
+out:
+    return rc;
+}
+
+/* ---- relations ---- */
+
+static int unknown_agent(const struct crew_def *def, const char *path, const char *name,
+                         struct err *e)
+{
+    struct namelist nl = {.len = 0};
+    nl.buf[0] = '\0';
+    for (size_t i = 0; i < def->n_agents; i++)
+        namelist_add(&nl, def->agents[i].key);
+    char q[QUOTE_MAX + 4];
+    return err_set(e, ERR_INVALID, "%s: unknown agent '%s' (known: %s)", path, quote(q, name),
+                   nl.buf);
+}
+
+static int resolve_name(const struct crew_def *def, const json_t *v, const char *path,
+                        size_t *idx, struct err *e)
+{
+    if (!json_is_string(v))
+        return type_error(e, path, "an agent name", v);
+    if (json_string_length(v) == 0)
+        return err_set(e, ERR_INVALID, "%s: must not be empty", path);
+    long found = has_nul(v) ? -1 : crew_def_find_agent(def, json_string_value(v));
+    if (found < 0)
+        return unknown_agent(def, path, json_string_value(v), e);
+    *idx = (size_t)found;
+    return 0;
+}
+
+/* One side of a relation: a name or a non-empty list of names; the same agent named twice
+ * (perhaps once by key, once by agent_id) is kept once. */
+static int parse_side(const struct crew_def *def, const json_t *v, const char *path,
+                      size_t **out, size_t *n_out, struct err *e)
+{
+    int rc = 0;
+    size_t n = json_is_array(v) ? json_array_size(v) : 1;
+    *out = NULL;
+    *n_out = 0;
+    if (v == NULL) {
+        rc = err_set(e, ERR_INVALID, "%s: required", path);
+        goto out;
+    }
+    if (!json_is_array(v) && !json_is_string(v)) {
+        rc = type_error(e, path, "an agent name or an array of names", v);
+        goto out;
+    }
+    if (n == 0) {
+        rc = err_set(e, ERR_INVALID, "%s: must name at least one agent", path);
+        goto out;
+    }
+    if (n > CREW_MAX_AGENTS) {
+        rc = err_set(e, ERR_INVALID, "%s: at most %d names", path, CREW_MAX_AGENTS);
+        goto out;
+    }
+    size_t *idx = calloc(n, sizeof *idx);
+    if (idx == NULL) {
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    *out = idx;
+    for (size_t i = 0; i < n; i++) {
+        size_t k;
+        if (json_is_array(v)) {
+            char ipath[PATH_MAX_LEN];
+            snprintf(ipath, sizeof ipath, "%s[%zu]", path, i);
+            rc = resolve_name(def, json_array_get(v, i), ipath, &k, e);
+        } else {
+            rc = resolve_name(def, v, path, &k, e);
+        }
+        if (rc != 0)
+            goto out;
+        bool seen = false;
+        for (size_t j = 0; j < *n_out; j++)
+            seen = seen || idx[j] == k;
+        if (!seen)
+            idx[(*n_out)++] = k;
+    }
+out:
+    return rc;
+}
+
+static int parse_relations(const json_t *v, struct crew_def *def, struct err *e)
+{
+    int rc = 0;
+    if (v == NULL || json_is_null(v))
+        goto out;
+    if (!json_is_array(v)) {
+        rc = type_error(e, "flow_relations", "an array or null", v);
+        goto out;
+    }
+    size_t n = json_array_size(v);
+    if (n > CREW_MAX_RELATIONS) {
+        rc = err_set(e, ERR_INVALID, "flow_relations: at most %d relations", CREW_MAX_RELATIONS);
+        goto out;
+    }
+    if (n == 0)
+        goto out;
+    def->relations = calloc(n, sizeof *def->relations);
+    if (def->relations == NULL) {
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    def->n_relations = n;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *r = json_array_get(v, i);
+        struct crew_relation *rel = &def->relations[i];
+        char p[PATH_MAX_LEN], path[PATH_MAX_LEN];
+        snprintf(p, sizeof p, "flow_relations[%zu]", i);
+        if (!json_is_object(r)) {
+            rc = type_error(e, p, "an object with source and target", r);
+            goto out;
+        }
+        snprintf(path, sizeof path, "%s.", p);
+        rc = check_fields(r, path, relation_fields, COUNT(relation_fields), RELATION_FIELDS, e);
+        if (rc != 0)
+            goto out;
+        snprintf(path, sizeof path, "%s.source", p);
+        rc = parse_side(def, json_object_get(r, "source"), path, &rel->sources,
+                        &rel->n_sources, e);
+        if (rc != 0)
+            goto out;
+        snprintf(path, sizeof path, "%s.target", p);
+        rc = parse_side(def, json_object_get(r, "target"), path, &rel->targets,
+                        &rel->n_targets, e);
+        if (rc != 0)
+            goto out;
+    }
+out:
+    return rc;
+}
+
+/* ---- the definition ---- */
+
+static int parse_name(const json_t *v, struct crew_def *def, struct err *e)
+{
+    if (v == NULL || json_is_null(v))
+        return err_set(e, ERR_INVALID, "name: required");
+    int rc = check_label(v, "name", true, e);
+    if (rc != 0)
+        return rc;
+    const char *s = json_string_value(v);
+    if (id_is_uuid(s))
+        return err_set(e, ERR_INVALID,
+                       "name: must not have the form of a UUID (UUIDs are looked up as "
+                       "crew_id)");
+    if (in_list(s, reserved_names, COUNT(reserved_names)))
+        return err_set(e, ERR_INVALID, "name: '%s' is reserved (it is a path of the API)", s);
+    return dup_into(&def->name, s, e);
+}
+
+static int parse_agents(const json_t *v, const struct tool_registry *reg, struct crew_def *def,
+                        struct err *e)
+{
+    int rc = 0;
+    if (v == NULL || json_is_null(v)) {
+        rc = err_set(e, ERR_INVALID, "agents: required (at least one agent)");
+        goto out;
+    }
+    if (!json_is_array(v)) {
+        rc = type_error(e, "agents", "an array", v);
+        goto out;
+    }
+    size_t n = json_array_size(v);
+    if (n == 0) {
+        rc = err_set(e, ERR_INVALID, "agents: at least one agent is required");
+        goto out;
+    }
+    if (n > CREW_MAX_AGENTS) {
+        rc = err_set(e, ERR_INVALID, "agents: at most %d agents", CREW_MAX_AGENTS);
+        goto out;
+    }
+    def->agents = calloc(n, sizeof *def->agents);
+    if (def->agents == NULL) {
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    def->n_agents = n;
+    for (size_t i = 0; i < n; i++) {
+        rc = parse_agent(json_array_get(v, i), i, reg, &def->agents[i], e);
+        if (rc != 0)
+            goto out;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(def->agents[j].key, def->agents[i].key) == 0) {
+                char q[QUOTE_MAX + 4];
+                rc = err_set(e, ERR_INVALID,
+                             "agents[%zu]: key '%s' is already used by agents[%zu] (an "
+                             "agent's key is its name if given, else its agent_id)",
+                             i, quote(q, def->agents[i].key), j);
+                goto out;
+            }
+        }
+    }
+out:
+    return rc;
+}
+
+int crew_def_parse(const json_t *in, const struct tool_registry *tools, struct crew_def **out,
+                   struct err *e)
+{
+    int rc = 0;
+    const json_t *v;
+    struct crew_def *def = calloc(1, sizeof *def);
+    *out = NULL;
+    if (def == NULL) {
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    def->max_parallel_tasks = CREW_DEFAULT_PARALLEL_TASKS;
+
+    if (!json_is_object(in)) {
+        rc = err_set(e, ERR_INVALID, "crew definition: expected an object, got %s",
+                     in ? type_name(in) : "nothing");
+        goto out;
+    }
+    rc = check_fields(in, "", top_fields, COUNT(top_fields), TOP_FIELDS, e);
+    if (rc != 0)
+        goto out;
+
+    v = json_object_get(in, "crew_id");
+    if (v != NULL && !json_is_null(v)) {
+        if (!json_is_string(v)) {
+            rc = type_error(e, "crew_id", "a UUID string or null", v);
+            goto out;
+        }
+        if (has_nul(v) || !id_is_uuid(json_string_value(v))) {
+            rc = err_set(e, ERR_INVALID, "crew_id: must be a UUID (or left out)");
+            goto out;
+        }
+        const char *s = json_string_value(v);
+        for (size_t i = 0; i < ID_UUID_LEN - 1; i++) {
+            char c = s[i];
+            def->crew_id[i] = (c >= 'A' && c <= 'F') ? (char)(c - 'A' + 'a') : c;
+        }
+        def->crew_id[ID_UUID_LEN - 1] = '\0';
+    }
+
+    if ((rc = parse_name(json_object_get(in, "name"), def, e)) != 0)
+        goto out;
+    if ((rc = get_text(json_object_get(in, "description"), "description", &def->description,
+                       e)) != 0)
+        goto out;
+
+    v = json_object_get(in, "execution_mode");
+    if (v != NULL && !json_is_null(v)) {
+        if (!json_is_string(v)) {
+            rc = type_error(e, "execution_mode", "a string", v);
+            goto out;
+        }
+        if (has_nul(v) || crew_mode_parse(json_string_value(v), &def->mode) != 0) {
+            char q[QUOTE_MAX + 4];
+            rc = err_set(e, ERR_INVALID,
+                         "execution_mode: unknown mode '%s' (known: sequential, parallel, "
+                         "flow, loop)",
+                         quote(q, json_string_value(v)));
+            goto out;
+        }
+    }
+
+    if ((rc = parse_agents(json_object_get(in, "agents"), tools, def, e)) != 0)
+        goto out;
+    if ((rc = parse_relations(json_object_get(in, "flow_relations"), def, e)) != 0)
+        goto out;
+    if (def->mode == CREW_MODE_FLOW && def->n_relations == 0) {
+        rc = err_set(e, ERR_INVALID, "flow_relations: required when execution_mode is 'flow'");
+        goto out;
+    }
+    rc = parse_tool_list(json_object_get(in, "shared_tools"), "shared_tools", tools,
+                         &def->shared_tools, &def->n_shared_tools, e);
+    if (rc != 0)
+        goto out;
+
+    v = json_object_get(in, "max_parallel_tasks");
+    if (v != NULL && !json_is_null(v)) {
+        if (!json_is_integer(v)) {
+            rc = type_error(e, "max_parallel_tasks", "an integer", v);
+            goto out;
+        }
+        json_int_t m = json_integer_value(v);
+        if (m < 1 || m > CREW_MAX_PARALLEL_TASKS) {
+            rc = err_set(e, ERR_INVALID, "max_parallel_tasks: must be between 1 and %d",
+                         CREW_MAX_PARALLEL_TASKS);
+            goto out;
+        }
+        def->max_parallel_tasks = (long)m;
+    }
+
+    v = json_object_get(in, "metadata");
+    if (v != NULL && !json_is_null(v) && !json_is_object(v)) {
+        rc = type_error(e, "metadata", "an object or null", v);
+        goto out;
+    }
+    def->metadata = json_is_object(v) ? json_deep_copy(v) : json_object();
+    if (def->metadata == NULL) {
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+        goto out;
+    }
+
+    *out = def;
+    def = NULL;
+out:
+    crew_def_free(def);
+    return rc;
+}
+
+static void free_strings(char **list, size_t n)
+{
+    for (size_t i = 0; list != NULL && i < n; i++)
+        free(list[i]);
+    free(list);
+}
+
+void crew_def_free(struct crew_def *def)
+{
+    if (def == NULL)
+        return;
+    free(def->name);
+    free(def->description);
+    for (size_t i = 0; def->agents != NULL && i < def->n_agents; i++) {
+        struct crew_agent *a = &def->agents[i];
+        free(a->agent_id);
+        free(a->agent_class);
+        free(a->name);
+        json_decref(a->config);
+        free_strings(a->tools, a->n_tools);
+        free(a->system_prompt);
+    }
+    free(def->agents);
+    for (size_t i = 0; def->relations != NULL && i < def->n_relations; i++) {
+        free(def->relations[i].sources);
+        free(def->relations[i].targets);
+    }
+    free(def->relations);
+    free_strings(def->shared_tools, def->n_shared_tools);
+    json_decref(def->metadata);
+    free(def);
+}
+
+long crew_def_find_agent(const struct crew_def *def, const char *name)
+{
+    if (def == NULL || name == NULL)
+        return -1;
+    /* Agents not yet parsed (during parsing) have NULL keys; skip them. */
+    for (size_t i = 0; i < def->n_agents; i++) {
+        if (def->agents[i].key != NULL && strcmp(def->agents[i].key, name) == 0)
+            return (long)i;
+    }
+    for (size_t i = 0; i < def->n_agents; i++) {
+        if (def->agents[i].agent_id != NULL && strcmp(def->agents[i].agent_id, name) == 0)
+            return (long)i;
+    }
+    return -1;
+}
+
+/* ---- JSON out ---- */
+
+/* Adds `v` (a new reference, possibly NULL) under `key`, consuming it even on failure (as
+ * json_object_set_new does); false when anything failed. */
+static bool put(json_t *obj, const char *key, json_t *v)
+{
+    return v != NULL && json_object_set_new(obj, key, v) == 0;
+}
+
+static json_t *string_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *string_array(char **list, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a != NULL && i < n; i++) {
+        if (json_array_append_new(a, json_string(list[i])) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static json_t *side_json(const struct crew_def *def, const size_t *idx, size_t n)
+{
+    if (n == 1)
+        return json_string(def->agents[idx[0]].key);
+    json_t *a = json_array();
+    for (size_t i = 0; a != NULL && i < n; i++) {
+        if (json_array_append_new(a, json_string(def->agents[idx[i]].key)) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static json_t *agent_json(const struct crew_agent *ag, int flags)
+{
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    json_t *cfg = (flags & CREW_JSON_REDACTED) ? crew_config_redact(ag->config)
+                                               : json_deep_copy(ag->config);
+    bool ok = put(o, "agent_id", json_string(ag->agent_id)) &&
+              put(o, "agent_class", json_string(ag->agent_class)) &&
+              put(o, "name", string_or_null(ag->name));
+    if (ok)
+        ok = put(o, "config", cfg); /* consumes cfg */
+    else
+        json_decref(cfg);
+    ok = ok && put(o, "tools", string_array(ag->tools, ag->n_tools)) &&
+              put(o, "system_prompt", string_or_null(ag->system_prompt));
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+json_t *crew_def_to_json(const struct crew_def *def, const char *crew_id,
+                         const char *created_at, const char *updated_at, int flags)
+{
+    json_t *o = json_object();
+    json_t *agents = json_array();
+    json_t *rels = json_array();
+    bool ok = o != NULL && agents != NULL && rels != NULL;
+
+    for (size_t i = 0; ok && i < def->n_agents; i++)
+        ok = json_array_append_new(agents, agent_json(&def->agents[i], flags)) == 0;
+    for (size_t i = 0; ok && i < def->n_relations; i++) {
+        const struct crew_relation *r = &def->relations[i];
+        json_t *ro = json_object();
+        ok = ro != NULL && put(ro, "source", side_json(def, r->sources, r->n_sources)) &&
+             put(ro, "target", side_json(def, r->targets, r->n_targets));
+        ok = ok && json_array_append(rels, ro) == 0;
+        json_decref(ro);
+    }
+    if (ok && crew_id != NULL)
+        ok = put(o, "crew_id", json_string(crew_id));
+    ok = ok && put(o, "name", json_string(def->name)) &&
+         put(o, "description", string_or_null(def->description)) &&
+         put(o, "execution_mode", json_string(crew_mode_name(def->mode)));
+    if (ok) {
+        ok = put(o, "agents", agents); /* consumes agents, even on failure */
+        agents = NULL;
+    }
+    if (ok) {
+        ok = put(o, "flow_relations", rels);
+        rels = NULL;
+    }
+    ok = ok && put(o, "shared_tools", string_array(def->shared_tools, def->n_shared_tools)) &&
+         put(o, "max_parallel_tasks", json_integer(def->max_parallel_tasks)) &&
+         put(o, "metadata", json_deep_copy(def->metadata));
+    if (ok && created_at != NULL)
+        ok = put(o, "created_at", json_string(created_at));
+    if (ok && updated_at != NULL)
+        ok = put(o, "updated_at", json_string(updated_at));
+    if (!ok) {
+        json_decref(agents);
+        json_decref(rels);
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* ---- secrets ---- */
+
+static bool contains_ci(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle), h = strlen(hay);
+    for (size_t i = 0; i + n <= h; i++) {
+        if (strncasecmp(hay + i, needle, n) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool ends_with_ci(const char *s, const char *suffix)
+{
+    size_t n = strlen(suffix), len = strlen(s);
+    return len >= n && strcasecmp(s + len - n, suffix) == 0;
+}
+
+bool crew_config_key_is_secret(const char *key)
+{
+    static const char *const parts[] = {"password",    "passwd",     "secret",
+                                        "api_key",     "apikey",     "api-key",
+                                        "private_key", "credential", "authorization"};
+    if (key == NULL)
+        return false;
+    /* "api_key_env" names a variable, it does not hold the key. */
+    if (ends_with_ci(key, "_env"))
+        return false;
+    for (size_t i = 0; i < COUNT(parts); i++) {
+        if (contains_ci(key, parts[i]))
+            return true;
+    }
+    /* Not a bare "token" substring: max_tokens and total_tokens only count tokens. */
+    return strcasecmp(key, "key") == 0 || strcasecmp(key, "token") == 0 ||
+           ends_with_ci(key, "_token") || ends_with_ci(key, "-token");
+}
+
+static json_t *redact(const json_t *v)
+{
+    if (json_is_object(v)) {
+        json_t *o = json_object();
+        const char *k;
+        json_t *child;
+        json_object_foreach((json_t *)v, k, child)
+        {
+            if (o == NULL)
+                return NULL;
+            json_t *c = crew_config_key_is_secret(k) ? json_string("***") : redact(child);
+            if (json_object_set_new(o, k, c) != 0) {
+                json_decref(o);
+                return NULL;
+            }
+        }
+        return o;
+    }
+    if (json_is_array(v)) {
+        json_t *a = json_array();
+        for (size_t i = 0; a != NULL && i < json_array_size(v); i++) {
+            if (json_array_append_new(a, redact(json_array_get(v, i))) != 0) {
+                json_decref(a);
+                return NULL;
+            }
+        }
+        return a;
+    }
+    return json_deep_copy(v);
+}
+
+json_t *crew_config_redact(const json_t *config)
+{
+    if (config == NULL)
+        return NULL;
+    return redact(config);
+}

@@ -1,0 +1,148 @@
+/*
+ * registry.c - the tool registry behind registry.h: a growable array of tool_def, filled
+ * with the built-in tools at creation. Lookups are linear because a registry holds a handful
+ * of tools and is only read at create time and when an agent step starts; the tools' code
+ * comes with the job engine.
+ */
+#include "tools/registry.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOOL_NAME_MAX 64
+
+struct tool_registry {
+    struct tool_def *tools;
+    size_t n;
+    size_t cap;
+};
+
+static const struct tool_def builtin_tools[] = {
+    {"calculator", "Evaluate an arithmetic expression (+ - * / %, parentheses, decimals).",
+     "{\"type\":\"object\",\"properties\":{\"expression\":{\"type\":\"string\"}},"
+     "\"required\":[\"expression\"]}"},
+    {"current_time", "The current date and time, in UTC or in the given IANA timezone.",
+     "{\"type\":\"object\",\"properties\":{\"timezone\":{\"type\":\"string\"}}}"},
+    {"http_get", "Fetch a URL with HTTP GET and return the body as text.",
+     "{\"type\":\"object\",\"properties\":{\"url\":{\"type\":\"string\"}},"
+     "\"required\":[\"url\"]}"},
+    {"json_query", "Extract a value from JSON text by a dotted path (a.b.0.c).",
+     "{\"type\":\"object\",\"properties\":{\"json\":{\"type\":\"string\"},"
+     "\"path\":{\"type\":\"string\"}},\"required\":[\"json\",\"path\"]}"},
+};
+
+/* Providers' tool APIs all accept ^[a-zA-Z0-9_-]{1,64}$; anything else would fail later,
+ * at the first LLM call, so refuse it at registration. */
+static bool name_is_valid(const char *name)
+{
+    if (name == NULL)
+        return false;
+    size_t len = strlen(name);
+    if (len == 0 || len > TOOL_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+int tool_registry_new(struct tool_registry **out)
+{
+    int rc = 0;
+    struct tool_registry *reg = calloc(1, sizeof *reg);
+    *out = NULL;
+    if (reg == NULL) {
+        rc = ERR_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < sizeof builtin_tools / sizeof builtin_tools[0]; i++) {
+        rc = tool_registry_add(reg, &builtin_tools[i], NULL);
+        if (rc != 0)
+            goto out;
+    }
+    *out = reg;
+    reg = NULL;
+out:
+    tool_registry_free(reg);
+    return rc;
+}
+
+void tool_registry_free(struct tool_registry *reg)
+{
+    if (reg == NULL)
+        return;
+    free(reg->tools);
+    free(reg);
+}
+
+int tool_registry_add(struct tool_registry *reg, const struct tool_def *def, struct err *e)
+{
+    int rc = 0;
+    if (reg == NULL || def == NULL) {
+        rc = err_set(e, ERR_INVALID, "tool: missing definition");
+        goto out;
+    }
+    if (!name_is_valid(def->name)) {
+        rc = err_set(e, ERR_INVALID, "tool name: must match [a-zA-Z0-9_-]{1,64}");
+        goto out;
+    }
+    if (tool_registry_find(reg, def->name) != NULL) {
+        rc = err_set(e, ERR_CONFLICT, "tool '%s' is already registered", def->name);
+        goto out;
+    }
+    if (reg->n == reg->cap) {
+        size_t cap = reg->cap ? reg->cap * 2 : 8;
+        struct tool_def *grown = realloc(reg->tools, cap * sizeof *grown);
+        if (grown == NULL) {
+            rc = err_set(e, ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        reg->tools = grown;
+        reg->cap = cap;
+    }
+    reg->tools[reg->n++] = *def;
+out:
+    return rc;
+}
+
+const struct tool_def *tool_registry_find(const struct tool_registry *reg, const char *name)
+{
+    if (reg == NULL || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < reg->n; i++) {
+        if (strcmp(reg->tools[i].name, name) == 0)
+            return &reg->tools[i];
+    }
+    return NULL;
+}
+
+size_t tool_registry_count(const struct tool_registry *reg)
+{
+    return reg ? reg->n : 0;
+}
+
+const struct tool_def *tool_registry_at(const struct tool_registry *reg, size_t i)
+{
+    if (reg == NULL || i >= reg->n)
+        return NULL;
+    return &reg->tools[i];
+}
+
+void tool_registry_names(const struct tool_registry *reg, char *buf, size_t len)
+{
+    if (buf == NULL || len == 0)
+        return;
+    buf[0] = '\0';
+    size_t used = 0;
+    for (size_t i = 0; reg != NULL && i < reg->n && used < len; i++) {
+        int w = snprintf(buf + used, len - used, "%s%s", i ? ", " : "", reg->tools[i].name);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+}
