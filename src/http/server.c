@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/util.h>
@@ -320,6 +321,28 @@ static void on_request(struct evhttp_request *ev, void *arg)
     req->match.route->handler(req, srv->handler_arg);
 }
 
+/*
+ * When the request line itself could not be parsed, libevent never learnt the client's HTTP
+ * version and writes the status line as "HTTP/0.0", which clients reject. Its own error page
+ * writer (evhttp_send_page_, not public) sets 1.1 first; the public API has no setter, so the
+ * status line, already queued in the connection's output buffer by evhttp_send_reply() and
+ * not yet written to the socket, is corrected in place (same length). The reply carries
+ * "Connection: close" and its body ends with the connection, which HTTP/1.1 allows.
+ */
+static void fix_status_line_version(struct evbuffer *wire, size_t start)
+{
+    static const char bad[] = "HTTP/0.0 ";
+    struct evbuffer_ptr pos;
+    if (evbuffer_get_length(wire) < start + sizeof bad - 1 ||
+        evbuffer_ptr_set(wire, &pos, start, EVBUFFER_PTR_SET) != 0)
+        return;
+    struct evbuffer_iovec v[2];
+    int n = evbuffer_peek(wire, sizeof bad - 1, &pos, v, 2);
+    if (n != 1 || v[0].iov_len < sizeof bad - 1 || memcmp(v[0].iov_base, bad, sizeof bad - 1))
+        return;
+    memcpy((char *)v[0].iov_base + 5, "1.1", 3);
+}
+
 /* See libevent_error_ctx above. The prototype is libevent's own (event2/http.h). */
 void evhttp_send_error(struct evhttp_request *ev, int error, const char *reason)
 {
@@ -344,7 +367,11 @@ void evhttp_send_error(struct evhttp_request *ev, int error, const char *reason)
         break;
     }
     case HTTP_BADREQUEST:
-        snprintf(msg, sizeof msg, "malformed HTTP request");
+        /* libevent reports oversized header lines as malformed too (EVREQ_HTTP_INVALID_HEADER),
+         * so the message names both causes. */
+        snprintf(msg, sizeof msg,
+                 "malformed HTTP request, or request headers over the limit of %zu bytes",
+                 srv ? srv->max_header : (size_t)HTTP_DEFAULT_MAX_HEADER_BYTES);
         break;
     case HTTP_NOTIMPLEMENTED:
         snprintf(msg, sizeof msg, "unsupported HTTP method");
@@ -375,8 +402,14 @@ void evhttp_send_error(struct evhttp_request *ev, int error, const char *reason)
     evhttp_add_header(out, "Content-Type", "application/json");
     evhttp_add_header(out, "Connection", "close");
     log_debug("http", "libevent-detected error %d -> %d: %s", error, status, msg);
+    struct evhttp_connection *evcon = evhttp_request_get_connection(ev);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    struct evbuffer *wire = bev ? bufferevent_get_output(bev) : NULL;
+    size_t start = wire ? evbuffer_get_length(wire) : 0;
     evhttp_send_reply(ev, status, http_status_phrase(status), buf);
     evbuffer_free(buf);
+    if (wire != NULL)
+        fix_status_line_version(wire, start);
 }
 
 int http_server_new(struct event_base *base, const struct http_server_opts *opts,

@@ -31,7 +31,7 @@ static void test_err_set_and_prefix(void **state)
 static void test_utf8(void **state)
 {
     assert_true(utf8_valid("plain", 5));
-    assert_true(utf8_valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 13));
+    assert_true(utf8_valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14));
     assert_false(utf8_valid("a\0b", 3));              /* NUL */
     assert_false(utf8_valid("\xc0\xaf", 2));          /* overlong '/' */
     assert_false(utf8_valid("\xed\xa0\x80", 3));      /* surrogate */

@@ -7,8 +7,8 @@
  * reconnecting after a lost connection, and no password in a connection error. Each test
  * starts from an empty database (tables dropped) and closes everything it opened.
  *
- * store.c (the URL dispatcher, store_crew_free) is not linked by this branch, so the test
- * opens the backend with store_pg_open() and frees rows with its own helpers.
+ * The test opens the backend with store_pg_open() directly; store_open()'s URL dispatch is
+ * covered by test_store_sqlite.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -39,26 +39,6 @@ struct cluster {
 static struct cluster g_cluster;
 
 /* ---- helpers --------------------------------------------------------------------------- */
-
-static void crew_free(struct store_crew *c)
-{
-    if (c == NULL)
-        return;
-    free(c->name);
-    free(c->description);
-    free(c->execution_mode);
-    free(c->definition);
-    free(c->plan);
-    free(c);
-}
-
-static void page_cleanup(struct store_crew_page *p)
-{
-    for (size_t i = 0; i < p->n; i++)
-        crew_free(p->items[i]);
-    free(p->items);
-    memset(p, 0, sizeof *p);
-}
 
 /* Runs SQL on an admin connection of its own; returns the first column of the first row
  * (malloc'd) when there is one, NULL otherwise. Fails the test on an SQL error. */
@@ -214,7 +194,7 @@ static void test_insert_get(void **state)
         struct store_crew *got = NULL;
         assert_int_equal(store_crew_get(st, lookups[i].ident, lookups[i].how, &got, &e), 0);
         assert_crew_equal(&c, got, true);
-        crew_free(got);
+        store_crew_free(got);
     }
 
     /* A NULL description stays NULL; an empty one stays empty. */
@@ -230,10 +210,10 @@ static void test_insert_get(void **state)
     struct store_crew *got = NULL;
     assert_int_equal(store_crew_get(st, "nodesc", STORE_BY_NAME, &got, &e), 0);
     assert_crew_equal(&d, got, true);
-    crew_free(got);
+    store_crew_free(got);
     assert_int_equal(store_crew_get(st, "emptydesc", STORE_BY_NAME, &got, &e), 0);
     assert_crew_equal(&f, got, true);
-    crew_free(got);
+    store_crew_free(got);
 }
 
 static void test_name_wins_over_id(void **state)
@@ -252,10 +232,10 @@ static void test_name_wins_over_id(void **state)
     struct store_crew *got = NULL;
     assert_int_equal(store_crew_get(st, id_b, STORE_BY_NAME_OR_ID, &got, &e), 0);
     assert_string_equal(got->crew_id, id_a);
-    crew_free(got);
+    store_crew_free(got);
     assert_int_equal(store_crew_get(st, id_b, STORE_BY_ID, &got, &e), 0);
     assert_string_equal(got->crew_id, id_b);
-    crew_free(got);
+    store_crew_free(got);
 }
 
 static void test_non_uuid_ident(void **state)
@@ -269,7 +249,7 @@ static void test_non_uuid_ident(void **state)
     struct store_crew *got = NULL;
     assert_int_equal(store_crew_get(st, "my crew; 'quoted'", STORE_BY_NAME_OR_ID, &got, &e), 0);
     assert_string_equal(got->crew_id, id);
-    crew_free(got);
+    store_crew_free(got);
     /* Neither form of miss may turn into an SQL error from a ::uuid cast. */
     e = (struct err){0};
     assert_int_equal(store_crew_get(st, "not-a-uuid", STORE_BY_NAME_OR_ID, &got, &e),
@@ -304,7 +284,7 @@ static void test_conflicts(void **state)
     struct store_crew_page page = {0};
     assert_int_equal(store_crew_list(st, 10, 0, &page, &e), 0);
     assert_int_equal(page.total, 1);
-    page_cleanup(&page);
+    store_crew_page_cleanup(&page);
 }
 
 static void test_update(void **state)
@@ -335,7 +315,7 @@ static void test_update(void **state)
     struct store_crew want = u;
     memcpy(want.created_at, c.created_at, sizeof want.created_at);
     assert_crew_equal(&want, got, true);
-    crew_free(got);
+    store_crew_free(got);
     assert_int_equal(store_crew_get(st, "alpha", STORE_BY_NAME, &got, &e), ERR_NOT_FOUND);
 
     /* A name that belongs to another crew. */
@@ -400,7 +380,7 @@ static void test_list(void **state)
     assert_int_equal(page.n, 5);
     for (int i = 0; i < 5; i++)
         assert_crew_equal(&crews[order[i]], page.items[i], false);
-    page_cleanup(&page);
+    store_crew_page_cleanup(&page);
 
     for (long off = 0; off < 5; off += 2) {
         assert_int_equal(store_crew_list(st, 2, off, &page, &e), 0);
@@ -408,7 +388,7 @@ static void test_list(void **state)
         assert_int_equal(page.n, off == 4 ? 1 : 2);
         for (size_t i = 0; i < page.n; i++)
             assert_string_equal(page.items[i]->name, names[order[off + (long)i]]);
-        page_cleanup(&page);
+        store_crew_page_cleanup(&page);
     }
 
     /* Past the end: no rows, total still known. */
@@ -416,16 +396,16 @@ static void test_list(void **state)
     assert_int_equal(page.n, 0);
     assert_null(page.items);
     assert_int_equal(page.total, 5);
-    page_cleanup(&page);
+    store_crew_page_cleanup(&page);
 
     /* limit 0: just the total; a negative limit: everything. */
     assert_int_equal(store_crew_list(st, 0, 0, &page, &e), 0);
     assert_int_equal(page.n, 0);
     assert_int_equal(page.total, 5);
-    page_cleanup(&page);
+    store_crew_page_cleanup(&page);
     assert_int_equal(store_crew_list(st, -1, 1, &page, &e), 0);
     assert_int_equal(page.n, 4);
-    page_cleanup(&page);
+    store_crew_page_cleanup(&page);
 }
 
 static void test_list_empty(void **state)
@@ -436,7 +416,7 @@ static void test_list_empty(void **state)
     assert_int_equal(store_crew_list(st, 10, 0, &page, &e), 0);
     assert_int_equal(page.n, 0);
     assert_int_equal(page.total, 0);
-    page_cleanup(&page);
+    store_crew_page_cleanup(&page);
 }
 
 static void test_delete(void **state)
@@ -458,7 +438,7 @@ static void test_delete(void **state)
     assert_int_equal(store_crew_list(st, 10, 0, &page, &e), 0);
     assert_int_equal(page.total, 1);
     assert_string_equal(page.items[0]->crew_id, id2);
-    page_cleanup(&page);
+    store_crew_page_cleanup(&page);
     /* The freed name can be used again. */
     assert_int_equal(store_crew_insert(st, &c, &e), 0);
 }
@@ -476,7 +456,7 @@ static void test_reopen_persists(void **state)
     struct store_crew *got = NULL;
     assert_int_equal(store_crew_get(st, "durable", STORE_BY_NAME, &got, &e), 0);
     assert_crew_equal(&c, got, true);
-    crew_free(got);
+    store_crew_free(got);
 }
 
 static void test_schema_version(void **state)
@@ -566,7 +546,7 @@ static void test_timestamps_round_trip(void **state)
         assert_int_equal(store_crew_get(st, id, STORE_BY_ID, &got, &e), 0);
         assert_string_equal(got->created_at, c.created_at);
         assert_string_equal(got->updated_at, c.updated_at);
-        crew_free(got);
+        store_crew_free(got);
     }
     /* The session's time zone must not leak into the form. */
     admin_exec("ALTER DATABASE postgres SET timezone TO 'Asia/Kolkata'");
@@ -574,7 +554,7 @@ static void test_timestamps_round_trip(void **state)
     struct store_crew *got = NULL;
     assert_int_equal(store_crew_get(other, "t0", STORE_BY_NAME, &got, &e), 0);
     assert_string_equal(got->created_at, stamps[0]);
-    crew_free(got);
+    store_crew_free(got);
     other->ops->close(other);
     admin_exec("ALTER DATABASE postgres RESET timezone");
 }
@@ -620,7 +600,7 @@ static void test_reconnect(void **state)
     }
     assert_int_equal(rc, 0);
     assert_string_equal(got->crew_id, id);
-    crew_free(got);
+    store_crew_free(got);
 }
 
 static void test_connect_error_hides_password(void **state)
