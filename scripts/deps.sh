@@ -30,6 +30,8 @@ need_pc cmocka libcmocka-dev
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing="$missing postgresql"; fi
 need_cmd sqlite3 sqlite3
 need_cmd curl curl
+# Integration tests are Python 3 standard-library programs.
+need_cmd python3 python3
 # Fuzzing (libFuzzer) and LeakSanitizer builds use clang and its runtime.
 need_cmd clang clang
 if ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 \
