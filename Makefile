@@ -39,7 +39,9 @@ fuzz: deps
 	@for f in build-fuzz/fuzz_*; do \
 	  name=$$(basename $$f); mkdir -p fuzz/corpus/$$name; \
 	  echo "== $$name ($(FUZZ_SECONDS)s)"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 fuzz/corpus/$$name || exit 1; \
+	  dict=""; [ -f fuzz/$$name.dict ] && dict="-dict=fuzz/$$name.dict"; \
+	  mkdir -p build-fuzz/new/$$name; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $$dict build-fuzz/new/$$name fuzz/corpus/$$name || exit 1; \
 	done
 
 bench: build
