@@ -16,8 +16,9 @@
 #define KEY_QUOTE_MAX 64
 #define CYCLE_MSG_MAX 360
 #define PLAN_MODEL_MAX 255
-#define PLAN_TOOLS_MAX 64
-#define PLAN_TEXT_MAX (1024 * 1024)
+/* Bounds for reading back; generous, since a plan was built from a validated definition. */
+#define PLAN_TOOLS_MAX 1024
+#define PLAN_TEXT_MAX SIZE_MAX
 
 static void free_strings(char **list, size_t n)
 {
