@@ -11,6 +11,7 @@ No fixed sleeps: start-up waits for the "listening on" line with a deadline, sto
 the process to exit with a deadline, raw socket reads wait for a complete reply or EOF.
 """
 
+import atexit
 import http.client
 import io
 import json
@@ -36,6 +37,40 @@ STOP_TIMEOUT_S = 30.0
 IO_TIMEOUT_S = 30.0
 
 LISTEN_RE = re.compile(rb"listening on 127\.0\.0\.1:(\d+)\r?\n")
+
+# CREWD_TEST_STORE=postgres runs the same tests on the PostgreSQL store: one throwaway cluster
+# per test process (scripts/pg-cluster.sh, Unix socket only), one fresh database per server.
+PG_MODE = os.environ.get("CREWD_TEST_STORE") == "postgres"
+PG_SCRIPT = os.path.normpath(os.path.join(HERE, "..", "..", "scripts", "pg-cluster.sh"))
+_pg_cluster = None   # (dir, url of its "postgres" database)
+
+
+def _pg_stop(directory):
+    subprocess.run([PG_SCRIPT, "stop", directory], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=60, check=False)
+
+
+def pg_new_database():
+    """Creates an empty database in this process's cluster (started on first use, stopped at
+    exit) and returns its libpq URL."""
+    global _pg_cluster
+    if _pg_cluster is None:
+        directory = tempfile.mkdtemp(prefix="crewd-pg-", dir="/tmp")
+        os.chmod(directory, 0o755)
+        out = subprocess.run([PG_SCRIPT, "start", directory], capture_output=True, text=True,
+                             timeout=120, check=False)
+        if out.returncode != 0:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise AssertionError("cannot start a PostgreSQL cluster: %s" % out.stderr)
+        _pg_cluster = (directory, out.stdout.strip().splitlines()[-1])
+        atexit.register(_pg_stop, directory)
+    directory, url = _pg_cluster
+    name = "crewd_" + uuid.uuid4().hex[:12]
+    out = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qc", "CREATE DATABASE " + name],
+                         capture_output=True, text=True, timeout=60, check=False)
+    if out.returncode != 0:
+        raise AssertionError("cannot create database %s: %s" % (name, out.stderr))
+    return url.replace(":///postgres?", ":///%s?" % name, 1)
 RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 UUID4_RE = re.compile(
     r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -206,7 +241,8 @@ class Crewd:
       env      extra environment (CREWD_* of the caller's environment are removed)
       store_dir directory holding crewd.db (default: the temp dir; the caller owns it)
       listen   value of --listen, or None to pass no --listen
-      store    "default" (--store sqlite:<dir>/crewd.db), a store URL, or None (no --store)
+      store    "default" (--store sqlite:<dir>/crewd.db, or a fresh PostgreSQL database when
+               CREWD_TEST_STORE=postgres), a store URL, or None (no --store)
     """
 
     def __init__(self, args=None, env=None, store_dir=None, listen="127.0.0.1:0",
@@ -214,6 +250,7 @@ class Crewd:
         self.tmpdir = tempfile.mkdtemp(prefix="crewd-itest-")
         self.store_dir = store_dir or self.tmpdir
         self.db_path = os.path.join(self.store_dir, "crewd.db")
+        self.pg_url = pg_new_database() if PG_MODE and store == "default" else None
         self.extra_args = list(args or [])
         self.extra_env = dict(env or {})
         self.listen = listen
@@ -238,7 +275,9 @@ class Crewd:
         argv = [CREWD_BIN]
         if self.listen is not None:
             argv += ["--listen", self.listen]
-        if self.store == "default":
+        if self.store == "default" and self.pg_url is not None:
+            argv += ["--store", self.pg_url]
+        elif self.store == "default":
             argv += ["--store", "sqlite:" + self.db_path]
         elif self.store is not None:
             argv += ["--store", self.store]
