@@ -922,9 +922,11 @@ bool crew_config_key_is_secret(const char *key)
         if (contains_ci(key, parts[i]))
             return true;
     }
-    /* Not a bare "token" substring: max_tokens and total_tokens only count tokens. */
-    return strcasecmp(key, "key") == 0 || strcasecmp(key, "token") == 0 ||
-           ends_with_ci(key, "_token") || ends_with_ci(key, "-token");
+    /* Suffixes catch the spellings of every SDK (access_token, accessToken, openai_key,
+     * apiKey, x-goog-api-key) at the price of redacting a harmless key now and then; a
+     * leaked secret costs more than a hidden cache_key. Not a bare "token" substring:
+     * max_tokens and total_tokens only count tokens. */
+    return ends_with_ci(key, "key") || ends_with_ci(key, "token") || contains_ci(key, "bearer");
 }
 
 static json_t *redact(const json_t *v)

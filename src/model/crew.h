@@ -106,9 +106,10 @@ json_t *crew_def_to_json(const struct crew_def *def, const char *crew_id,
                          const char *created_at, const char *updated_at, int flags);
 
 /*
- * True for config keys whose values are secrets: api_key, apikey, secret, password, token
- * and their compounds (client_secret, access_token, x-api-key, ...), case-insensitive; not
- * keys that only count tokens (max_tokens) and not *_env keys (they name variables).
+ * True for config keys whose values are secrets, case-insensitive: any key containing
+ * password, passwd, secret, api_key, apikey, api-key, private_key, credential, authorization
+ * or bearer, or ending in "key" or "token" (access_token, accessToken, openai_key, apiKey);
+ * not keys that only count tokens (max_tokens) and not *_env keys (they name variables).
  */
 bool crew_config_key_is_secret(const char *key);
 

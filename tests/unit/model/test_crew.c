@@ -475,9 +475,11 @@ static void test_secret_keys(void **state)
     const char *secret[] = {"api_key",     "API_KEY",       "apikey",        "x-api-key",
                             "client_secret", "password",    "db_passwd",     "private_key",
                             "credentials", "Authorization", "key",           "token",
-                            "access_token", "refresh-token", "openai_api_key", "SECRET"};
+                            "access_token", "refresh-token", "openai_api_key", "SECRET",
+                            "accessToken", "apiKey",        "openai_key",    "bearer",
+                            "x-goog-api-key"};
     const char *plain[] = {"max_tokens",  "total_tokens", "api_key_env", "secret_env",
-                           "model",       "tokens",       "keys",        "monkey",
+                           "model",       "tokens",       "keys",        "keywords",
                            "temperature", "token_limit",  "base_url",    "llm"};
     for (size_t i = 0; i < sizeof secret / sizeof secret[0]; i++) {
         if (!crew_config_key_is_secret(secret[i]))
