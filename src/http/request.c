@@ -125,13 +125,22 @@ static void send_and_free(struct http_req *req, int status, struct evbuffer *bod
 
 void http_reply_json(struct http_req *req, int status, json_t *body)
 {
+    if (body == NULL) {
+        /* The handler's json_pack() failed: allocation, since every string it packs was
+         * validated UTF-8. Say so rather than send a success with no body. */
+        log_error("http", "%s %s: reply body could not be built", http_method_name(req->method),
+                  req->path);
+        status = 500;
+        body = json_pack("{s:s, s:i}", "message", "out of memory building the reply", "status",
+                         status);
+    }
     struct evbuffer *buf = evbuffer_new();
     char *text = NULL;
     if (body != NULL) {
         text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
         json_decref(body);
     }
-    if (buf == NULL || (body != NULL && text == NULL)) {
+    if (buf == NULL || text == NULL) {
         /* Out of memory while answering: the connection is the only thing we can free. */
         free(text);
         if (buf != NULL)
@@ -141,12 +150,10 @@ void http_reply_json(struct http_req *req, int status, json_t *body)
         http_req_free(req);
         return;
     }
-    if (text != NULL) {
-        evbuffer_add(buf, text, strlen(text));
-        evbuffer_add(buf, "\n", 1);
-        free(text);
-        http_reply_header(req, "Content-Type", "application/json");
-    }
+    evbuffer_add(buf, text, strlen(text));
+    evbuffer_add(buf, "\n", 1);
+    free(text);
+    http_reply_header(req, "Content-Type", "application/json");
     send_and_free(req, status, buf);
     evbuffer_free(buf);
 }

@@ -41,7 +41,8 @@ int http_req_body_json(struct http_req *req, json_t **out, struct err *e);
 /* Adds a response header (copied). Only before the reply. */
 void http_reply_header(struct http_req *req, const char *name, const char *value);
 
-/* Sends `body` (stolen; may be NULL for an empty body) as JSON with `status`, frees req. */
+/* Sends `body` (stolen) as JSON with `status`, frees req. A NULL body (a json_pack() that
+ * failed) becomes a 500 error reply; use http_reply_empty for replies without a body. */
 void http_reply_json(struct http_req *req, int status, json_t *body);
 
 /* Sends {"message": <formatted>, "status": status}, frees req. */
