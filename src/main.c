@@ -29,6 +29,12 @@ static void on_signal(evutil_socket_t sig, short events, void *arg)
 
 static const char *env_get(const char *name) { return getenv(name); }
 
+/* libevent writes its own warnings to stderr in its own format; put them in crewd's log. */
+static void on_libevent_log(int severity, const char *msg)
+{
+    log_msg(severity >= EVENT_LOG_WARN ? LOG_WARN : LOG_DEBUG, "libevent", "%s", msg);
+}
+
 int main(int argc, char **argv)
 {
     int status = 1;
@@ -57,6 +63,7 @@ int main(int argc, char **argv)
         return 0;
     }
     log_set_level(cfg.log_level);
+    event_set_log_callback(on_libevent_log);
     /* A client that disconnects mid-reply must cost an EPIPE, not the process. */
     signal(SIGPIPE, SIG_IGN);
 

@@ -14,6 +14,7 @@
 #include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <event2/util.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -34,6 +35,8 @@
 
 struct http_server {
     struct evhttp *http;
+    struct evconnlistener *listener; /* owned by http once bound (evhttp_bind_listener) */
+    struct event *accept_resume;     /* re-enables the listener after fd exhaustion */
     int port;
     size_t max_body;
     size_t max_header;
@@ -55,8 +58,12 @@ struct http_server {
  * executable exports it (CMakeLists.txt), so libevent's calls, which go through its PLT, reach
  * this one and every error is JSON. The function has no context argument, hence this pointer
  * to the one server of the process, set by http_server_new and cleared by http_server_free.
+ * The listener's error callback (on_accept_error) has the same need for the same reason.
  */
 static const struct http_server *libevent_error_ctx;
+
+static void on_accept_error(struct evconnlistener *lev, void *arg);
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg);
 
 size_t http_server_max_body(const struct http_server *srv) { return srv->max_body; }
 int http_server_json_max_depth(const struct http_server *srv) { return srv->json_max_depth; }
@@ -418,6 +425,57 @@ void evhttp_send_error(struct evhttp_request *ev, int error, const char *reason)
         fix_status_line_version(wire, start);
 }
 
+/*
+ * accept() fails with EMFILE/ENFILE when the process or the system is out of descriptors.
+ * The listening socket stays readable, so without this callback libevent would retry at once,
+ * forever: a busy loop that starves every connection already open (seen: 745k failed accepts
+ * a second). Pause accepting instead; connections that finish free descriptors meanwhile.
+ */
+#define ACCEPT_PAUSE_MS 250
+
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    /* `arg` is the evhttp (evhttp_bind_listener set it), which cannot lead back to the
+     * server: use the process's one server, as libevent's error page hook does. */
+    const struct http_server *srv = libevent_error_ctx;
+    int err = EVUTIL_SOCKET_ERROR();
+    if (srv == NULL || srv->listener != lev)
+        return;
+    log_warn("http", "accept failed: %s; pausing new connections for %d ms",
+             evutil_socket_error_to_string(err), ACCEPT_PAUSE_MS);
+    evconnlistener_disable(lev);
+    struct timeval pause = {0, ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(srv->accept_resume, &pause);
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_server *srv = arg;
+    evconnlistener_enable(srv->listener);
+}
+
+/* Fills `ss` for a numeric IPv4 or IPv6 address; returns its length, or 0. (libevent's
+ * evutil_parse_sockaddr_port refuses port 0, which tests use to get a free port.) */
+static int numeric_sockaddr(const char *host, int port, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (port < 0 || port > 65535)
+        return 0;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        return (int)sizeof *v4;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        return (int)sizeof *v6;
+    }
+    return 0;
+}
+
 int http_server_new(struct event_base *base, const struct http_server_opts *opts,
                     struct http_server **out, struct err *e)
 {
@@ -472,21 +530,41 @@ int http_server_new(struct event_base *base, const struct http_server_opts *opts
                                               EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(srv->http, on_request, srv);
 
-    struct evhttp_bound_socket *sock =
-        evhttp_bind_socket_with_handle(srv->http, opts->host, (ev_uint16_t)opts->port);
-    if (sock == NULL) {
-        rc = err_set(e, ERR_IO, "cannot listen on %s:%d: %s", opts->host, opts->port,
+    struct sockaddr_storage ss;
+    int sslen = numeric_sockaddr(opts->host, opts->port, &ss);
+    char where[128];
+    snprintf(where, sizeof where, strchr(opts->host, ':') ? "[%s]:%d" : "%s:%d", opts->host,
+             opts->port);
+    if (sslen == 0) {
+        rc = err_set(e, ERR_INVALID, "cannot listen on %s: not a numeric address", where);
+        goto fail;
+    }
+    /* crewd makes the listener itself, rather than evhttp_bind_socket, to own its error
+     * callback: see on_accept_error. */
+    srv->listener = evconnlistener_new_bind(base, NULL, NULL,
+                                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                                LEV_OPT_CLOSE_ON_EXEC,
+                                            -1, (struct sockaddr *)&ss, sslen);
+    if (srv->listener == NULL) {
+        rc = err_set(e, ERR_IO, "cannot listen on %s: %s", where,
                      evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         goto fail;
     }
+    srv->accept_resume = evtimer_new(base, on_accept_resume, srv);
+    if (srv->accept_resume == NULL)
+        goto fail;
+    struct evhttp_bound_socket *sock = evhttp_bind_listener(srv->http, srv->listener);
+    if (sock == NULL)
+        goto fail;
+    evconnlistener_set_error_cb(srv->listener, on_accept_error);
     /* Linux hands TCP_NODELAY down to accepted sockets. Without it, a reply larger than
      * libevent's 16 KiB single write goes out in two segments and Nagle holds the second
      * until the client's delayed ACK: 40 ms per large reply on a keep-alive connection. */
     int one = 1;
-    setsockopt(evhttp_bound_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_storage ss;
-    socklen_t sslen = sizeof ss;
-    if (getsockname(evhttp_bound_socket_get_fd(sock), (struct sockaddr *)&ss, &sslen) != 0) {
+    evutil_socket_t fd = evconnlistener_get_fd(srv->listener);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    socklen_t blen = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &blen) != 0) {
         rc = err_set(e, ERR_IO, "cannot read the bound address");
         goto fail;
     }
@@ -510,8 +588,12 @@ void http_server_free(struct http_server *srv)
         return;
     if (libevent_error_ctx == srv)
         libevent_error_ctx = NULL;
+    if (srv->accept_resume != NULL)
+        event_free(srv->accept_resume);
     if (srv->http != NULL)
-        evhttp_free(srv->http);
+        evhttp_free(srv->http); /* frees the bound listener too */
+    else if (srv->listener != NULL)
+        evconnlistener_free(srv->listener);
     for (size_t i = 0; i < srv->n_origins; i++)
         free(srv->origins[i]);
     free(srv->origins);

@@ -246,8 +246,9 @@ class Crewd:
     """
 
     def __init__(self, args=None, env=None, store_dir=None, listen="127.0.0.1:0",
-                 store="default", api_key=None):
+                 store="default", api_key=None, max_open_files=None):
         self.tmpdir = tempfile.mkdtemp(prefix="crewd-itest-")
+        self.max_open_files = max_open_files  # RLIMIT_NOFILE for the server, or None
         self.store_dir = store_dir or self.tmpdir
         self.db_path = os.path.join(self.store_dir, "crewd.db")
         self.pg_url = pg_new_database() if PG_MODE and store == "default" else None
@@ -293,7 +294,8 @@ class Crewd:
         with open(err_path, "wb") as err_file:
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=err_file,
-                                         env=clean_env(self.extra_env))
+                                         env=clean_env(self.extra_env),
+                                         preexec_fn=self._limits)
         self.port = self._wait_listening()
         # Keep draining stdout so that a chatty server never blocks on a full pipe.
         self._drain = threading.Thread(target=self._drain_stdout, args=(self.proc,),
@@ -336,6 +338,12 @@ class Crewd:
                 self._stdout_buf += chunk
         except (OSError, ValueError):
             pass
+
+    def _limits(self):
+        if self.max_open_files is not None:
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE,
+                               (self.max_open_files, self.max_open_files))
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
