@@ -148,8 +148,11 @@ static void run_phase(const char *phase, int port, long n, int n_clients)
     long per = n / n_clients;
     int64_t t0 = now_us();
     for (int i = 0; i < n_clients; i++) {
-        cs[i] = (struct client){.port = port, .id = i, .first = i * per,
-                                .count = i == n_clients - 1 ? n - i * per : per, .phase = phase};
+        cs[i] = (struct client){.port = port,
+                                .id = i,
+                                .first = i * per,
+                                .count = i == n_clients - 1 ? n - i * per : per,
+                                .phase = phase};
         cs[i].lat_ms = all + i * per;
         pthread_create(&cs[i].thread, NULL, client_main, &cs[i]);
     }

@@ -31,8 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (in == NULL || crew_def_parse(in, reg, &def, &e) != 0)
         goto out;
 
-    full = crew_def_to_json(def, def->crew_id[0] ? def->crew_id : NULL, "t0", "t1",
-                            CREW_JSON_FULL);
+    full = crew_def_to_json(def, def->crew_id[0] ? def->crew_id : NULL, "t0", "t1", CREW_JSON_FULL);
     red = crew_def_to_json(def, NULL, NULL, NULL, CREW_JSON_REDACTED);
     if (full == NULL || red == NULL)
         abort();

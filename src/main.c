@@ -27,7 +27,10 @@ static void on_signal(evutil_socket_t sig, short events, void *arg)
     event_base_loopexit(base, NULL);
 }
 
-static const char *env_get(const char *name) { return getenv(name); }
+static const char *env_get(const char *name)
+{
+    return getenv(name);
+}
 
 /* libevent writes its own warnings to stderr in its own format; put them in crewd's log. */
 static void on_libevent_log(int severity, const char *msg)

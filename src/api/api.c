@@ -27,15 +27,24 @@ const struct http_route *api_routes(size_t *n)
 int api_status_of(int code)
 {
     switch (code) {
-    case ERR_OK: return 200;
-    case ERR_INVALID: return 400;
-    case ERR_UNAUTHORIZED: return 401;
-    case ERR_NOT_FOUND: return 404;
-    case ERR_CONFLICT: return 409;
-    case ERR_TOO_LARGE: return 413;
-    case ERR_UNSUPPORTED: return 400;
-    case ERR_BUSY: return 503;
-    default: return 500; /* NOMEM, IO, STORE, INTERNAL: our fault, not the client's */
+    case ERR_OK:
+        return 200;
+    case ERR_INVALID:
+        return 400;
+    case ERR_UNAUTHORIZED:
+        return 401;
+    case ERR_NOT_FOUND:
+        return 404;
+    case ERR_CONFLICT:
+        return 409;
+    case ERR_TOO_LARGE:
+        return 413;
+    case ERR_UNSUPPORTED:
+        return 400;
+    case ERR_BUSY:
+        return 503;
+    default:
+        return 500; /* NOMEM, IO, STORE, INTERNAL: our fault, not the client's */
     }
 }
 

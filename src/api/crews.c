@@ -81,8 +81,8 @@ static int build_row(struct http_req *req, const struct api_ctx *ctx, const char
     r->execution_mode = strdup(crew_mode_name((*def)->mode));
     r->description = (*def)->description ? strdup((*def)->description) : NULL;
     r->agent_count = (long)(*def)->n_agents;
-    if (r->definition == NULL || r->plan == NULL || r->name == NULL ||
-        r->execution_mode == NULL || ((*def)->description != NULL && r->description == NULL))
+    if (r->definition == NULL || r->plan == NULL || r->name == NULL || r->execution_mode == NULL ||
+        ((*def)->description != NULL && r->description == NULL))
         goto out;
     *row = r;
     r = NULL;
@@ -106,9 +106,8 @@ static json_t *saved_body(const char *message, const struct store_crew *row,
                           const struct crew_def *def, bool with_updated)
 {
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s}", "message", message, "crew_id",
-                          row->crew_id, "name", row->name, "execution_mode",
-                          row->execution_mode, "agents", agent_keys(def), "created_at",
-                          row->created_at);
+                          row->crew_id, "name", row->name, "execution_mode", row->execution_mode,
+                          "agents", agent_keys(def), "created_at", row->created_at);
     if (o != NULL && with_updated)
         json_object_set_new(o, "updated_at", json_string(row->updated_at));
     return o;
@@ -237,8 +236,8 @@ static int query_long(struct http_req *req, const char *name, long dflt, long mi
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-        return err_set(e, ERR_INVALID, "%s: '%s' is not an integer from %ld to %ld", name, s,
-                       min, max);
+        return err_set(e, ERR_INVALID, "%s: '%s' is not an integer from %ld to %ld", name, s, min,
+                       max);
     *out = v;
     return 0;
 }
@@ -268,11 +267,11 @@ void api_crews_list_or_get(struct http_req *req, void *arg)
     json_t *crews = json_array();
     for (size_t i = 0; crews != NULL && i < page.n; i++) {
         const struct store_crew *c = page.items[i];
-        json_array_append_new(
-            crews, json_pack("{s:s, s:s, s:s?, s:s, s:I, s:s}", "crew_id", c->crew_id, "name",
-                             c->name, "description", c->description, "execution_mode",
-                             c->execution_mode, "agent_count", (json_int_t)c->agent_count,
-                             "created_at", c->created_at));
+        json_array_append_new(crews,
+                              json_pack("{s:s, s:s, s:s?, s:s, s:I, s:s}", "crew_id", c->crew_id,
+                                        "name", c->name, "description", c->description,
+                                        "execution_mode", c->execution_mode, "agent_count",
+                                        (json_int_t)c->agent_count, "created_at", c->created_at));
     }
     http_reply_json(req, 200,
                     json_pack("{s:o, s:I, s:I, s:I}", "crews", crews, "total",
@@ -292,8 +291,8 @@ static void delete_one(struct http_req *req, const struct api_ctx *ctx, const ch
         goto out;
     }
     http_reply_json(req, 200,
-                    json_pack("{s:s, s:s, s:s}", "message", "Crew deleted successfully",
-                              "crew_id", row->crew_id, "name", row->name));
+                    json_pack("{s:s, s:s, s:s}", "message", "Crew deleted successfully", "crew_id",
+                              row->crew_id, "name", row->name));
 out:
     store_crew_free(row);
 }

@@ -49,8 +49,10 @@ static const struct {
 
 void config_usage(FILE *out, const char *prog)
 {
-    fprintf(out, "usage: %s [options]\n\nRuns crews of LLM agents as durable jobs behind the "
-                 "AgentCrew REST API.\n\noptions:\n", prog);
+    fprintf(out,
+            "usage: %s [options]\n\nRuns crews of LLM agents as durable jobs behind the "
+            "AgentCrew REST API.\n\noptions:\n",
+            prog);
     for (size_t i = 0; i < N_SETTINGS; i++)
         fprintf(out, "  %-20s %s%s%s\n", settings[i].option, settings[i].help,
                 settings[i].env ? "; env " : "", settings[i].env ? settings[i].env : "");
@@ -133,8 +135,8 @@ static int check_list_item(enum setting id, const char *v, size_t len, const cha
                        id == SET_API_KEY ? "API key" : "CORS origin");
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f)
-            return err_set(e, ERR_INVALID, "%s: %s must be printable ASCII without spaces",
-                           source, id == SET_API_KEY ? "an API key" : "a CORS origin");
+            return err_set(e, ERR_INVALID, "%s: %s must be printable ASCII without spaces", source,
+                           id == SET_API_KEY ? "an API key" : "a CORS origin");
     return 0;
 }
 
@@ -200,8 +202,8 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
     case SET_DEFAULT_PROVIDER: {
         const struct llm_provider_info *p = llm_provider_find(value);
         if (p == NULL)
-            return err_set(e, ERR_INVALID, "%s: unknown provider '%s' (known: %s)", source,
-                           value, llm_provider_known_list());
+            return err_set(e, ERR_INVALID, "%s: unknown provider '%s' (known: %s)", source, value,
+                           llm_provider_known_list());
         return set_string(&cfg->default_provider, p->name);
     }
     case SET_CONFIG:
@@ -255,8 +257,8 @@ static int load_file(struct config *cfg, const char *path, struct err *e)
                     rc = err_set(e, ERR_INVALID, "%s[%zu]: expected a string", source, k);
                     goto out;
                 }
-                if ((rc = apply(cfg, settings[i].id, json_string_value(item), true, source,
-                                e)) != 0)
+                if ((rc = apply(cfg, settings[i].id, json_string_value(item), true, source, e)) !=
+                    0)
                     goto out;
             }
             continue;
@@ -281,6 +283,17 @@ out:
     return rc;
 }
 
+/* Index in settings[] of the option `arg` ("--listen" or "--listen=..."), or N_SETTINGS. */
+static size_t find_option(const char *arg)
+{
+    for (size_t k = 0; k < N_SETTINGS; k++) {
+        size_t olen = strlen(settings[k].option);
+        if (strncmp(arg, settings[k].option, olen) == 0 && (arg[olen] == '\0' || arg[olen] == '='))
+            return k;
+    }
+    return N_SETTINGS;
+}
+
 int config_load(struct config *cfg, int argc, char **argv, const char *(*getenv_fn)(const char *),
                 enum config_action *action, struct err *e)
 {
@@ -294,59 +307,57 @@ int config_load(struct config *cfg, int argc, char **argv, const char *(*getenv_
         (rc = set_string(&cfg->default_provider, CONFIG_DEFAULT_PROVIDER)) != 0)
         return rc;
 
-    /* Pass 1: options that end the run, unknown options, and --config. */
+    /* Read the command line once, into (setting, value) pairs; apply it last. */
+    struct option_arg {
+        size_t k;
+        const char *value;
+    } *opts = calloc((size_t)argc + 1, sizeof *opts);
+    size_t n_opts = 0;
     const char *config_path = NULL;
-    for (int i = 1; i < argc; i++) {
+    if (opts == NULL)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    rc = 0;
+    for (int i = 1; i < argc && rc == 0; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             *action = CONFIG_HELP;
-            return 0;
+            goto out;
         }
         if (strcmp(argv[i], "--version") == 0) {
             *action = CONFIG_VERSION;
-            return 0;
+            goto out;
         }
-        size_t k;
-        for (k = 0; k < N_SETTINGS; k++) {
-            size_t olen = strlen(settings[k].option);
-            if (strncmp(argv[i], settings[k].option, olen) == 0 &&
-                (argv[i][olen] == '\0' || argv[i][olen] == '='))
-                break;
+        size_t k = find_option(argv[i]);
+        if (k == N_SETTINGS) {
+            rc = err_set(e, ERR_INVALID, "unknown option '%s' (see --help)", argv[i]);
+            break;
         }
-        if (k == N_SETTINGS)
-            return err_set(e, ERR_INVALID, "unknown option '%s' (see --help)", argv[i]);
-        if (strchr(argv[i], '=') == NULL) {
-            if (i + 1 >= argc)
-                return err_set(e, ERR_INVALID, "option %s needs a value", argv[i]);
-            i++;
+        const char *eq = strchr(argv[i], '=');
+        if (eq == NULL && i + 1 >= argc) {
+            rc = err_set(e, ERR_INVALID, "option %s needs a value", argv[i]);
+            break;
         }
+        opts[n_opts] = (struct option_arg){.k = k, .value = eq ? eq + 1 : argv[++i]};
         if (settings[k].id == SET_CONFIG)
-            config_path = strchr(argv[i], '=') && strncmp(argv[i], "--config=", 9) == 0
-                              ? argv[i] + 9
-                              : argv[i];
+            config_path = opts[n_opts].value;
+        n_opts++;
     }
+    if (rc != 0)
+        goto out;
     if (config_path != NULL && (rc = load_file(cfg, config_path, e)) != 0)
-        return rc;
+        goto out;
 
     for (size_t k = 0; k < N_SETTINGS; k++) {
         const char *v = settings[k].env ? getenv_fn(settings[k].env) : NULL;
         if (v != NULL && v[0] != '\0' &&
             (rc = apply(cfg, settings[k].id, v, false, settings[k].env, e)) != 0)
-            return rc;
+            goto out;
     }
 
-    /* Pass 2: the command line, in order. A list option given on the command line replaces
-     * the lists of lower sources, then accumulates. */
+    /* The command line, in order. A list option given there replaces the lists of the lower
+     * sources, then accumulates. */
     bool list_reset[N_SETTINGS] = {false};
-    for (int i = 1; i < argc; i++) {
-        size_t k;
-        for (k = 0; k < N_SETTINGS; k++) {
-            size_t olen = strlen(settings[k].option);
-            if (strncmp(argv[i], settings[k].option, olen) == 0 &&
-                (argv[i][olen] == '\0' || argv[i][olen] == '='))
-                break;
-        }
-        const char *eq = strchr(argv[i], '=');
-        const char *value = eq ? eq + 1 : argv[++i];
+    for (size_t i = 0; i < n_opts; i++) {
+        size_t k = opts[i].k;
         if (settings[k].is_list && !list_reset[k]) {
             list_reset[k] = true;
             if (settings[k].id == SET_API_KEY)
@@ -354,11 +365,13 @@ int config_load(struct config *cfg, int argc, char **argv, const char *(*getenv_
             else
                 free_list(&cfg->cors_origins, &cfg->n_cors_origins);
         }
-        if ((rc = apply(cfg, settings[k].id, value, settings[k].is_list, settings[k].option,
+        if ((rc = apply(cfg, settings[k].id, opts[i].value, settings[k].is_list, settings[k].option,
                         e)) != 0)
-            return rc;
+            goto out;
     }
-    return 0;
+out:
+    free(opts);
+    return rc;
 }
 
 void config_cleanup(struct config *cfg)

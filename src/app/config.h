@@ -24,10 +24,10 @@
 #define CONFIG_DEFAULT_PROVIDER "openai"
 
 struct config {
-    char *listen;         /* "HOST:PORT" as given */
-    char host[64];        /* parsed from listen: numeric IPv4/IPv6 address */
-    int port;             /* parsed from listen: 0..65535 */
-    char *store;          /* store URL */
+    char *listen;  /* "HOST:PORT" as given */
+    char host[64]; /* parsed from listen: numeric IPv4/IPv6 address */
+    int port;      /* parsed from listen: 0..65535 */
+    char *store;   /* store URL */
     enum log_level log_level;
     char **api_keys;
     size_t n_api_keys;

@@ -28,4 +28,7 @@ void clock_rfc3339(int64_t epoch_ms, char out[CLOCK_RFC3339_LEN])
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
 }
 
-void clock_rfc3339_now(char out[CLOCK_RFC3339_LEN]) { clock_rfc3339(clock_now_ms(), out); }
+void clock_rfc3339_now(char out[CLOCK_RFC3339_LEN])
+{
+    clock_rfc3339(clock_now_ms(), out);
+}

@@ -36,8 +36,8 @@ const char *err_name(int code)
     switch (code) {
     case ERR_OK:
         return "ERR_OK";
-#define ERR_NAME_(name, value, msg) \
-    case ERR_##name:                \
+#define ERR_NAME_(name, value, msg)                                                                \
+    case ERR_##name:                                                                               \
         return "ERR_" #name;
         ERR_MAP(ERR_NAME_)
 #undef ERR_NAME_
@@ -50,8 +50,8 @@ const char *err_default_msg(int code)
     switch (code) {
     case ERR_OK:
         return "ok";
-#define ERR_DMSG_(name, value, msg) \
-    case ERR_##name:                \
+#define ERR_DMSG_(name, value, msg)                                                                \
+    case ERR_##name:                                                                               \
         return msg;
         ERR_MAP(ERR_DMSG_)
 #undef ERR_DMSG_

@@ -13,17 +13,17 @@
 #include <stddef.h>
 
 /* X(name, value, default message). Values are stable: they may appear in logs. */
-#define ERR_MAP(X)                                                                     \
-    X(NOMEM, -1, "out of memory")                                                      \
-    X(INVALID, -2, "invalid input")                                                    \
-    X(NOT_FOUND, -3, "not found")                                                      \
-    X(CONFLICT, -4, "conflict")                                                        \
-    X(TOO_LARGE, -5, "too large")                                                      \
-    X(UNSUPPORTED, -6, "not supported")                                                \
-    X(UNAUTHORIZED, -7, "unauthorized")                                                \
-    X(IO, -8, "input/output error")                                                    \
-    X(STORE, -9, "storage error")                                                      \
-    X(BUSY, -10, "busy, try again")                                                    \
+#define ERR_MAP(X)                                                                                 \
+    X(NOMEM, -1, "out of memory")                                                                  \
+    X(INVALID, -2, "invalid input")                                                                \
+    X(NOT_FOUND, -3, "not found")                                                                  \
+    X(CONFLICT, -4, "conflict")                                                                    \
+    X(TOO_LARGE, -5, "too large")                                                                  \
+    X(UNSUPPORTED, -6, "not supported")                                                            \
+    X(UNAUTHORIZED, -7, "unauthorized")                                                            \
+    X(IO, -8, "input/output error")                                                                \
+    X(STORE, -9, "storage error")                                                                  \
+    X(BUSY, -10, "busy, try again")                                                                \
     X(INTERNAL, -11, "internal error")
 
 enum err_code {
@@ -37,8 +37,8 @@ enum err_code {
 
 /* The message that travels with a code. Zero-initialise it (`struct err e = {0};`). */
 struct err {
-    int code;               /* 0 or an ERR_* value */
-    char msg[ERR_MSG_MAX];  /* NUL-terminated; "" when nothing was set */
+    int code;              /* 0 or an ERR_* value */
+    char msg[ERR_MSG_MAX]; /* NUL-terminated; "" when nothing was set */
 };
 
 /*
@@ -46,8 +46,7 @@ struct err {
  * that `return err_set(e, ERR_INVALID, "name: required");` reads as one step. The first error
  * recorded wins only if the caller checks; err_set always overwrites.
  */
-int err_set(struct err *e, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int err_set(struct err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Prefixes the message already in `e` with "prefix: " (for context added by callers). */
 void err_prefix(struct err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

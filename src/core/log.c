@@ -31,8 +31,14 @@ const char *log_level_name(enum log_level level)
     return "?";
 }
 
-void log_set_level(enum log_level level) { current_level = level; }
-enum log_level log_get_level(void) { return current_level; }
+void log_set_level(enum log_level level)
+{
+    current_level = level;
+}
+enum log_level log_get_level(void)
+{
+    return current_level;
+}
 
 void log_msg(enum log_level level, const char *module, const char *fmt, ...)
 {

@@ -16,14 +16,14 @@ struct http_req {
     struct evhttp_request *ev;
     struct http_server *server;
     unsigned method;
-    char *path;                 /* raw path, owned */
+    char *path;                              /* raw path, owned */
     char *decoded[HTTP_ROUTER_MAX_SEGMENTS]; /* decoded segments, owned */
-    struct http_path segs;      /* views of decoded[] for the router */
+    struct http_path segs;                   /* views of decoded[] for the router */
     struct http_match match;
-    struct evkeyvalq query;     /* decoded query parameters */
+    struct evkeyvalq query; /* decoded query parameters */
     bool query_parsed;
-    const char *origin;         /* allowed Origin to echo in CORS headers, or NULL */
-    bool close;                 /* answer with Connection: close */
+    const char *origin; /* allowed Origin to echo in CORS headers, or NULL */
+    bool close;         /* answer with Connection: close */
 };
 
 /* Implemented in server.c, used by request.c. */

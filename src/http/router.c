@@ -10,9 +10,8 @@ static const struct {
     unsigned bit;
     const char *name;
 } method_names[] = {
-    {HTTP_GET, "GET"},     {HTTP_HEAD, "HEAD"},       {HTTP_PUT, "PUT"},
-    {HTTP_POST, "POST"},   {HTTP_PATCH, "PATCH"},     {HTTP_DELETE, "DELETE"},
-    {HTTP_OPTIONS, "OPTIONS"},
+    {HTTP_GET, "GET"},     {HTTP_HEAD, "HEAD"},     {HTTP_PUT, "PUT"},         {HTTP_POST, "POST"},
+    {HTTP_PATCH, "PATCH"}, {HTTP_DELETE, "DELETE"}, {HTTP_OPTIONS, "OPTIONS"},
 };
 
 const char *http_method_name(unsigned method)
@@ -40,8 +39,7 @@ void http_methods_format(unsigned methods, char *buf, size_t len)
 }
 
 /* Matches one pattern; fills captures into m only on success. */
-static bool pattern_matches(const char *pattern, const struct http_path *path,
-                            struct http_match *m)
+static bool pattern_matches(const char *pattern, const struct http_path *path, struct http_match *m)
 {
     const char *captures[HTTP_ROUTER_MAX_PARAMS];
     size_t n_captures = 0, i = 0;

@@ -65,8 +65,14 @@ static const struct http_server *libevent_error_ctx;
 static void on_accept_error(struct evconnlistener *lev, void *arg);
 static void on_accept_resume(evutil_socket_t fd, short what, void *arg);
 
-size_t http_server_max_body(const struct http_server *srv) { return srv->max_body; }
-int http_server_json_max_depth(const struct http_server *srv) { return srv->json_max_depth; }
+size_t http_server_max_body(const struct http_server *srv)
+{
+    return srv->max_body;
+}
+int http_server_json_max_depth(const struct http_server *srv)
+{
+    return srv->json_max_depth;
+}
 
 void http_req_free(struct http_req *req)
 {
@@ -83,14 +89,22 @@ void http_req_free(struct http_req *req)
 static unsigned method_of(enum evhttp_cmd_type cmd)
 {
     switch (cmd) {
-    case EVHTTP_REQ_GET: return HTTP_GET;
-    case EVHTTP_REQ_HEAD: return HTTP_HEAD;
-    case EVHTTP_REQ_PUT: return HTTP_PUT;
-    case EVHTTP_REQ_POST: return HTTP_POST;
-    case EVHTTP_REQ_PATCH: return HTTP_PATCH;
-    case EVHTTP_REQ_DELETE: return HTTP_DELETE;
-    case EVHTTP_REQ_OPTIONS: return HTTP_OPTIONS;
-    default: return HTTP_OTHER;
+    case EVHTTP_REQ_GET:
+        return HTTP_GET;
+    case EVHTTP_REQ_HEAD:
+        return HTTP_HEAD;
+    case EVHTTP_REQ_PUT:
+        return HTTP_PUT;
+    case EVHTTP_REQ_POST:
+        return HTTP_POST;
+    case EVHTTP_REQ_PATCH:
+        return HTTP_PATCH;
+    case EVHTTP_REQ_DELETE:
+        return HTTP_DELETE;
+    case EVHTTP_REQ_OPTIONS:
+        return HTTP_OPTIONS;
+    default:
+        return HTTP_OTHER;
     }
 }
 
@@ -236,8 +250,7 @@ static void answer_options(struct http_req *req, unsigned allowed)
     char methods[128];
     http_methods_format(allowed | HTTP_OPTIONS, methods, sizeof methods);
     http_reply_header(req, "Allow", methods);
-    if (req->origin != NULL &&
-        http_req_header(req, "Access-Control-Request-Method") != NULL) {
+    if (req->origin != NULL && http_req_header(req, "Access-Control-Request-Method") != NULL) {
         http_reply_header(req, "Access-Control-Allow-Methods", "GET, PUT, POST, PATCH, DELETE");
         http_reply_header(req, "Access-Control-Allow-Headers",
                           "Content-Type, Authorization, Idempotency-Key, Last-Event-ID");
@@ -279,8 +292,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
     if (status == 0)
         status = parse_query(req, uri ? evhttp_uri_get_query(uri) : NULL, &why);
     if (status == 404) {
-        http_reply_error(req, 404, "no route for %s %s", http_method_name(req->method),
-                         req->path);
+        http_reply_error(req, 404, "no route for %s %s", http_method_name(req->method), req->path);
         return;
     }
     if (status != 0) {
@@ -307,15 +319,13 @@ static void on_request(struct evhttp_request *ev, void *arg)
         return;
     }
 
-    status = http_router_match(srv->routes, srv->n_routes, req->method, &req->segs,
-                               &req->match);
+    status = http_router_match(srv->routes, srv->n_routes, req->method, &req->segs, &req->match);
     if (req->method == HTTP_OPTIONS && status != 404) {
         answer_options(req, req->match.allowed);
         return;
     }
     if (status == 404) {
-        http_reply_error(req, 404, "no route for %s %s", http_method_name(req->method),
-                         req->path);
+        http_reply_error(req, 404, "no route for %s %s", http_method_name(req->method), req->path);
         return;
     }
     if (status == 405) {
@@ -346,7 +356,7 @@ static void fix_status_line_version(struct evbuffer *wire, size_t start)
         return;
     struct evbuffer_iovec v[2];
     int n = evbuffer_peek(wire, sizeof bad - 1, &pos, v, 2);
-    if (n != 1 || v[0].iov_len < sizeof bad - 1 || memcmp(v[0].iov_base, bad, sizeof bad - 1))
+    if (n != 1 || v[0].iov_len < sizeof bad - 1 || memcmp(v[0].iov_base, bad, sizeof bad - 1) != 0)
         return;
     memcpy((char *)v[0].iov_base + 5, "1.1", 3);
 }
@@ -374,8 +384,7 @@ void evhttp_send_error(struct evhttp_request *ev, int error, const char *reason)
             snprintf(msg, sizeof msg, "request body over the limit of %zu bytes", max_body);
         } else {
             status = 431;
-            snprintf(msg, sizeof msg, "request headers over the limit of %zu bytes",
-                     max_header);
+            snprintf(msg, sizeof msg, "request headers over the limit of %zu bytes", max_header);
         }
         break;
     }
@@ -541,10 +550,9 @@ int http_server_new(struct event_base *base, const struct http_server_opts *opts
     }
     /* crewd makes the listener itself, rather than evhttp_bind_socket, to own its error
      * callback: see on_accept_error. */
-    srv->listener = evconnlistener_new_bind(base, NULL, NULL,
-                                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                                LEV_OPT_CLOSE_ON_EXEC,
-                                            -1, (struct sockaddr *)&ss, sslen);
+    srv->listener = evconnlistener_new_bind(
+        base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, -1,
+        (struct sockaddr *)&ss, sslen);
     if (srv->listener == NULL) {
         rc = err_set(e, ERR_IO, "cannot listen on %s: %s", where,
                      evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -580,7 +588,10 @@ fail:
     return rc;
 }
 
-int http_server_port(const struct http_server *srv) { return srv->port; }
+int http_server_port(const struct http_server *srv)
+{
+    return srv->port;
+}
 
 void http_server_free(struct http_server *srv)
 {

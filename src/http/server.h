@@ -24,19 +24,19 @@
 #define HTTP_DEFAULT_TIMEOUT_S 60
 
 struct http_server_opts {
-    const char *host;         /* numeric address to bind, e.g. "127.0.0.1" */
-    int port;                 /* 0: any free port (see http_server_port) */
-    size_t max_body_bytes;    /* 0: HTTP_DEFAULT_MAX_BODY_BYTES */
-    size_t max_header_bytes;  /* 0: HTTP_DEFAULT_MAX_HEADER_BYTES */
-    int json_max_depth;       /* 0: JSON_DEPTH_DEFAULT_MAX */
-    int timeout_s;            /* idle connection timeout; 0: HTTP_DEFAULT_TIMEOUT_S */
+    const char *host;            /* numeric address to bind, e.g. "127.0.0.1" */
+    int port;                    /* 0: any free port (see http_server_port) */
+    size_t max_body_bytes;       /* 0: HTTP_DEFAULT_MAX_BODY_BYTES */
+    size_t max_header_bytes;     /* 0: HTTP_DEFAULT_MAX_HEADER_BYTES */
+    int json_max_depth;          /* 0: JSON_DEPTH_DEFAULT_MAX */
+    int timeout_s;               /* idle connection timeout; 0: HTTP_DEFAULT_TIMEOUT_S */
     const char *const *api_keys; /* when n_api_keys > 0, /api/ needs "Bearer <key>" */
     size_t n_api_keys;
     const char *const *cors_origins; /* "*" allows any origin */
     size_t n_cors_origins;
     const struct http_route *routes; /* borrowed; must outlive the server */
     size_t n_routes;
-    void *handler_arg;        /* passed to every handler */
+    void *handler_arg; /* passed to every handler */
 };
 
 struct http_server;

@@ -24,8 +24,7 @@ static const struct provider_entry providers[] = {
     {{"google", "gemini-2.5-flash", "GOOGLE_API_KEY",
       "https://generativelanguage.googleapis.com/v1beta"},
      "gemini"},
-    {{"groq", "llama-3.3-70b-versatile", "GROQ_API_KEY", "https://api.groq.com/openai/v1"},
-     NULL},
+    {{"groq", "llama-3.3-70b-versatile", "GROQ_API_KEY", "https://api.groq.com/openai/v1"}, NULL},
     {{"ollama", "llama3.1", NULL, "http://127.0.0.1:11434/v1"}, NULL},
 };
 
@@ -62,9 +61,8 @@ static const struct llm_provider_info *infer_from_model(const char *model)
         const char *prefix;
         const char *provider;
     } rules[] = {
-        {"gpt-", "openai"},       {"chatgpt-", "openai"}, {"o1", "openai"},
-        {"o3", "openai"},         {"o4", "openai"},       {"claude-", "anthropic"},
-        {"gemini-", "google"},
+        {"gpt-", "openai"}, {"chatgpt-", "openai"},   {"o1", "openai"},      {"o3", "openai"},
+        {"o4", "openai"},   {"claude-", "anthropic"}, {"gemini-", "google"},
     };
     if (model == NULL)
         return NULL;
@@ -87,8 +85,8 @@ static int set_model(struct llm_resolved *out, const char *model, size_t len, co
     return 0;
 }
 
-int llm_resolve(const struct llm_choice *in, const char *default_provider,
-                struct llm_resolved *out, struct err *e)
+int llm_resolve(const struct llm_choice *in, const char *default_provider, struct llm_resolved *out,
+                struct err *e)
 {
     int rc = 0;
     const struct llm_provider_info *prov = NULL;
@@ -105,8 +103,8 @@ int llm_resolve(const struct llm_choice *in, const char *default_provider,
         if (colon == NULL) {
             prov = llm_provider_find(in->llm);
             if (prov == NULL) {
-                rc = err_set(e, ERR_INVALID, "llm: unknown provider '%.100s' (known: %s)",
-                             in->llm, llm_provider_known_list());
+                rc = err_set(e, ERR_INVALID, "llm: unknown provider '%.100s' (known: %s)", in->llm,
+                             llm_provider_known_list());
                 goto out;
             }
         } else {

@@ -22,9 +22,9 @@
 #include "core/err.h"
 
 struct llm_provider_info {
-    const char *name;             /* canonical: "openai", "anthropic", "google", "groq", "ollama" */
+    const char *name; /* canonical: "openai", "anthropic", "google", "groq", "ollama" */
     const char *default_model;
-    const char *api_key_env;      /* NULL when the provider needs no key (ollama) */
+    const char *api_key_env; /* NULL when the provider needs no key (ollama) */
     const char *default_base_url;
 };
 
@@ -52,7 +52,7 @@ struct llm_resolved {
  * (known: ...)", "llm: names model 'a' but model is 'b'", "model: longer than 255 bytes").
  * Messages are relative to the agent's config; callers add the path prefix.
  */
-int llm_resolve(const struct llm_choice *in, const char *default_provider,
-                struct llm_resolved *out, struct err *e);
+int llm_resolve(const struct llm_choice *in, const char *default_provider, struct llm_resolved *out,
+                struct err *e);
 
 #endif

@@ -14,8 +14,8 @@
 
 #include "tools/registry.h"
 
-#define TOP_FIELDS                                                                           \
-    "crew_id, name, description, execution_mode, agents, flow_relations, shared_tools, "     \
+#define TOP_FIELDS                                                                                 \
+    "crew_id, name, description, execution_mode, agents, flow_relations, shared_tools, "           \
     "max_parallel_tasks, metadata, created_at, updated_at"
 #define AGENT_FIELDS "agent_id, agent_class, name, config, tools, system_prompt"
 #define RELATION_FIELDS "source, target"
@@ -29,9 +29,9 @@
 #define PATH_MAX_LEN 160
 
 static const char *const top_fields[] = {
-    "crew_id",        "name",         "description",        "execution_mode",
-    "agents",         "flow_relations", "shared_tools",     "max_parallel_tasks",
-    "metadata",       "created_at",   "updated_at",
+    "crew_id",  "name",           "description",  "execution_mode",
+    "agents",   "flow_relations", "shared_tools", "max_parallel_tasks",
+    "metadata", "created_at",     "updated_at",
 };
 static const char *const agent_fields[] = {"agent_id", "agent_class", "name",
                                            "config",   "tools",       "system_prompt"};
@@ -151,8 +151,8 @@ static int check_fields(const json_t *obj, const char *prefix, const char *const
     {
         if (!in_list(k, known, n_known)) {
             char q[QUOTE_MAX + 4];
-            return err_set(e, ERR_INVALID, "%s%s: unknown field (known: %s)", prefix,
-                           quote(q, k), known_text);
+            return err_set(e, ERR_INVALID, "%s%s: unknown field (known: %s)", prefix, quote(q, k),
+                           known_text);
         }
     }
     return 0;
@@ -240,8 +240,8 @@ static int parse_tool_list(const json_t *v, const char *path, const struct tool_
             char known[LIST_MAX + 8];
             char q[QUOTE_MAX + 4];
             tool_registry_names(reg, known, sizeof known);
-            rc = err_set(e, ERR_INVALID, "%s: unknown tool '%s' (known: %s)", ipath,
-                         quote(q, name), known);
+            rc = err_set(e, ERR_INVALID, "%s: unknown tool '%s' (known: %s)", ipath, quote(q, name),
+                         known);
             goto out;
         }
         for (size_t j = 0; j < *n_out; j++) {
@@ -299,8 +299,7 @@ static int check_config(const json_t *cfg, const char *p, struct err *e)
             return type_error(e, CFG_PATH("temperature"), "a number", v);
         double t = json_number_value(v);
         if (!(t >= 0.0 && t <= 2.0))
-            return err_set(e, ERR_INVALID, "%s: must be between 0 and 2",
-                           CFG_PATH("temperature"));
+            return err_set(e, ERR_INVALID, "%s: must be between 0 and 2", CFG_PATH("temperature"));
     }
     if ((v = json_object_get(cfg, "max_tokens")) != NULL && !json_is_null(v)) {
         if (!json_is_integer(v))
@@ -380,8 +379,7 @@ static int parse_agent(const json_t *a, size_t i, const struct tool_registry *re
         rc = dup_into(&ag->agent_class, "BaseAgent", e);
     } else if (!json_is_string(v)) {
         rc = type_error(e, path, "a string", v);
-    } else if (has_nul(v) || !in_list(json_string_value(v), agent_classes,
-                                      COUNT(agent_classes))) {
+    } else if (has_nul(v) || !in_list(json_string_value(v), agent_classes, COUNT(agent_classes))) {
         char q[QUOTE_MAX + 4];
         rc = err_set(e, ERR_INVALID, "%s: unknown class '%s' (known: %s)", path,
                      quote(q, json_string_value(v)), AGENT_CLASSES);
@@ -442,8 +440,8 @@ static int unknown_agent(const struct crew_def *def, const char *path, const cha
                    nl.buf);
 }
 
-static int resolve_name(const struct crew_def *def, const json_t *v, const char *path,
-                        size_t *idx, struct err *e)
+static int resolve_name(const struct crew_def *def, const json_t *v, const char *path, size_t *idx,
+                        struct err *e)
 {
     if (!json_is_string(v))
         return type_error(e, path, "an agent name", v);
@@ -458,8 +456,8 @@ static int resolve_name(const struct crew_def *def, const json_t *v, const char 
 
 /* One side of a relation: a name or a non-empty list of names; the same agent named twice
  * (perhaps once by key, once by agent_id) is kept once. */
-static int parse_side(const struct crew_def *def, const json_t *v, const char *path,
-                      size_t **out, size_t *n_out, struct err *e)
+static int parse_side(const struct crew_def *def, const json_t *v, const char *path, size_t **out,
+                      size_t *n_out, struct err *e)
 {
     int rc = 0;
     size_t n = json_is_array(v) ? json_array_size(v) : 1;
@@ -544,13 +542,11 @@ static int parse_relations(const json_t *v, struct crew_def *def, struct err *e)
         if (rc != 0)
             goto out;
         snprintf(path, sizeof path, "%s.source", p);
-        rc = parse_side(def, json_object_get(r, "source"), path, &rel->sources,
-                        &rel->n_sources, e);
+        rc = parse_side(def, json_object_get(r, "source"), path, &rel->sources, &rel->n_sources, e);
         if (rc != 0)
             goto out;
         snprintf(path, sizeof path, "%s.target", p);
-        rc = parse_side(def, json_object_get(r, "target"), path, &rel->targets,
-                        &rel->n_targets, e);
+        rc = parse_side(def, json_object_get(r, "target"), path, &rel->targets, &rel->n_targets, e);
         if (rc != 0)
             goto out;
     }
@@ -665,8 +661,8 @@ int crew_def_parse(const json_t *in, const struct tool_registry *tools, struct c
 
     if ((rc = parse_name(json_object_get(in, "name"), def, e)) != 0)
         goto out;
-    if ((rc = get_text(json_object_get(in, "description"), "description", &def->description,
-                       e)) != 0)
+    if ((rc = get_text(json_object_get(in, "description"), "description", &def->description, e)) !=
+        0)
         goto out;
 
     v = json_object_get(in, "execution_mode");
@@ -825,8 +821,8 @@ static json_t *agent_json(const struct crew_agent *ag, int flags)
     json_t *o = json_object();
     if (o == NULL)
         return NULL;
-    json_t *cfg = (flags & CREW_JSON_REDACTED) ? crew_config_redact(ag->config)
-                                               : json_deep_copy(ag->config);
+    json_t *cfg =
+        (flags & CREW_JSON_REDACTED) ? crew_config_redact(ag->config) : json_deep_copy(ag->config);
     bool ok = put(o, "agent_id", json_string(ag->agent_id)) &&
               put(o, "agent_class", json_string(ag->agent_class)) &&
               put(o, "name", string_or_null(ag->name));
@@ -835,7 +831,7 @@ static json_t *agent_json(const struct crew_agent *ag, int flags)
     else
         json_decref(cfg);
     ok = ok && put(o, "tools", string_array(ag->tools, ag->n_tools)) &&
-              put(o, "system_prompt", string_or_null(ag->system_prompt));
+         put(o, "system_prompt", string_or_null(ag->system_prompt));
     if (!ok) {
         json_decref(o);
         return NULL;
@@ -843,8 +839,8 @@ static json_t *agent_json(const struct crew_agent *ag, int flags)
     return o;
 }
 
-json_t *crew_def_to_json(const struct crew_def *def, const char *crew_id,
-                         const char *created_at, const char *updated_at, int flags)
+json_t *crew_def_to_json(const struct crew_def *def, const char *crew_id, const char *created_at,
+                         const char *updated_at, int flags)
 {
     json_t *o = json_object();
     json_t *agents = json_array();

@@ -43,12 +43,12 @@ int crew_mode_parse(const char *s, enum crew_mode *out);
 #define CREW_DEFAULT_PARALLEL_TASKS 10
 
 struct crew_agent {
-    char *agent_id;      /* required, non-empty */
-    char *agent_class;   /* one of the known classes; default "BaseAgent" */
-    char *name;          /* NULL when not given */
-    const char *key;     /* name if given, else agent_id (points into this struct) */
-    json_t *config;      /* object, owned, never NULL; may hold secrets (api_key) */
-    char **tools;        /* names known to the tool registry */
+    char *agent_id;    /* required, non-empty */
+    char *agent_class; /* one of the known classes; default "BaseAgent" */
+    char *name;        /* NULL when not given */
+    const char *key;   /* name if given, else agent_id (points into this struct) */
+    json_t *config;    /* object, owned, never NULL; may hold secrets (api_key) */
+    char **tools;      /* names known to the tool registry */
     size_t n_tools;
     char *system_prompt; /* NULL when not given */
 };
@@ -72,8 +72,8 @@ struct crew_def {
     size_t n_relations;
     char **shared_tools;
     size_t n_shared_tools;
-    long max_parallel_tasks;   /* default 10 */
-    json_t *metadata;          /* object, owned, never NULL */
+    long max_parallel_tasks; /* default 10 */
+    json_t *metadata;        /* object, owned, never NULL */
 };
 
 /*
@@ -102,8 +102,8 @@ enum crew_json_flags {
  * with agent keys, agent order kept. `crew_id`, `created_at`, `updated_at` are added when
  * the arguments are non-NULL. Returns a new reference, or NULL on allocation failure.
  */
-json_t *crew_def_to_json(const struct crew_def *def, const char *crew_id,
-                         const char *created_at, const char *updated_at, int flags);
+json_t *crew_def_to_json(const struct crew_def *def, const char *crew_id, const char *created_at,
+                         const char *updated_at, int flags);
 
 /*
  * True for config keys whose values are secrets, case-insensitive: any key containing

@@ -115,8 +115,7 @@ static int compile_agent(const struct crew_def *def, size_t i, const char *defau
         }
     }
     for (size_t t = 0; t < cap; t++) {
-        const char *name =
-            t < ag->n_tools ? ag->tools[t] : def->shared_tools[t - ag->n_tools];
+        const char *name = t < ag->n_tools ? ag->tools[t] : def->shared_tools[t - ag->n_tools];
         bool seen = false;
         for (size_t j = 0; j < pa->n_tools && !seen; j++)
             seen = strcmp(pa->tools[j], name) == 0;
@@ -297,8 +296,8 @@ static int compile_graph(const struct crew_def *def, struct plan *plan, struct e
         for (size_t s = 0; s < rel->n_sources; s++) {
             for (size_t t = 0; t < rel->n_targets; t++) {
                 if (rel->sources[s] >= n || rel->targets[t] >= n) {
-                    rc = err_set(e, ERR_INVALID, "flow_relations[%zu]: agent index out of range",
-                                 r);
+                    rc =
+                        err_set(e, ERR_INVALID, "flow_relations[%zu]: agent index out of range", r);
                     goto out;
                 }
                 adj[rel->sources[s] * n + rel->targets[t]] = true;
@@ -406,8 +405,7 @@ static json_t *agent_to_json(const struct plan_agent *a)
     bool ok = o != NULL && tools != NULL;
     for (size_t i = 0; ok && i < a->n_tools; i++)
         ok = json_array_append_new(tools, json_string(a->tools[i])) == 0;
-    ok = ok && put(o, "key", json_string(a->key)) &&
-         put(o, "agent_id", json_string(a->agent_id)) &&
+    ok = ok && put(o, "key", json_string(a->key)) && put(o, "agent_id", json_string(a->agent_id)) &&
          put(o, "agent_class", json_string(a->agent_class)) &&
          put(o, "provider", json_string(a->provider)) && put(o, "model", json_string(a->model)) &&
          put(o, "base_url", str_or_null(a->base_url)) &&
@@ -460,12 +458,12 @@ json_t *plan_to_json(const struct plan *plan)
 
 /* ---- JSON in ---- */
 
-static const char *const plan_fields[] = {"version", "execution_mode", "max_parallel_tasks",
-                                          "has_graph", "agents", "order", "finals"};
+static const char *const plan_fields[] = {
+    "version", "execution_mode", "max_parallel_tasks", "has_graph", "agents", "order", "finals"};
 static const char *const plan_agent_fields[] = {
-    "key",           "agent_id",      "agent_class", "provider",    "model",
-    "base_url",      "api_key_env",   "has_inline_key", "system_prompt", "tools",
-    "temperature",   "max_tokens",    "timeout_s",   "preds",       "succs"};
+    "key",         "agent_id",    "agent_class",    "provider",      "model",
+    "base_url",    "api_key_env", "has_inline_key", "system_prompt", "tools",
+    "temperature", "max_tokens",  "timeout_s",      "preds",         "succs"};
 
 static int only_fields(const json_t *obj, const char *const *known, size_t n, const char *where,
                        struct err *e)
@@ -484,8 +482,8 @@ static int only_fields(const json_t *obj, const char *const *known, size_t n, co
 }
 
 /* A string without NUL, 1..max bytes (or NULL allowed when `nullable`). */
-static int get_str(const json_t *obj, const char *key, bool nullable, size_t max,
-                   const char *where, char **out, struct err *e)
+static int get_str(const json_t *obj, const char *key, bool nullable, size_t max, const char *where,
+                   char **out, struct err *e)
 {
     const json_t *v = json_object_get(obj, key);
     *out = NULL;
@@ -500,14 +498,14 @@ static int get_str(const json_t *obj, const char *key, bool nullable, size_t max
 }
 
 /* An array of strictly increasing indexes below n: definition order, no duplicates. */
-static int get_indexes(const json_t *v, size_t n, size_t max_count, const char *where,
-                       size_t **out, size_t *n_out, struct err *e)
+static int get_indexes(const json_t *v, size_t n, size_t max_count, const char *where, size_t **out,
+                       size_t *n_out, struct err *e)
 {
     *out = NULL;
     *n_out = 0;
     if (!json_is_array(v) || json_array_size(v) > max_count)
-        return err_set(e, ERR_INVALID, "plan: %s: expected an array of at most %zu indexes",
-                       where, max_count);
+        return err_set(e, ERR_INVALID, "plan: %s: expected an array of at most %zu indexes", where,
+                       max_count);
     size_t count = json_array_size(v);
     if (count == 0)
         return 0;
@@ -519,8 +517,8 @@ static int get_indexes(const json_t *v, size_t n, size_t max_count, const char *
         const json_t *x = json_array_get(v, i);
         if (!json_is_integer(x) || json_integer_value(x) < 0 ||
             (uint64_t)json_integer_value(x) >= n)
-            return err_set(e, ERR_INVALID, "plan: %s[%zu]: expected an index below %zu", where,
-                           i, n);
+            return err_set(e, ERR_INVALID, "plan: %s[%zu]: expected an index below %zu", where, i,
+                           n);
         idx[i] = (size_t)json_integer_value(x);
         *n_out = i + 1;
     }
@@ -536,8 +534,7 @@ static int check_sorted(const size_t *idx, size_t n, const char *where, struct e
     return 0;
 }
 
-static int agent_from_json(const json_t *o, size_t i, size_t n, struct plan_agent *a,
-                           struct err *e)
+static int agent_from_json(const json_t *o, size_t i, size_t n, struct plan_agent *a, struct err *e)
 {
     int rc = 0;
     char where[64];
@@ -571,8 +568,8 @@ static int agent_from_json(const json_t *o, size_t i, size_t n, struct plan_agen
 
     v = json_object_get(o, "tools");
     if (!json_is_array(v) || json_array_size(v) > PLAN_TOOLS_MAX) {
-        rc = err_set(e, ERR_INVALID, "plan: %s.tools: expected an array of at most %d names",
-                     where, PLAN_TOOLS_MAX);
+        rc = err_set(e, ERR_INVALID, "plan: %s.tools: expected an array of at most %d names", where,
+                     PLAN_TOOLS_MAX);
         goto out;
     }
     if (json_array_size(v) > 0) {
@@ -605,8 +602,7 @@ static int agent_from_json(const json_t *o, size_t i, size_t n, struct plan_agen
     v = json_object_get(o, "temperature");
     if (json_is_null(v)) {
         a->temperature = -1.0;
-    } else if (json_is_number(v) && json_number_value(v) >= 0.0 &&
-               json_number_value(v) <= 2.0) {
+    } else if (json_is_number(v) && json_number_value(v) >= 0.0 && json_number_value(v) <= 2.0) {
         a->temperature = json_number_value(v);
     } else {
         rc = err_set(e, ERR_INVALID, "plan: %s.temperature: expected null or 0..2", where);
@@ -625,8 +621,7 @@ static int agent_from_json(const json_t *o, size_t i, size_t n, struct plan_agen
     v = json_object_get(o, "timeout_s");
     if (json_is_null(v)) {
         a->timeout_s = 0.0;
-    } else if (json_is_number(v) && json_number_value(v) > 0.0 &&
-               json_number_value(v) <= 86400.0) {
+    } else if (json_is_number(v) && json_number_value(v) > 0.0 && json_number_value(v) <= 86400.0) {
         a->timeout_s = json_number_value(v);
     } else {
         rc = err_set(e, ERR_INVALID, "plan: %s.timeout_s: expected null or (0, 86400]", where);
@@ -676,8 +671,8 @@ static int check_graph(const struct plan *plan, struct err *e)
             for (size_t p = 0; p < b->n_preds && !back; p++)
                 back = b->preds[p] == i;
             if (j == i || !back || pos[i] >= pos[j]) {
-                rc = err_set(e, ERR_INVALID, "plan: agents[%zu].succs: inconsistent edge to %zu",
-                             i, j);
+                rc = err_set(e, ERR_INVALID, "plan: agents[%zu].succs: inconsistent edge to %zu", i,
+                             j);
                 goto out;
             }
             n_edges++;
@@ -777,8 +772,7 @@ int plan_from_json(const json_t *in, struct plan **out, struct err *e)
     plan->has_graph = json_is_true(v);
 
     v = json_object_get(in, "agents");
-    if (!json_is_array(v) || json_array_size(v) == 0 ||
-        json_array_size(v) > CREW_MAX_AGENTS) {
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > CREW_MAX_AGENTS) {
         rc = err_set(e, ERR_INVALID, "plan: agents: expected an array of 1..%d agents",
                      CREW_MAX_AGENTS);
         goto out;

@@ -26,7 +26,7 @@
 #define PLAN_VERSION 1
 
 struct plan_agent {
-    char *key;           /* the agent's key in the crew (name, else agent_id) */
+    char *key; /* the agent's key in the crew (name, else agent_id) */
     char *agent_id;
     char *agent_class;
     char *provider;      /* canonical provider: openai, anthropic, google, groq, ollama */
@@ -37,24 +37,24 @@ struct plan_agent {
     char *system_prompt; /* NULL when none */
     char **tools;        /* agent tools then shared tools, without duplicates */
     size_t n_tools;
-    double temperature;  /* < 0 when not set (the job's kwargs or provider default apply) */
-    long max_tokens;     /* 0 when not set */
-    double timeout_s;    /* 0 when not set */
-    size_t *preds;       /* flow sources of this agent, in definition order */
+    double temperature; /* < 0 when not set (the job's kwargs or provider default apply) */
+    long max_tokens;    /* 0 when not set */
+    double timeout_s;   /* 0 when not set */
+    size_t *preds;      /* flow sources of this agent, in definition order */
     size_t n_preds;
-    size_t *succs;       /* flow targets of this agent */
+    size_t *succs; /* flow targets of this agent */
     size_t n_succs;
 };
 
 struct plan {
-    int version;               /* PLAN_VERSION */
+    int version; /* PLAN_VERSION */
     enum crew_mode mode;
     long max_parallel_tasks;
     struct plan_agent *agents; /* in definition order */
     size_t n_agents;
-    bool has_graph;            /* flow relations were given */
-    size_t *order;             /* topological order (definition order when no graph) */
-    size_t *finals;            /* agents without successors, in definition order */
+    bool has_graph; /* flow relations were given */
+    size_t *order;  /* topological order (definition order when no graph) */
+    size_t *finals; /* agents without successors, in definition order */
     size_t n_finals;
 };
 

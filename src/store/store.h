@@ -28,8 +28,8 @@ struct store_crew {
     char *description;    /* NULL when none */
     char *execution_mode; /* "sequential", ... */
     long agent_count;
-    char *definition;     /* normalized definition, JSON text, secrets included */
-    char *plan;           /* compiled plan, JSON text */
+    char *definition; /* normalized definition, JSON text, secrets included */
+    char *plan;       /* compiled plan, JSON text */
     char created_at[CLOCK_RFC3339_LEN];
     char updated_at[CLOCK_RFC3339_LEN];
 };

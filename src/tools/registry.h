@@ -15,7 +15,7 @@
 #include "core/err.h"
 
 struct tool_def {
-    const char *name;        /* [a-zA-Z0-9_-]{1,64}, as every provider's tool API requires */
+    const char *name; /* [a-zA-Z0-9_-]{1,64}, as every provider's tool API requires */
     const char *description;
     const char *params_schema; /* JSON Schema of the arguments, as JSON text */
 };

@@ -32,12 +32,12 @@ static void test_utf8(void **state)
 {
     assert_true(utf8_valid("plain", 5));
     assert_true(utf8_valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14));
-    assert_false(utf8_valid("a\0b", 3));              /* NUL */
-    assert_false(utf8_valid("\xc0\xaf", 2));          /* overlong '/' */
-    assert_false(utf8_valid("\xed\xa0\x80", 3));      /* surrogate */
-    assert_false(utf8_valid("\xf4\x90\x80\x80", 4));  /* > U+10FFFF */
-    assert_false(utf8_valid("\xe2\x82", 2));          /* truncated */
-    assert_false(utf8_valid("\x80", 1));              /* lone continuation */
+    assert_false(utf8_valid("a\0b", 3));             /* NUL */
+    assert_false(utf8_valid("\xc0\xaf", 2));         /* overlong '/' */
+    assert_false(utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+    assert_false(utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+    assert_false(utf8_valid("\xe2\x82", 2));         /* truncated */
+    assert_false(utf8_valid("\x80", 1));             /* lone continuation */
     assert_false(utf8_valid("\xff", 1));
 }
 
@@ -80,8 +80,10 @@ static void test_clock(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_err_set_and_prefix), cmocka_unit_test(test_utf8),
-        cmocka_unit_test(test_json_depth),         cmocka_unit_test(test_ids),
+        cmocka_unit_test(test_err_set_and_prefix),
+        cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_json_depth),
+        cmocka_unit_test(test_ids),
         cmocka_unit_test(test_clock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

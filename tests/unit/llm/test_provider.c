@@ -9,8 +9,8 @@
 
 #include "llm/provider.h"
 
-static void resolve_ok(const char *llm, const char *model, const char *base_url,
-                       const char *def, const char *want_provider, const char *want_model)
+static void resolve_ok(const char *llm, const char *model, const char *base_url, const char *def,
+                       const char *want_provider, const char *want_model)
 {
     struct llm_choice c = {llm, model, base_url};
     struct llm_resolved r;
@@ -80,8 +80,7 @@ static void test_inference(void **state)
     /* Unknown model with base_url: an OpenAI-compatible server. */
     resolve_ok(NULL, "qwen2.5", "http://localhost:8000/v1", "anthropic", "openai", "qwen2.5");
     /* The model name wins over base_url. */
-    resolve_ok(NULL, "claude-3-haiku", "http://proxy/v1", "openai", "anthropic",
-               "claude-3-haiku");
+    resolve_ok(NULL, "claude-3-haiku", "http://proxy/v1", "openai", "anthropic", "claude-3-haiku");
     /* Nothing given: the default provider and its default model. */
     resolve_ok(NULL, NULL, NULL, "google", "google", "gemini-2.5-flash");
     resolve_ok(NULL, NULL, NULL, "ollama", "ollama", "llama3.1");

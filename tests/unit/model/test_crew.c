@@ -61,13 +61,13 @@ static struct crew_def *parse_ok(void **state, const char *text)
     return def;
 }
 
-#define expect_err(state, text, want)                                                  \
-    do {                                                                              \
-        struct crew_def *d_ = NULL;                                                   \
-        struct err e_ = {0};                                                          \
-        assert_int_equal(parse(state, text, &d_, &e_), ERR_INVALID);                  \
-        assert_null(d_);                                                              \
-        assert_string_equal(e_.msg, want);                                            \
+#define expect_err(state, text, want)                                                              \
+    do {                                                                                           \
+        struct crew_def *d_ = NULL;                                                                \
+        struct err e_ = {0};                                                                       \
+        assert_int_equal(parse(state, text, &d_, &e_), ERR_INVALID);                               \
+        assert_null(d_);                                                                           \
+        assert_string_equal(e_.msg, want);                                                         \
     } while (0)
 
 /* A crew around one agent object. */
@@ -128,8 +128,7 @@ static void test_full(void **state)
     assert_int_equal(def->agents[0].n_tools, 2);
     assert_string_equal(def->agents[0].tools[1], "http_get");
     assert_string_equal(def->agents[0].system_prompt, "be brief");
-    assert_string_equal(
-        json_string_value(json_object_get(def->agents[0].config, "api_key")), "sk");
+    assert_string_equal(json_string_value(json_object_get(def->agents[0].config, "api_key")), "sk");
     assert_non_null(json_object_get(def->agents[0].config, "custom"));
     assert_string_equal(def->agents[1].key, "w");
     assert_int_equal(def->n_shared_tools, 1);
@@ -189,14 +188,12 @@ static void test_name_rules(void **state)
     expect_err(state, "{'name':7,'agents':[{'agent_id':'a'}]}",
                "name: expected a string, got integer");
     expect_err(state, "{'name':'','agents':[{'agent_id':'a'}]}", "name: must not be empty");
-    expect_err(state, "{'name':'a/b','agents':[{'agent_id':'a'}]}",
-               "name: must not contain '/'");
+    expect_err(state, "{'name':'a/b','agents':[{'agent_id':'a'}]}", "name: must not contain '/'");
     expect_err(state, "{'name':'a\\tb','agents':[{'agent_id':'a'}]}",
                "name: must not contain control characters");
     expect_err(state, "{'name':'a\\u007fb','agents':[{'agent_id':'a'}]}",
                "name: must not contain control characters");
-    expect_err(state,
-               "{'name':'6f9619ff-8b86-4d01-b42d-00c04fc964ff','agents':[{'agent_id':'a'}]}",
+    expect_err(state, "{'name':'6f9619ff-8b86-4d01-b42d-00c04fc964ff','agents':[{'agent_id':'a'}]}",
                "name: must not have the form of a UUID (UUIDs are looked up as crew_id)");
     expect_err(state, "{'name':'job','agents':[{'agent_id':'a'}]}",
                "name: 'job' is reserved (it is a path of the API)");
@@ -225,8 +222,7 @@ static void test_agents_array(void **state)
     expect_err(state, "{'name':'c'}", "agents: required (at least one agent)");
     expect_err(state, "{'name':'c','agents':{}}", "agents: expected an array, got object");
     expect_err(state, "{'name':'c','agents':[]}", "agents: at least one agent is required");
-    expect_err(state, "{'name':'c','agents':['a']}",
-               "agents[0]: expected an object, got string");
+    expect_err(state, "{'name':'c','agents':['a']}", "agents[0]: expected an object, got string");
 
     char *text = malloc(4096);
     size_t len = (size_t)snprintf(text, 4096, "{'name':'c','agents':[");
@@ -245,8 +241,9 @@ static void test_agents_array(void **state)
 
 static void test_agent_fields(void **state)
 {
-    expect_err(state, "{'name':'c','agents':[{'agent_id':'a'},{'agent_id':'b'},{'agent_id':'c',"
-                      "'foo':1}]}",
+    expect_err(state,
+               "{'name':'c','agents':[{'agent_id':'a'},{'agent_id':'b'},{'agent_id':'c',"
+               "'foo':1}]}",
                "agents[2].foo: unknown field (known: agent_id, agent_class, name, config, "
                "tools, system_prompt)");
     expect_err(state, ONE("{'name':'x'}"), "agents[0].agent_id: required");
@@ -254,8 +251,9 @@ static void test_agent_fields(void **state)
     expect_err(state, ONE("{'agent_id':1}"), "agents[0].agent_id: expected a string, got integer");
     expect_err(state, ONE("{'agent_id':'a\\nb'}"),
                "agents[0].agent_id: must not contain control characters");
-    expect_err(state, "{'name':'c','agents':[{'agent_id':'a'},{'agent_id':'b','agent_class':"
-                      "'Foo'}]}",
+    expect_err(state,
+               "{'name':'c','agents':[{'agent_id':'a'},{'agent_id':'b','agent_class':"
+               "'Foo'}]}",
                "agents[1].agent_class: unknown class 'Foo' (known: BaseAgent, Agent, "
                "BasicAgent, Chatbot)");
     expect_err(state, ONE("{'agent_id':'a','agent_class':false}"),
@@ -382,8 +380,9 @@ static void test_relations(void **state)
 #define THREE "{'name':'c','agents':[{'agent_id':'a'},{'agent_id':'b'},{'agent_id':'c'}],"
     expect_err(state, THREE "'flow_relations':[{'source':'a','target':'x'}]}",
                "flow_relations[0].target: unknown agent 'x' (known: a, b, c)");
-    expect_err(state, THREE "'flow_relations':[{'source':'a','target':'b'},{'source':['a','q'],"
-                            "'target':'c'}]}",
+    expect_err(state,
+               THREE "'flow_relations':[{'source':'a','target':'b'},{'source':['a','q'],"
+                     "'target':'c'}]}",
                "flow_relations[1].source[1]: unknown agent 'q' (known: a, b, c)");
     expect_err(state, THREE "'flow_relations':[{'source':'a','target':'b','label':1}]}",
                "flow_relations[0].label: unknown field (known: source, target)");
@@ -408,11 +407,13 @@ static void test_relations(void **state)
                "flow_relations: expected an array or null, got object");
     expect_err(state, "{'name':'c','execution_mode':'flow','agents':[{'agent_id':'a'}]}",
                "flow_relations: required when execution_mode is 'flow'");
-    expect_err(state, "{'name':'c','execution_mode':'flow','agents':[{'agent_id':'a'}],"
-                      "'flow_relations':[]}",
+    expect_err(state,
+               "{'name':'c','execution_mode':'flow','agents':[{'agent_id':'a'}],"
+               "'flow_relations':[]}",
                "flow_relations: required when execution_mode is 'flow'");
-    expect_err(state, "{'name':'c','execution_mode':'flow','agents':[{'agent_id':'a'}],"
-                      "'flow_relations':null}",
+    expect_err(state,
+               "{'name':'c','execution_mode':'flow','agents':[{'agent_id':'a'}],"
+               "'flow_relations':null}",
                "flow_relations: required when execution_mode is 'flow'");
     /* Relations without flow mode are kept (a job may override the mode). */
     def = parse_ok(state, THREE "'flow_relations':[{'source':'a','target':'b'}]}");
@@ -472,12 +473,12 @@ static void test_long_values_quoted_safely(void **state)
 
 static void test_secret_keys(void **state)
 {
-    const char *secret[] = {"api_key",     "API_KEY",       "apikey",        "x-api-key",
-                            "client_secret", "password",    "db_passwd",     "private_key",
-                            "credentials", "Authorization", "key",           "token",
-                            "access_token", "refresh-token", "openai_api_key", "SECRET",
-                            "accessToken", "apiKey",        "openai_key",    "bearer",
-                            "x-goog-api-key"};
+    const char *secret[] = {
+        "api_key",       "API_KEY",     "apikey",       "x-api-key",     "client_secret",
+        "password",      "db_passwd",   "private_key",  "credentials",   "Authorization",
+        "key",           "token",       "access_token", "refresh-token", "openai_api_key",
+        "SECRET",        "accessToken", "apiKey",       "openai_key",    "bearer",
+        "x-goog-api-key"};
     const char *plain[] = {"max_tokens",  "total_tokens", "api_key_env", "secret_env",
                            "model",       "tokens",       "keys",        "keywords",
                            "temperature", "token_limit",  "base_url",    "llm"};

@@ -43,8 +43,8 @@ static json_t *load(const char *text)
     return j;
 }
 
-static int compile(void **state, const char *text, const char *default_provider,
-                   struct plan **plan, struct err *e)
+static int compile(void **state, const char *text, const char *default_provider, struct plan **plan,
+                   struct err *e)
 {
     json_t *j = load(text);
     struct crew_def *def = NULL;
@@ -67,13 +67,13 @@ static struct plan *compile_ok(void **state, const char *text)
     return plan;
 }
 
-#define expect_compile_err(state, text, want)                                         \
-    do {                                                                              \
-        struct plan *p_ = NULL;                                                       \
-        struct err e_ = {0};                                                          \
-        assert_int_equal(compile(state, text, "openai", &p_, &e_), ERR_INVALID);      \
-        assert_null(p_);                                                              \
-        assert_string_equal(e_.msg, want);                                            \
+#define expect_compile_err(state, text, want)                                                      \
+    do {                                                                                           \
+        struct plan *p_ = NULL;                                                                    \
+        struct err e_ = {0};                                                                       \
+        assert_int_equal(compile(state, text, "openai", &p_, &e_), ERR_INVALID);                   \
+        assert_null(p_);                                                                           \
+        assert_string_equal(e_.msg, want);                                                         \
     } while (0)
 
 static void assert_indexes(const size_t *got, size_t n_got, const size_t *want, size_t n_want)
@@ -82,7 +82,8 @@ static void assert_indexes(const size_t *got, size_t n_got, const size_t *want, 
     for (size_t i = 0; i < n_want; i++)
         assert_int_equal(got[i], want[i]);
 }
-#define IDX(...) ((const size_t[]){__VA_ARGS__}), (sizeof((const size_t[]){__VA_ARGS__}) / sizeof(size_t))
+#define IDX(...)                                                                                   \
+    ((const size_t[]){__VA_ARGS__}), (sizeof((const size_t[]){__VA_ARGS__}) / sizeof(size_t))
 
 static void test_agents_resolved(void **state)
 {
@@ -166,8 +167,9 @@ static void test_default_provider(void **state)
 {
     struct plan *p = NULL;
     struct err e = {0};
-    assert_int_equal(compile(state, "{'name':'c','agents':[{'agent_id':'a','config':{'model':"
-                                    "'mixtral'}},{'agent_id':'b'}]}",
+    assert_int_equal(compile(state,
+                             "{'name':'c','agents':[{'agent_id':'a','config':{'model':"
+                             "'mixtral'}},{'agent_id':'b'}]}",
                              "groq", &p, &e),
                      0);
     assert_string_equal(p->agents[0].provider, "groq");
@@ -267,8 +269,8 @@ static void test_cycles(void **state)
     for (int i = 0; i < 10; i++) {
         memset(key, 'a' + i, 200);
         key[200] = '\0';
-        len += (size_t)snprintf(text + len, sizeof text - len, "%s{'agent_id':'%s'}",
-                                i ? "," : "", key);
+        len += (size_t)snprintf(text + len, sizeof text - len, "%s{'agent_id':'%s'}", i ? "," : "",
+                                key);
     }
     len += (size_t)snprintf(text + len, sizeof text - len, "],'flow_relations':[");
     for (int i = 0; i < 10; i++) {
@@ -308,21 +310,20 @@ static void test_json_round_trip(void **state)
     char *s = dump(j);
     assert_null(strstr(s, "secret-value"));
     assert_string_equal(
-        s,
-        "{\"version\":1,\"execution_mode\":\"flow\",\"max_parallel_tasks\":2,\"has_graph\":true,"
-        "\"agents\":[{\"key\":\"a\",\"agent_id\":\"a\",\"agent_class\":\"BaseAgent\","
-        "\"provider\":\"anthropic\",\"model\":\"claude-x\",\"base_url\":null,\"api_key_env\":"
-        "\"ANTHROPIC_API_KEY\",\"has_inline_key\":true,\"system_prompt\":\"sp\",\"tools\":["
-        "\"calculator\"],\"temperature\":0.10000000000000001,\"max_tokens\":7,\"timeout_s\":3.0,"
-        "\"preds\":[],\"succs\":[1,2]},{\"key\":\"bee\",\"agent_id\":\"b\",\"agent_class\":"
-        "\"BaseAgent\",\"provider\":\"ollama\",\"model\":\"llama3.1\",\"base_url\":"
-        "\"http://x/v1\",\"api_key_env\":null,\"has_inline_key\":false,\"system_prompt\":null,"
-        "\"tools\":[\"calculator\"],\"temperature\":null,\"max_tokens\":null,\"timeout_s\":null,"
-        "\"preds\":[0],\"succs\":[2]},{\"key\":\"c\",\"agent_id\":\"c\",\"agent_class\":"
-        "\"BaseAgent\",\"provider\":\"openai\",\"model\":\"gpt-4o-mini\",\"base_url\":null,"
-        "\"api_key_env\":\"OPENAI_API_KEY\",\"has_inline_key\":false,\"system_prompt\":null,"
-        "\"tools\":[\"http_get\",\"calculator\"],\"temperature\":null,\"max_tokens\":null,"
-        "\"timeout_s\":null,\"preds\":[0,1],\"succs\":[]}],\"order\":[0,1,2],\"finals\":[2]}");
+        s, "{\"version\":1,\"execution_mode\":\"flow\",\"max_parallel_tasks\":2,\"has_graph\":true,"
+           "\"agents\":[{\"key\":\"a\",\"agent_id\":\"a\",\"agent_class\":\"BaseAgent\","
+           "\"provider\":\"anthropic\",\"model\":\"claude-x\",\"base_url\":null,\"api_key_env\":"
+           "\"ANTHROPIC_API_KEY\",\"has_inline_key\":true,\"system_prompt\":\"sp\",\"tools\":["
+           "\"calculator\"],\"temperature\":0.10000000000000001,\"max_tokens\":7,\"timeout_s\":3.0,"
+           "\"preds\":[],\"succs\":[1,2]},{\"key\":\"bee\",\"agent_id\":\"b\",\"agent_class\":"
+           "\"BaseAgent\",\"provider\":\"ollama\",\"model\":\"llama3.1\",\"base_url\":"
+           "\"http://x/v1\",\"api_key_env\":null,\"has_inline_key\":false,\"system_prompt\":null,"
+           "\"tools\":[\"calculator\"],\"temperature\":null,\"max_tokens\":null,\"timeout_s\":null,"
+           "\"preds\":[0],\"succs\":[2]},{\"key\":\"c\",\"agent_id\":\"c\",\"agent_class\":"
+           "\"BaseAgent\",\"provider\":\"openai\",\"model\":\"gpt-4o-mini\",\"base_url\":null,"
+           "\"api_key_env\":\"OPENAI_API_KEY\",\"has_inline_key\":false,\"system_prompt\":null,"
+           "\"tools\":[\"http_get\",\"calculator\"],\"temperature\":null,\"max_tokens\":null,"
+           "\"timeout_s\":null,\"preds\":[0,1],\"succs\":[]}],\"order\":[0,1,2],\"finals\":[2]}");
 
     struct plan *back = NULL;
     struct err e = {0};
@@ -422,8 +423,8 @@ static void test_from_json_rejects(void **state)
 
     /* Missing fields. */
     struct plan *p = compile_ok(state, flow_crew);
-    const char *top[] = {"version", "execution_mode", "max_parallel_tasks", "has_graph",
-                         "agents", "order", "finals"};
+    const char *top[] = {"version", "execution_mode", "max_parallel_tasks", "has_graph", "agents",
+                         "order",   "finals"};
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++) {
         json_t *j = plan_to_json(p);
         json_object_del(j, top[i]);
@@ -431,10 +432,10 @@ static void test_from_json_rejects(void **state)
         assert_int_equal(plan_from_json(j, &back, NULL), ERR_INVALID);
         json_decref(j);
     }
-    const char *fields[] = {"key",         "agent_id",    "agent_class",    "provider",
-                            "model",       "base_url",    "api_key_env",    "has_inline_key",
-                            "system_prompt", "tools",     "temperature",    "max_tokens",
-                            "timeout_s",   "preds",       "succs"};
+    const char *fields[] = {"key",           "agent_id", "agent_class", "provider",
+                            "model",         "base_url", "api_key_env", "has_inline_key",
+                            "system_prompt", "tools",    "temperature", "max_tokens",
+                            "timeout_s",     "preds",    "succs"};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         json_t *j = plan_to_json(p);
         json_object_del(json_array_get(json_object_get(j, "agents"), 1), fields[i]);
