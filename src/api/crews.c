@@ -11,12 +11,20 @@
 #include "api/api.h"
 #include "core/clock.h"
 #include "core/id.h"
+#include "core/url.h"
 #include "model/crew.h"
 #include "model/plan.h"
 #include "store/store.h"
 
 #define LIST_DEFAULT_LIMIT 100
 #define LIST_MAX_LIMIT 1000
+
+/* Ids are stored lowercase; a UUID-shaped identifier from a path or query is looked up in
+ * that form, whatever its case (no crew name has UUID form, so names are unaffected). */
+static const char *canonical_ident(const char *ident, char buf[ID_UUID_LEN])
+{
+    return id_canonical(ident, buf) ? buf : ident;
+}
 
 static json_t *agent_keys(const struct crew_def *def)
 {
@@ -136,7 +144,9 @@ void api_crews_update(struct http_req *req, void *arg)
     struct err e = {0};
     struct store_crew *old = NULL, *row = NULL;
     struct crew_def *def = NULL;
-    if (store_crew_get(ctx->store, http_req_param(req, 0), STORE_BY_NAME_OR_ID, &old, &e) != 0 ||
+    char idbuf[ID_UUID_LEN];
+    const char *ident = canonical_ident(http_req_param(req, 0), idbuf);
+    if (store_crew_get(ctx->store, ident, STORE_BY_NAME_OR_ID, &old, &e) != 0 ||
         build_row(req, ctx, old->crew_id, old->created_at, &row, &def, &e) != 0 ||
         store_crew_update(ctx->store, row, &e) != 0) {
         api_reply_err(req, &e);
@@ -173,15 +183,30 @@ static int crew_body(const struct store_crew *row, bool with_plan, json_t **out,
         json_t *agents = json_array();
         size_t i;
         json_t *agent;
+        bool redacted = agents != NULL;
         json_array_foreach(value, i, agent)
         {
-            json_t *copy = json_copy(agent); /* shallow: config is replaced, not changed */
+            /* Shallow copy: config is replaced, never changed. Any failure here fails the
+             * request: a copy that kept the stored config would show its secrets. */
+            json_t *copy = json_copy(agent);
             json_t *config = json_object_get(agent, "config");
-            if (copy != NULL && config != NULL)
-                json_object_set_new(copy, "config", crew_config_redact(config));
-            json_array_append_new(agents, copy);
+            if (copy != NULL && config != NULL &&
+                json_object_set_new(copy, "config", crew_config_redact(config)) != 0) {
+                json_decref(copy);
+                copy = NULL;
+            }
+            if (copy == NULL || json_array_append_new(agents, copy) != 0) {
+                redacted = false;
+                break;
+            }
         }
-        json_object_set_new(o, "agents", agents);
+        if (!redacted)
+            json_decref(agents);
+        if (!redacted || json_object_set_new(o, "agents", agents) != 0) {
+            json_decref(def);
+            json_decref(o);
+            return err_set(e, ERR_NOMEM, "out of memory redacting crew %s", row->crew_id);
+        }
     }
     json_object_set_new(o, "created_at", json_string(row->created_at));
     json_object_set_new(o, "updated_at", json_string(row->updated_at));
@@ -191,6 +216,18 @@ static int crew_body(const struct store_crew *row, bool with_plan, json_t **out,
         if (plan == NULL) {
             json_decref(o);
             return err_set(e, ERR_STORE, "stored plan of crew %s is unreadable", row->crew_id);
+        }
+        /* The plan holds each agent's base_url as the engine needs it; show it masked. */
+        size_t i;
+        json_t *agent;
+        json_array_foreach(json_object_get(plan, "agents"), i, agent)
+        {
+            const char *url = json_string_value(json_object_get(agent, "base_url"));
+            if (url == NULL)
+                continue;
+            char *shown = url_redact_secrets(url);
+            json_object_set_new(agent, "base_url", shown ? json_string(shown) : json_null());
+            free(shown);
         }
         json_object_set_new(o, "plan", plan);
     }
@@ -209,7 +246,8 @@ static void reply_one(struct http_req *req, const struct api_ctx *ctx, const cha
         http_reply_error(req, 400, "include: unknown value '%s' (known: plan)", include);
         return;
     }
-    if (store_crew_get(ctx->store, ident, how, &row, &e) != 0 ||
+    char idbuf[ID_UUID_LEN];
+    if (store_crew_get(ctx->store, canonical_ident(ident, idbuf), how, &row, &e) != 0 ||
         crew_body(row, include != NULL, &body, &e) != 0) {
         api_reply_err(req, &e);
         goto out;
@@ -242,17 +280,28 @@ static int query_long(struct http_req *req, const char *name, long dflt, long mi
     return 0;
 }
 
+/* The crew that ?name= or ?crew_id= selects on the collection path (the seed's way); name
+ * wins when both are given. False when neither is. */
+static bool query_selector(struct http_req *req, const char **ident, enum store_lookup *how)
+{
+    if ((*ident = http_req_query(req, "name")) != NULL) {
+        *how = STORE_BY_NAME;
+        return true;
+    }
+    if ((*ident = http_req_query(req, "crew_id")) != NULL) {
+        *how = STORE_BY_ID;
+        return true;
+    }
+    return false;
+}
+
 void api_crews_list_or_get(struct http_req *req, void *arg)
 {
     const struct api_ctx *ctx = arg;
-    const char *name = http_req_query(req, "name");
-    const char *id = http_req_query(req, "crew_id");
-    if (name != NULL) {
-        reply_one(req, ctx, name, STORE_BY_NAME);
-        return;
-    }
-    if (id != NULL) {
-        reply_one(req, ctx, id, STORE_BY_ID);
+    const char *ident;
+    enum store_lookup how;
+    if (query_selector(req, &ident, &how)) {
+        reply_one(req, ctx, ident, how);
         return;
     }
     struct err e = {0};
@@ -285,7 +334,8 @@ static void delete_one(struct http_req *req, const struct api_ctx *ctx, const ch
 {
     struct err e = {0};
     struct store_crew *row = NULL;
-    if (store_crew_get(ctx->store, ident, how, &row, &e) != 0 ||
+    char idbuf[ID_UUID_LEN];
+    if (store_crew_get(ctx->store, canonical_ident(ident, idbuf), how, &row, &e) != 0 ||
         store_crew_delete(ctx->store, row->crew_id, &e) != 0) {
         api_reply_err(req, &e);
         goto out;
@@ -304,11 +354,11 @@ void api_crews_delete(struct http_req *req, void *arg)
 
 void api_crews_delete_by_query(struct http_req *req, void *arg)
 {
-    const char *name = http_req_query(req, "name");
-    const char *id = http_req_query(req, "crew_id");
-    if (name == NULL && id == NULL) {
+    const char *ident;
+    enum store_lookup how;
+    if (!query_selector(req, &ident, &how)) {
         http_reply_error(req, 400, "name or crew_id is required (DELETE /api/v1/crew?name=X)");
         return;
     }
-    delete_one(req, arg, name ? name : id, name ? STORE_BY_NAME : STORE_BY_ID);
+    delete_one(req, arg, ident, how);
 }

@@ -1,6 +1,8 @@
 /* err.c - see err.h. */
 #include "core/err.h"
 
+#include "core/utf8.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,6 +16,7 @@ int err_set(struct err *e, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(e->msg, sizeof e->msg, fmt, ap);
     va_end(ap);
+    utf8_trim_cut(e->msg);
     return code;
 }
 
@@ -28,6 +31,7 @@ void err_prefix(struct err *e, const char *fmt, ...)
     va_end(ap);
     char joined[ERR_MSG_MAX];
     snprintf(joined, sizeof joined, "%s: %s", prefix, err_text(e));
+    utf8_trim_cut(joined);
     memcpy(e->msg, joined, sizeof e->msg);
 }
 

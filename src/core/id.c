@@ -36,3 +36,13 @@ bool id_is_uuid(const char *s)
     }
     return true;
 }
+
+bool id_canonical(const char *s, char out[ID_UUID_LEN])
+{
+    if (!id_is_uuid(s))
+        return false;
+    for (int i = 0; i < ID_UUID_LEN - 1; i++)
+        out[i] = (char)tolower((unsigned char)s[i]);
+    out[ID_UUID_LEN - 1] = '\0';
+    return true;
+}

@@ -15,4 +15,8 @@ int id_uuid4(char out[ID_UUID_LEN]);
 /* True when `s` has the 8-4-4-4-12 hexadecimal form (any version, either case). */
 bool id_is_uuid(const char *s);
 
+/* When `s` is a UUID, writes its canonical (lowercase) form to `out` and returns true; crewd
+ * stores ids in that form, so every lookup by id goes through this first. */
+bool id_canonical(const char *s, char out[ID_UUID_LEN]);
+
 #endif

@@ -2,6 +2,8 @@
  * sequences), which excludes overlong forms and surrogates by construction. */
 #include "core/utf8.h"
 
+#include <string.h>
+
 bool utf8_valid(const char *str, size_t len)
 {
     const unsigned char *s = (const unsigned char *)str;
@@ -43,4 +45,32 @@ bool utf8_valid(const char *str, size_t len)
         i += n + 1;
     }
     return true;
+}
+
+/* Bytes a sequence that starts with `lead` has; 1 for ASCII and for stray bytes. */
+static size_t seq_len(unsigned char lead)
+{
+    return lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+}
+
+size_t utf8_prefix_len(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t cut = max;
+    /* Back over continuation bytes to the lead byte of the character the cut falls in. */
+    while (cut > 0 && ((unsigned char)s[cut] & 0xc0) == 0x80)
+        cut--;
+    return cut;
+}
+
+void utf8_trim_cut(char *s)
+{
+    size_t n = strlen(s), i = n;
+    while (i > 0 && n - i < 3 && ((unsigned char)s[i - 1] & 0xc0) == 0x80)
+        i--;
+    if (i == 0)
+        return;
+    if (n - (i - 1) < seq_len((unsigned char)s[i - 1]))
+        s[i - 1] = '\0';
 }

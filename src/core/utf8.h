@@ -12,4 +12,13 @@
  * U+10FFFF) and contains no NUL byte. */
 bool utf8_valid(const char *s, size_t len);
 
+/* The length of the longest prefix of the UTF-8 text s[0..len) that is at most `max` bytes
+ * and does not end inside a character: for quoting user text in bounded messages. */
+size_t utf8_prefix_len(const char *s, size_t len, size_t max);
+
+/* Shortens a NUL-terminated string that was cut at an arbitrary byte (snprintf truncation)
+ * so that it does not end inside a character. A message cut mid-character is not UTF-8, and
+ * jansson would then refuse to put it in a JSON error body. */
+void utf8_trim_cut(char *s);
+
 #endif

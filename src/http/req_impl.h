@@ -6,6 +6,7 @@
 #define CREWD_HTTP_REQ_IMPL_H
 
 #include <event2/http.h>
+#include <jansson.h>
 #include <event2/keyvalq_struct.h>
 
 #include "http/router.h"
@@ -28,6 +29,14 @@ struct http_req {
 
 /* Implemented in server.c, used by request.c. */
 size_t http_server_max_body(const struct http_server *srv);
+bool http_server_cors_enabled(const struct http_server *srv);
+/* {"message": msg, "status": status} (the phrase when msg is not UTF-8); NULL when out of
+ * memory. */
+json_t *http_error_json(int status, const char *msg);
+/* `body` (stolen, may be NULL) as JSON text plus a newline; NULL when out of memory. */
+struct evbuffer *http_json_buffer(json_t *body);
+/* Status line and headers only, then close: for when memory ran out mid-reply. */
+void http_reply_bare_500(struct evhttp_request *ev);
 int http_server_json_max_depth(const struct http_server *srv);
 
 /* Frees everything req owns (not the evhttp request, which libevent owns). */

@@ -9,6 +9,7 @@
 
 #include "core/json_depth.h"
 #include "core/log.h"
+#include "core/utf8.h"
 #include "http/req_impl.h"
 
 unsigned http_req_method(const struct http_req *req)
@@ -126,10 +127,12 @@ const char *http_status_phrase(int status)
 static void add_common_headers(struct http_req *req)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(req->ev);
-    if (req->origin != NULL) {
+    if (req->origin != NULL)
         evhttp_add_header(h, "Access-Control-Allow-Origin", req->origin);
+    /* Whenever the answer depends on Origin, even by leaving the header out, so that a
+     * shared cache does not hand one origin's variant to another. */
+    if (http_server_cors_enabled(req->server))
         evhttp_add_header(h, "Vary", "Origin");
-    }
     if (req->close)
         evhttp_add_header(h, "Connection", "close");
 }
@@ -150,6 +153,30 @@ static void send_and_free(struct http_req *req, int status, struct evbuffer *bod
     http_req_free(req);
 }
 
+json_t *http_error_json(int status, const char *msg)
+{
+    json_t *body = json_pack("{s:s, s:i}", "message", msg, "status", status);
+    if (body == NULL) /* not valid UTF-8 (a header echoed back): the phrase, not the bytes */
+        body = json_pack("{s:s, s:i}", "message", http_status_phrase(status), "status", status);
+    return body;
+}
+
+struct evbuffer *http_json_buffer(json_t *body)
+{
+    if (body == NULL)
+        return NULL;
+    char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    json_decref(body);
+    struct evbuffer *buf = text ? evbuffer_new() : NULL;
+    if (buf != NULL &&
+        (evbuffer_add(buf, text, strlen(text)) != 0 || evbuffer_add(buf, "\n", 1) != 0)) {
+        evbuffer_free(buf);
+        buf = NULL;
+    }
+    free(text);
+    return buf;
+}
+
 void http_reply_json(struct http_req *req, int status, json_t *body)
 {
     if (body == NULL) {
@@ -158,28 +185,15 @@ void http_reply_json(struct http_req *req, int status, json_t *body)
         log_error("http", "%s %s: reply body could not be built", http_method_name(req->method),
                   req->path);
         status = 500;
-        body = json_pack("{s:s, s:i}", "message", "out of memory building the reply", "status",
-                         status);
+        body = http_error_json(status, "out of memory building the reply");
     }
-    struct evbuffer *buf = evbuffer_new();
-    char *text = NULL;
-    if (body != NULL) {
-        text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
-        json_decref(body);
-    }
-    if (buf == NULL || text == NULL) {
-        /* Out of memory while answering: the connection is the only thing we can free. */
-        free(text);
-        if (buf != NULL)
-            evbuffer_free(buf);
+    struct evbuffer *buf = http_json_buffer(body);
+    if (buf == NULL) {
         log_error("http", "out of memory building a reply; closing the connection");
-        evhttp_connection_free(evhttp_request_get_connection(req->ev));
+        http_reply_bare_500(req->ev);
         http_req_free(req);
         return;
     }
-    evbuffer_add(buf, text, strlen(text));
-    evbuffer_add(buf, "\n", 1);
-    free(text);
     http_reply_header(req, "Content-Type", "application/json");
     send_and_free(req, status, buf);
     evbuffer_free(buf);
@@ -192,10 +206,8 @@ void http_reply_error(struct http_req *req, int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    json_t *body = json_pack("{s:s, s:i}", "message", msg, "status", status);
-    if (body == NULL) /* the message was not valid UTF-8: say so rather than echo it */
-        body = json_pack("{s:s, s:i}", "message", http_status_phrase(status), "status", status);
-    http_reply_json(req, status, body);
+    utf8_trim_cut(msg);
+    http_reply_json(req, status, http_error_json(status, msg));
 }
 
 void http_reply_empty(struct http_req *req, int status)

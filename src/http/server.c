@@ -73,6 +73,10 @@ int http_server_json_max_depth(const struct http_server *srv)
 {
     return srv->json_max_depth;
 }
+bool http_server_cors_enabled(const struct http_server *srv)
+{
+    return srv->n_origins > 0;
+}
 
 void http_req_free(struct http_req *req)
 {
@@ -111,11 +115,13 @@ static unsigned method_of(enum evhttp_cmd_type cmd)
 /* Two Content-Length headers that disagree, or Content-Length with Transfer-Encoding, let a
  * proxy and crewd disagree on where a request ends (request smuggling). libevent reads the
  * first Content-Length, so refuse and close rather than guess. */
-static const char *ambiguous_length(struct evhttp_request *ev)
+static const char *ambiguous_length(struct evhttp_request *ev, int *status)
 {
     const char *cl = NULL;
-    bool te = false;
+    int n_te = 0;
+    bool te_chunked = false;
     struct evkeyval *h;
+    *status = 400;
     TAILQ_FOREACH(h, evhttp_request_get_input_headers(ev), next)
     {
         if (strcasecmp(h->key, "Content-Length") == 0) {
@@ -123,11 +129,19 @@ static const char *ambiguous_length(struct evhttp_request *ev)
                 return "conflicting Content-Length headers";
             cl = h->value;
         } else if (strcasecmp(h->key, "Transfer-Encoding") == 0) {
-            te = true;
+            n_te++;
+            te_chunked = strcasecmp(h->value, "chunked") == 0;
         }
     }
-    if (cl != NULL && te)
+    if (cl != NULL && n_te > 0)
         return "both Content-Length and Transfer-Encoding given";
+    /* libevent decodes exactly "chunked" and reads any other coding ("gzip, chunked",
+     * " chunked") as a request without a body, leaving the body to be parsed as the next
+     * request. RFC 9112 asks for 501 on a coding the server does not implement. */
+    if (n_te > 1 || (n_te == 1 && !te_chunked)) {
+        *status = 501;
+        return "unsupported Transfer-Encoding (only a single 'chunked' is)";
+    }
     return NULL;
 }
 
@@ -245,11 +259,18 @@ static const char *allowed_origin(const struct http_server *srv, const char *ori
     return NULL;
 }
 
+/* Sets the Allow header for a path whose routes accept `allowed`; returns its text. */
+static const char *set_allow(struct http_req *req, unsigned allowed, char buf[128])
+{
+    http_methods_format(allowed | HTTP_OPTIONS, buf, 128);
+    http_reply_header(req, "Allow", buf);
+    return buf;
+}
+
 static void answer_options(struct http_req *req, unsigned allowed)
 {
     char methods[128];
-    http_methods_format(allowed | HTTP_OPTIONS, methods, sizeof methods);
-    http_reply_header(req, "Allow", methods);
+    set_allow(req, allowed, methods);
     if (req->origin != NULL && http_req_header(req, "Access-Control-Request-Method") != NULL) {
         http_reply_header(req, "Access-Control-Allow-Methods", "GET, PUT, POST, PATCH, DELETE");
         http_reply_header(req, "Access-Control-Allow-Headers",
@@ -259,12 +280,22 @@ static void answer_options(struct http_req *req, unsigned allowed)
     http_reply_empty(req, 204);
 }
 
+/* Freeing the connection from inside libevent's callback instead would leave libevent
+ * holding a freed request when the callback returns. */
+void http_reply_bare_500(struct evhttp_request *ev)
+{
+    struct evkeyvalq *out = evhttp_request_get_output_headers(ev);
+    evhttp_clear_headers(out);
+    evhttp_add_header(out, "Connection", "close");
+    evhttp_send_reply(ev, 500, "Internal Server Error", NULL);
+}
+
 static void on_request(struct evhttp_request *ev, void *arg)
 {
     struct http_server *srv = arg;
     struct http_req *req = calloc(1, sizeof *req);
     if (req == NULL) {
-        evhttp_connection_free(evhttp_request_get_connection(ev));
+        http_reply_bare_500(ev);
         return;
     }
     req->ev = ev;
@@ -281,14 +312,15 @@ static void on_request(struct evhttp_request *ev, void *arg)
         return;
     }
 
-    const char *why = ambiguous_length(ev);
+    int status;
+    const char *why = ambiguous_length(ev, &status);
     if (why != NULL) {
         req->close = true;
-        http_reply_error(req, 400, "%s", why);
+        http_reply_error(req, status, "%s", why);
         return;
     }
     why = "no such route";
-    int status = split_path(req, &why);
+    status = split_path(req, &why);
     if (status == 0)
         status = parse_query(req, uri ? evhttp_uri_get_query(uri) : NULL, &why);
     if (status == 404) {
@@ -311,8 +343,14 @@ static void on_request(struct evhttp_request *ev, void *arg)
                          http_req_header(req, "Content-Type"));
         return;
     }
-    bool api = strncmp(req->path, "/api/", 5) == 0 || strcmp(req->path, "/api") == 0;
-    if (api && srv->n_keys > 0 && req->method != HTTP_OPTIONS &&
+    /* Decided on the decoded segments, the ones the router matches: a test of the raw path
+     * let "/%61pi/v1/crew" through unauthenticated. A CORS preflight carries no credentials
+     * by design, so only a real one (allowed Origin and Access-Control-Request-Method) is
+     * exempt; any other OPTIONS needs the key like every /api/ request. */
+    bool api = req->segs.n_seg > 0 && strcmp(req->segs.seg[0], "api") == 0;
+    bool preflight = req->method == HTTP_OPTIONS && req->origin != NULL &&
+                     http_req_header(req, "Access-Control-Request-Method") != NULL;
+    if (api && srv->n_keys > 0 && !preflight &&
         !check_auth(srv, http_req_header(req, "Authorization"))) {
         http_reply_header(req, "WWW-Authenticate", "Bearer");
         http_reply_error(req, 401, "missing or invalid API key (send Authorization: Bearer KEY)");
@@ -330,10 +368,9 @@ static void on_request(struct evhttp_request *ev, void *arg)
     }
     if (status == 405) {
         char methods[128];
-        http_methods_format(req->match.allowed | HTTP_OPTIONS, methods, sizeof methods);
-        http_reply_header(req, "Allow", methods);
         http_reply_error(req, 405, "method %s is not allowed on %s (allowed: %s)",
-                         http_method_name(req->method), req->path, methods);
+                         http_method_name(req->method), req->path,
+                         set_allow(req, req->match.allowed, methods));
         return;
     }
     req->match.route->handler(req, srv->handler_arg);
@@ -405,24 +442,23 @@ void evhttp_send_error(struct evhttp_request *ev, int error, const char *reason)
         snprintf(msg, sizeof msg, "%s", reason ? reason : http_status_phrase(error));
         break;
     }
-    struct evbuffer *buf = evbuffer_new();
-    json_t *body = json_pack("{s:s, s:i}", "message", msg, "status", status);
-    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(body);
-    if (buf == NULL || text == NULL) {
-        free(text);
-        if (buf != NULL)
-            evbuffer_free(buf);
-        evhttp_connection_free(evhttp_request_get_connection(ev));
+    struct evbuffer *buf = http_json_buffer(http_error_json(status, msg));
+    if (buf == NULL) {
+        http_reply_bare_500(ev);
         return;
     }
-    evbuffer_add(buf, text, strlen(text));
-    evbuffer_add(buf, "\n", 1);
-    free(text);
     struct evkeyvalq *out = evhttp_request_get_output_headers(ev);
     evhttp_clear_headers(out);
     evhttp_add_header(out, "Content-Type", "application/json");
     evhttp_add_header(out, "Connection", "close");
+    /* Framed explicitly: libevent neither adds Content-Length to a reply to CONNECT nor
+     * closes that connection (it expects a tunnel), so the client could not tell where the
+     * error ends. A HEAD gets the length without the bytes. */
+    char length[32];
+    snprintf(length, sizeof length, "%zu", evbuffer_get_length(buf));
+    evhttp_add_header(out, "Content-Length", length);
+    if (evhttp_request_get_command(ev) == EVHTTP_REQ_HEAD)
+        evbuffer_drain(buf, evbuffer_get_length(buf));
     log_debug("http", "libevent-detected error %d -> %d: %s", error, status, msg);
     struct evhttp_connection *evcon = evhttp_request_get_connection(ev);
     struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
@@ -532,11 +568,13 @@ int http_server_new(struct event_base *base, const struct http_server_opts *opts
     /* Read and discard the rest of an oversized body before closing, so the client gets
      * the 413 instead of a connection reset. */
     evhttp_set_flags(srv->http, EVHTTP_SERVER_LINGERING_CLOSE);
-    /* Let every method reach on_request, which answers 405 with an Allow header. */
+    /* The methods of HTTP that crewd's routes may use reach on_request, which answers 405
+     * with an Allow header; libevent answers the others (TRACE, CONNECT, unknown) with 501,
+     * through evhttp_send_error below. CONNECT must not get here: libevent writes its reply
+     * without Content-Length, so a body would run into the next response. */
     evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                               EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
-                                              EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(srv->http, on_request, srv);
 
     struct sockaddr_storage ss;

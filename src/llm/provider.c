@@ -5,9 +5,15 @@
  */
 #include "llm/provider.h"
 
+#include "core/utf8.h"
+
 #include <stdbool.h>
 #include <string.h>
 #include <strings.h>
+
+/* A "%.*s" argument pair quoting at most 100 bytes of `s` without splitting a character
+ * (a message that is not UTF-8 cannot go into a JSON error body). */
+#define QUOTED(s) (int)utf8_prefix_len((s), strlen(s), 100), (s)
 
 #define LLM_MODEL_MAX 255
 #define LLM_PROVIDER_NAME_MAX 32
@@ -103,8 +109,8 @@ int llm_resolve(const struct llm_choice *in, const char *default_provider, struc
         if (colon == NULL) {
             prov = llm_provider_find(in->llm);
             if (prov == NULL) {
-                rc = err_set(e, ERR_INVALID, "llm: unknown provider '%.100s' (known: %s)", in->llm,
-                             llm_provider_known_list());
+                rc = err_set(e, ERR_INVALID, "llm: unknown provider '%.*s' (known: %s)",
+                             QUOTED(in->llm), llm_provider_known_list());
                 goto out;
             }
         } else {
@@ -131,8 +137,8 @@ int llm_resolve(const struct llm_choice *in, const char *default_provider, struc
                 goto out;
             }
             if (in->model != NULL && strcmp(in->model, named) != 0) {
-                rc = err_set(e, ERR_INVALID, "llm: names model '%.100s' but model is '%.100s'",
-                             named, in->model);
+                rc = err_set(e, ERR_INVALID, "llm: names model '%.*s' but model is '%.*s'",
+                             QUOTED(named), QUOTED(in->model));
                 goto out;
             }
             rc = set_model(out, named, nlen, "llm", e);
@@ -146,8 +152,8 @@ int llm_resolve(const struct llm_choice *in, const char *default_provider, struc
         if (prov == NULL) {
             prov = llm_provider_find(default_provider);
             if (prov == NULL) {
-                rc = err_set(e, ERR_INVALID, "llm: the default provider '%.100s' is unknown",
-                             default_provider ? default_provider : "(none)");
+                rc = err_set(e, ERR_INVALID, "llm: the default provider '%.*s' is unknown",
+                             QUOTED(default_provider ? default_provider : "(none)"));
                 goto out;
             }
         }

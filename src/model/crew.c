@@ -12,6 +12,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/url.h"
+#include "core/utf8.h"
 #include "tools/registry.h"
 
 #define TOP_FIELDS                                                                                 \
@@ -66,13 +68,8 @@ int crew_mode_parse(const char *s, enum crew_mode *out)
  * back to the client inside a JSON string, which jansson refuses to build from bad UTF-8. */
 static const char *quote(char buf[QUOTE_MAX + 4], const char *s)
 {
-    size_t len = strlen(s);
-    bool cut = len > QUOTE_MAX;
-    if (cut) {
-        len = QUOTE_MAX;
-        while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
-            len--;
-    }
+    size_t full = strlen(s), len = utf8_prefix_len(s, full, QUOTE_MAX);
+    bool cut = len < full;
     memcpy(buf, s, len);
     if (cut)
         memcpy(buf + len, "...", 4);
@@ -651,12 +648,7 @@ int crew_def_parse(const json_t *in, const struct tool_registry *tools, struct c
             rc = err_set(e, ERR_INVALID, "crew_id: must be a UUID (or left out)");
             goto out;
         }
-        const char *s = json_string_value(v);
-        for (size_t i = 0; i < ID_UUID_LEN - 1; i++) {
-            char c = s[i];
-            def->crew_id[i] = (c >= 'A' && c <= 'F') ? (char)(c - 'A' + 'a') : c;
-        }
-        def->crew_id[ID_UUID_LEN - 1] = '\0';
+        id_canonical(json_string_value(v), def->crew_id);
     }
 
     if ((rc = parse_name(json_object_get(in, "name"), def, e)) != 0)
@@ -952,6 +944,13 @@ static json_t *redact(const json_t *v)
             }
         }
         return a;
+    }
+    if (json_is_string(v) && strstr(json_string_value(v), "://") != NULL) {
+        /* A URL (base_url, a proxy) may carry a password or a key in its query. */
+        char *shown = url_redact_secrets(json_string_value(v));
+        json_t *s = shown ? json_string(shown) : NULL;
+        free(shown);
+        return s;
     }
     return json_deep_copy(v);
 }

@@ -113,7 +113,8 @@ json_t *crew_def_to_json(const struct crew_def *def, const char *crew_id, const 
  */
 bool crew_config_key_is_secret(const char *key);
 
-/* Deep copy of `config` with secret-like keys (at any depth) replaced by "***". */
+/* Deep copy of `config` with secret-like keys (at any depth) replaced by "***", and the
+ * password and query of any URL-like string value masked (core/url.h). */
 json_t *crew_config_redact(const json_t *config);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/url.h"
 #include "store/store_pg.h"
 #include "store/store_sqlite.h"
 
@@ -36,7 +37,8 @@ static void append(char *out, size_t cap, size_t *n, const char *s, size_t len)
 
 /*
  * Copies `url` into `out` for an error message with anything that may be a secret masked: the
- * password of a "user:password@host" authority becomes "***", and a query string (libpq takes
+ * userinfo after its first ':' (the password of "user:password@host") becomes "***", and a
+ * query string (libpq takes
  * "?password=...") becomes "?...". The URL is not trusted to be well formed: a bare
  * "user:pw@host" without a scheme is masked the same way.
  */
@@ -44,32 +46,28 @@ static void url_redact(const char *url, char *out, size_t cap)
 {
     size_t n = 0;
     out[0] = '\0';
-    const char *sep = strstr(url, "://");
-    const char *auth = sep ? sep + 3 : url;
-    size_t auth_len = strcspn(auth, "/?#");
-    const char *at = NULL;
-    for (const char *p = auth; p < auth + auth_len; p++) {
-        if (*p == '@')
-            at = p; /* the last '@': a password may itself contain one */
-    }
-    const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-    if (colon != NULL) {
-        append(out, cap, &n, url, (size_t)(colon + 1 - url));
+    const char *user, *rest;
+    size_t user_len;
+    if (url_userinfo(url, &user, &user_len)) {
+        const char *colon = memchr(user, ':', user_len);
+        size_t keep = colon ? (size_t)(colon + 1 - url) : (size_t)(user - url);
+        append(out, cap, &n, url, keep);
         append(out, cap, &n, "***", 3);
-        auth_len -= (size_t)(at - auth);
-        auth = at;
+        rest = user + user_len; /* the '@' */
     } else {
-        append(out, cap, &n, url, (size_t)(auth - url));
+        const char *sep = strstr(url, "://");
+        rest = sep ? sep + 3 : url;
+        append(out, cap, &n, url, (size_t)(rest - url));
     }
     /* From the host (or the '@' before it) to the query, if any. */
-    size_t rest_len = auth_len + strcspn(auth + auth_len, "?");
+    size_t rest_len = strcspn(rest, "?");
     if (rest_len > URL_ECHO_MAX) {
-        append(out, cap, &n, auth, URL_ECHO_MAX);
+        append(out, cap, &n, rest, URL_ECHO_MAX);
         append(out, cap, &n, "...", 3);
         return;
     }
-    append(out, cap, &n, auth, rest_len);
-    if (auth[rest_len] == '?')
+    append(out, cap, &n, rest, rest_len);
+    if (rest[rest_len] == '?')
         append(out, cap, &n, "?...", 4);
 }
 

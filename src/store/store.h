@@ -60,10 +60,12 @@ struct store_ops {
     /* Replaces every field but crew_id and created_at of the row with crew->crew_id.
      * ERR_NOT_FOUND if no such row; ERR_CONFLICT if the new name belongs to another crew. */
     int (*crew_update)(struct store *st, const struct store_crew *crew, struct err *e);
-    /* ERR_NOT_FOUND when nothing matches; *out is a new row otherwise. */
+    /* ERR_NOT_FOUND ("crew 'X' not found") when nothing matches; *out is a new row
+     * otherwise. Ids are compared as stored (lowercase); callers canonicalize them. */
     int (*crew_get)(struct store *st, const char *ident, enum store_lookup how,
                     struct store_crew **out, struct err *e);
-    /* Ordered by created_at, then insertion order. */
+    /* Ordered by created_at, then insertion order. limit and offset >= 0 (ERR_INVALID
+     * otherwise); limit 0 gives an empty page with the total. */
     int (*crew_list)(struct store *st, long limit, long offset, struct store_crew_page *out,
                      struct err *e);
     /* ERR_NOT_FOUND if no such row. */

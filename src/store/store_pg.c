@@ -18,6 +18,8 @@
  */
 #include "store/store_pg.h"
 
+#include "core/url.h"
+
 #include "core/log.h"
 
 #include <libpq-fe.h>
@@ -158,18 +160,12 @@ static void pg_scrub_conn_msg(char *msg, const char *url)
         PQconninfoFree(opts);
     }
     char raw[ERR_MSG_MAX];
-    const char *scheme_end = strstr(url, "://");
-    if (scheme_end != NULL) {
-        const char *user = scheme_end + 3;
-        size_t auth_len = strcspn(user, "/?");
-        const char *at = NULL;
-        for (const char *p = user; p < user + auth_len; p++) {
-            if (*p == '@')
-                at = p; /* the last '@' ends the userinfo */
-        }
-        const char *colon = at ? memchr(user, ':', (size_t)(at - user)) : NULL;
-        if (colon != NULL && (size_t)(at - colon - 1) < sizeof raw) {
-            size_t n = (size_t)(at - colon - 1);
+    const char *user;
+    size_t user_len;
+    if (url_userinfo(url, &user, &user_len)) {
+        const char *colon = memchr(user, ':', user_len);
+        size_t n = colon ? user_len - (size_t)(colon + 1 - user) : 0;
+        if (colon != NULL && n < sizeof raw) {
             memcpy(raw, colon + 1, n);
             raw[n] = '\0';
             pg_redact(msg, raw, n);
@@ -190,13 +186,10 @@ static void pg_scrub_conn_msg(char *msg, const char *url)
 static int pg_fail(struct pg_store *s, const PGresult *res, const char *what, struct err *e)
 {
     char line[ERR_MSG_MAX];
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     pg_first_line(primary ? primary : PQerrorMessage(s->conn), line, sizeof line);
-    /* Class 22 (data exception): a value the column cannot hold, such as a malformed
-     * timestamp or an agent_count beyond INTEGER. The caller's input, not the store. */
-    if (state != NULL && strncmp(state, "22", 2) == 0)
-        return err_set(e, ERR_INVALID, "store: %s: %s", what, line);
+    /* Data exceptions (class 22, a malformed timestamp) are ERR_STORE like the rest: every
+     * value a row carries was generated or validated by crewd before it reached the store. */
     if (res == NULL && PQstatus(s->conn) != CONNECTION_BAD)
         return err_set(e, ERR_NOMEM, "store: %s: out of memory", what);
     return err_set(e, ERR_STORE, "store: postgres: %s: %s", what, line[0] ? line : "failed");
@@ -515,17 +508,6 @@ out:
     return rc;
 }
 
-static void pg_page_cleanup(struct store_crew_page *page)
-{
-    for (size_t i = 0; i < page->n; i++)
-        store_crew_free(page->items[i]);
-    free(page->items);
-    page->items = NULL;
-    page->n = 0;
-    page->total = 0;
-}
-
-/* A negative limit means no limit, a negative offset means 0 (as SQLite's LIMIT -1 would). */
 static int pg_crew_list(struct store *st, long limit, long offset, struct store_crew_page *out,
                         struct err *e)
 {
@@ -533,13 +515,17 @@ static int pg_crew_list(struct store *st, long limit, long offset, struct store_
     PGresult *res = NULL;
     struct store_crew_page page = {0};
     *out = page;
-    int rc = pg_ensure_conn(s, e);
-    if (rc != 0)
+    int rc = 0;
+    if (limit < 0 || offset < 0) {
+        rc = err_set(e, ERR_INVALID, "store: limit and offset must not be negative");
+        goto out;
+    }
+    if ((rc = pg_ensure_conn(s, e)) != 0)
         goto out;
     char limit_s[24], offset_s[24];
     snprintf(limit_s, sizeof limit_s, "%ld", limit);
-    snprintf(offset_s, sizeof offset_s, "%ld", offset < 0 ? 0 : offset);
-    const char *params[2] = {limit < 0 ? NULL : limit_s, offset_s};
+    snprintf(offset_s, sizeof offset_s, "%ld", offset);
+    const char *params[2] = {limit_s, offset_s};
     res = PQexecPrepared(s->conn, pg_stmts[PG_LIST].name, 2, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1) {
         rc = pg_fail(s, res, "list crews", e);
@@ -567,7 +553,7 @@ static int pg_crew_list(struct store *st, long limit, long offset, struct store_
     *out = page;
     page = (struct store_crew_page){0};
 out:
-    pg_page_cleanup(&page);
+    store_crew_page_cleanup(&page);
     PQclear(res);
     return rc;
 }
@@ -619,7 +605,19 @@ int store_pg_open(const char *url, struct store **out, struct err *e)
 {
     int rc = 0;
     *out = NULL;
-    struct pg_store *s = calloc(1, sizeof *s);
+    struct pg_store *s = NULL;
+    const char *user;
+    size_t user_len;
+    /* libpq ends the authority at the first '/', so a password with an unencoded '/' is read
+     * as host and port and quoted back in the connection error. Refuse it before connecting,
+     * without echoing any of it. */
+    if (url_userinfo(url, &user, &user_len) && memchr(user, '/', user_len) != NULL) {
+        rc = err_set(e, ERR_INVALID,
+                     "store: postgres: the user or password in the URL contains '/'; "
+                     "percent-encode it as %%2F");
+        goto out;
+    }
+    s = calloc(1, sizeof *s);
     if (s == NULL) {
         rc = err_set(e, ERR_NOMEM, "store: out of memory");
         goto out;

@@ -235,7 +235,7 @@ static int crew_update(struct store *st, const struct store_crew *crew, struct e
         goto out;
     }
     if (sqlite3_changes(s->db) == 0)
-        ret = err_set(e, ERR_NOT_FOUND, "crew_id: no crew with id '%s'", crew->crew_id);
+        ret = err_set(e, ERR_NOT_FOUND, "crew '%s' not found", crew->crew_id);
 out:
     stmt_done(stmt);
     return ret;
@@ -448,7 +448,7 @@ static int crew_delete(struct store *st, const char *crew_id, struct err *e)
         goto out;
     }
     if (sqlite3_changes(s->db) == 0)
-        ret = err_set(e, ERR_NOT_FOUND, "crew_id: no crew with id '%s'", crew_id);
+        ret = err_set(e, ERR_NOT_FOUND, "crew '%s' not found", crew_id);
 out:
     stmt_done(stmt);
     return ret;

@@ -64,6 +64,22 @@ class TestApiKeysFromCommandLine(AuthCase):
         self.assert401(self.srv.request("GET", "/api/v1/nothing"))
         self.assert401(self.srv.request("GET", "/api/v2/whatever"))
 
+    def test_percent_encoded_api_segment_needs_key(self):
+        # Regression: auth was decided on the raw path, so "/%61pi/v1/crew" skipped it while
+        # the router matched the decoded "/api/v1/crew": full access without a key.
+        for path in ("/%61pi/v1/crew", "/%61%70%69/v1/crew", "/ap%69/v1/crew/x"):
+            with self.subTest(path=path):
+                self.assert401(self.srv.request("GET", path))
+        name = unique_name("enc")
+        self.assert401(self.srv.request("PUT", "/%61pi/v1/crew", body=crew(name)))
+        st, _, _, raw = self.srv.request("GET", "/api/v1/crew/" + name, headers=bearer(K1))
+        self.assertEqual(st, 404, raw)
+
+    def test_options_without_preflight_needs_key(self):
+        # Only a CORS preflight is exempt; a bare OPTIONS would tell routes from non-routes.
+        self.assert401(self.srv.request("OPTIONS", "/api/v1/crew"))
+        self.assert401(self.srv.request("OPTIONS", "/api/v1/no-such-route"))
+
     def test_every_crew_route_needs_key(self):
         name = unique_name("auth")
         for method, path, body in (("PUT", "/api/v1/crew", crew(name)),
@@ -196,6 +212,14 @@ class TestCors(CorsCase):
                                             headers={"Origin": "http://evil.example"})
         self.assertIsNone(hdrs.get("Access-Control-Allow-Origin"), raw)
 
+    def test_vary_origin_on_every_reply(self):
+        # The reply depends on Origin even when it leaves Access-Control-Allow-Origin out, so
+        # a shared cache must key on it: Vary: Origin for allowed, other and absent origins.
+        for h in ({"Origin": ORIGIN}, {"Origin": "http://evil.example"}, {}):
+            with self.subTest(headers=h):
+                st, hdrs, _, raw = self.srv.request("GET", "/api/v1/crew", headers=h)
+                self.assertIn("origin", header_list(hdrs.get("Vary")), raw)
+
     def test_origin_match_is_exact(self):
         for o in (ORIGIN + ".evil.example", "https://app.example", ORIGIN + ":8080"):
             with self.subTest(origin=o):
@@ -219,6 +243,10 @@ class TestCorsWithApiKeys(CorsCase):
         st, hdrs, _, raw = self.srv.request("GET", "/api/v1/crew", headers=h)
         self.assertEqual(st, 200, raw)
         self.assertEqual(hdrs.get("Access-Control-Allow-Origin"), ORIGIN)
+
+    def test_origin_without_preflight_method_needs_key(self):
+        resp = self.srv.request("OPTIONS", "/api/v1/crew", headers={"Origin": ORIGIN})
+        self.assertJsonError(resp, 401)
 
     def test_request_without_key_still_401(self):
         resp = self.srv.request("GET", "/api/v1/crew", headers={"Origin": ORIGIN})

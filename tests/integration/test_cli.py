@@ -107,6 +107,20 @@ class TestStoreErrors(CliCase):
             f.write(b"this is not an SQLite database, just some bytes\n" * 100)
         self.assertExit(["--listen", "127.0.0.1:0", "--store", "sqlite:" + path], 1)
 
+    def test_postgres_password_with_slash_refused_without_echo(self):
+        # libpq would read "u:Pa5s" as host and port and quote "Pa5s" back in its error.
+        out, err = self.assertExit(["--listen", "127.0.0.1:0", "--store",
+                                    "postgres://u:Pa5s/w0rd@127.0.0.1:1/db"], 1,
+                                   stderr_contains="percent-encode")
+        self.assertNotIn("Pa5s", err)
+        self.assertNotIn("w0rd", err)
+
+    def test_postgres_connect_error_hides_password(self):
+        out, err = self.assertExit(["--listen", "127.0.0.1:0", "--store",
+                                    "postgres://u:S3cr3tPw@127.0.0.1:1/db?connect_timeout=5"], 1,
+                                   stderr_contains="cannot connect")
+        self.assertNotIn("S3cr3tPw", err)
+
     def test_store_under_a_regular_file_exits_1(self):
         blocker = os.path.join(self.tmp, "file")
         with open(blocker, "w") as f:

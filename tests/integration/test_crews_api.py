@@ -296,6 +296,27 @@ class TestFlowAndPlan(CrewdTestCase):
         self.assertEqual(sorted(tools), ["calculator", "current_time"])
 
 
+class TestIdCase(CrewdTestCase):
+    """Ids are stored lowercase; an id in any case finds its crew, on every store."""
+
+    def test_uppercase_id_finds_the_crew(self):
+        upper = "AAAAAAAA-BBBB-4CCC-8DDD-" + uuid.uuid4().hex[:12].upper()
+        name = unique_name("upper")
+        st, _, js, raw = self.srv.request("PUT", "/api/v1/crew", body=crew(name, crew_id=upper))
+        self.assertEqual(st, 201, raw)
+        self.assertEqual(js["crew_id"], upper.lower())
+        for path in ("/api/v1/crew/" + upper, "/api/v1/crew?crew_id=" + upper,
+                     "/api/v1/crew/" + upper.lower()):
+            with self.subTest(path=path):
+                st, _, js, raw = self.srv.request("GET", path)
+                self.assertEqual(st, 200, raw)
+                self.assertEqual(js["name"], name)
+        st, _, _, raw = self.srv.request("PUT", "/api/v1/crew/" + upper, body=crew(name))
+        self.assertEqual(st, 200, raw)
+        st, _, _, raw = self.srv.request("DELETE", "/api/v1/crew?crew_id=" + upper)
+        self.assertEqual(st, 200, raw)
+
+
 class TestUpdate(CrewdTestCase):
 
     def test_update_replaces_definition_keeps_id_and_created_at(self):
@@ -591,6 +612,8 @@ SECRET = "sk-TOPSECRET-4f9c2a77e1"
 SECRET2 = "hdr-SECRET-b81d03"
 SECRET3 = "tok-SECRET-99aa1c"
 SECRET4 = "pw-SECRET-0e5e5e"
+SECRET5 = "proxy-pw-6b1d0e0f4a"
+SECRET6 = "query-key-93c1aa07d2"
 
 
 class TestSecrets(CrewdTestCase):
@@ -607,13 +630,15 @@ class TestSecrets(CrewdTestCase):
                       "x-api-key": SECRET,
                       "api_key_env": "MY_OPENAI_KEY",
                       "headers": {"Authorization": "Bearer " + SECRET2},
-                      "token": SECRET3, "password": SECRET4, "secret": SECRET}
+                      "token": SECRET3, "password": SECRET4, "secret": SECRET,
+                      "base_url": "https://proxyuser:%s@proxy.example/v1?key=%s"
+                                  % (SECRET5, SECRET6)}
         st, _, cls.created, cls.create_raw = cls.srv.request(
             "PUT", "/api/v1/crew", body=crew(cls.name, agents=[agent("a", config=cls.config)]))
         assert st == 201, cls.create_raw
 
     def assertNoSecret(self, raw, where):
-        for s in (SECRET, SECRET2, SECRET3, SECRET4):
+        for s in (SECRET, SECRET2, SECRET3, SECRET4, SECRET5, SECRET6):
             self.assertNotIn(s.encode(), raw, "%s leaks a secret: %r" % (where, raw[:2000]))
 
     def assertRedacted(self, cfg):
@@ -627,6 +652,8 @@ class TestSecrets(CrewdTestCase):
         self.assertEqual(cfg["max_tokens"], 512)
         self.assertEqual(cfg["api_key_env"], "MY_OPENAI_KEY")
         self.assertEqual(cfg["model"], "gpt-4")
+        # A URL keeps what tells where it points, not its password or query.
+        self.assertEqual(cfg["base_url"], "https://proxyuser:***@proxy.example/v1?***")
 
     def test_create_response_has_no_secret(self):
         self.assertNoSecret(self.create_raw, "create")
@@ -652,6 +679,8 @@ class TestSecrets(CrewdTestCase):
         self.assertEqual(st, 200, raw)
         self.assertIn("plan", js)
         self.assertNoSecret(raw, "include=plan")
+        self.assertEqual(js["plan"]["agents"][0]["base_url"],
+                         "https://proxyuser:***@proxy.example/v1?***")
         self.assertRedacted(js["agents"][0]["config"])
 
     def test_list_has_no_secret(self):

@@ -164,6 +164,25 @@ class TestHeaders(HygieneCase):
             b"zz\r\n{}\r\n0\r\n\r\n")
         self.assertJsonError(resp, (400, 413), contains="malformed chunks")
 
+    def test_connect_and_trace_are_501(self):
+        # CONNECT replies went out without Content-Length, running into the next response.
+        for method in ("CONNECT", "TRACE"):
+            with self.subTest(method=method):
+                self.assertJsonError(self.srv.raw_request(method, "/healthz"), 501)
+
+    def test_transfer_encoding_other_than_chunked_is_501(self):
+        # libevent reads any coding but exactly "chunked" as "no body", leaving the body to be
+        # parsed as a second request: refused, and the connection closed.
+        body = b"5\r\nhello\r\n0\r\n\r\n"
+        for te in (["gzip, chunked"], ["chunked, identity"], ["identity", "chunked"]):
+            with self.subTest(te=te):
+                hdrs = [("Content-Type", "application/json")] + [("Transfer-Encoding", v)
+                                                                  for v in te]
+                resp = self.srv.raw_request("PUT", "/api/v1/crew", hdrs, body)
+                # libevent itself refuses some of these as malformed (400); crewd the rest.
+                self.assertJsonError(resp, (400, 501))
+                self.assertEqual(resp[1].get("Connection"), "close", resp[3][:300])
+
     def test_unknown_method_is_json_error(self):
         resp = self.srv.raw_request("FROB", "/api/v1/crew")
         self.assertJsonError(resp, (400, 405, 501))

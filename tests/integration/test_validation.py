@@ -113,6 +113,15 @@ class TestAgents(ValidationCase):
         self.refuse(crew(unique_name("llm"), agents=[agent("a", config={"llm": "skynet"})]),
                     "agents[0].config.llm")
 
+    def test_long_non_ascii_value_keeps_the_message(self):
+        # Regression: quoting a value cut mid-character made the message invalid UTF-8 and
+        # the answer fell back to a bare "Bad Request", losing the field and the hint.
+        long = "x" + "\u00e9" * 80
+        for config in ({"llm": long}, {"llm": "openai:" + long, "model": "gpt-4"}):
+            with self.subTest(config=list(config)):
+                self.refuse(crew(unique_name("utf"), agents=[agent("a", config=config)]),
+                            "agents[0].config.llm")
+
     def test_unknown_llm_second_agent(self):
         self.refuse(crew(unique_name("llm"), agents=[
             agent("a"), agent("b", config={"llm": "skynet:v9"})]), "agents[1].config.llm")

@@ -6,12 +6,14 @@
 
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/id.h"
 #include "core/json_depth.h"
+#include "core/url.h"
 #include "core/utf8.h"
 
 static void test_err_set_and_prefix(void **state)
@@ -41,6 +43,42 @@ static void test_utf8(void **state)
     assert_false(utf8_valid("\xff", 1));
 }
 
+static void test_utf8_cuts(void **state)
+{
+    const char *s = "ab\xc3\xa9\xe2\x82\xac"; /* a b e-acute euro: 2 + 2 + 3 bytes */
+    assert_int_equal(utf8_prefix_len(s, 7, 10), 7);
+    assert_int_equal(utf8_prefix_len(s, 7, 3), 2); /* not inside the e-acute */
+    assert_int_equal(utf8_prefix_len(s, 7, 4), 4);
+    assert_int_equal(utf8_prefix_len(s, 7, 6), 4); /* not inside the euro sign */
+    char cut[8] = "ab\xc3\xa9\xe2\x82";
+    utf8_trim_cut(cut);
+    assert_string_equal(cut, "ab\xc3\xa9");
+    char whole[8] = "ab\xc3\xa9";
+    utf8_trim_cut(whole);
+    assert_string_equal(whole, "ab\xc3\xa9");
+    char lead_only[4] = "a\xf0";
+    utf8_trim_cut(lead_only);
+    assert_string_equal(lead_only, "a");
+}
+
+static void test_url_secrets(void **state)
+{
+    const char *start;
+    size_t len;
+    assert_true(url_userinfo("postgres://u:p@ss@h/db?x=1", &start, &len));
+    assert_int_equal(len, 6); /* "u:p@ss": up to the last '@' */
+    assert_false(url_userinfo("https://h/path?q=a@b", &start, &len));
+    char *shown = url_redact_secrets("https://u:pw@proxy.example/v1?key=abc");
+    assert_string_equal(shown, "https://u:***@proxy.example/v1?***");
+    free(shown);
+    shown = url_redact_secrets("http://127.0.0.1:11434/v1");
+    assert_string_equal(shown, "http://127.0.0.1:11434/v1");
+    free(shown);
+    shown = url_redact_secrets("http://u:@h?");
+    assert_string_equal(shown, "http://u:***@h?***");
+    free(shown);
+}
+
 static void test_json_depth(void **state)
 {
     struct err e = {0};
@@ -65,6 +103,10 @@ static void test_ids(void **state)
     assert_false(id_is_uuid("0123456789ab-cdef-0123-4567-89abcdef0123"));
     assert_true(id_is_uuid("0123ABCD-cdef-4123-8567-89abcdef0123"));
     assert_false(id_is_uuid(NULL));
+    char canon[ID_UUID_LEN];
+    assert_true(id_canonical("0123ABCD-CDEF-4123-8567-89ABCDEF0123", canon));
+    assert_string_equal(canon, "0123abcd-cdef-4123-8567-89abcdef0123");
+    assert_false(id_canonical("writer", canon));
 }
 
 static void test_clock(void **state)
@@ -82,6 +124,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_err_set_and_prefix),
         cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_utf8_cuts),
+        cmocka_unit_test(test_url_secrets),
         cmocka_unit_test(test_json_depth),
         cmocka_unit_test(test_ids),
         cmocka_unit_test(test_clock),
