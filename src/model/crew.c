@@ -14,6 +14,7 @@
 
 #include "core/url.h"
 #include "core/utf8.h"
+#include "model/model_util.h"
 #include "tools/registry.h"
 
 #define TOP_FIELDS                                                                                 \
@@ -719,13 +720,6 @@ out:
     return rc;
 }
 
-static void free_strings(char **list, size_t n)
-{
-    for (size_t i = 0; list != NULL && i < n; i++)
-        free(list[i]);
-    free(list);
-}
-
 void crew_def_free(struct crew_def *def)
 {
     if (def == NULL)
@@ -738,7 +732,7 @@ void crew_def_free(struct crew_def *def)
         free(a->agent_class);
         free(a->name);
         json_decref(a->config);
-        free_strings(a->tools, a->n_tools);
+        model_free_strings(a->tools, a->n_tools);
         free(a->system_prompt);
     }
     free(def->agents);
@@ -747,7 +741,7 @@ void crew_def_free(struct crew_def *def)
         free(def->relations[i].targets);
     }
     free(def->relations);
-    free_strings(def->shared_tools, def->n_shared_tools);
+    model_free_strings(def->shared_tools, def->n_shared_tools);
     json_decref(def->metadata);
     free(def);
 }
@@ -772,27 +766,6 @@ long crew_def_find_agent(const struct crew_def *def, const char *name)
 
 /* Adds `v` (a new reference, possibly NULL) under `key`, consuming it even on failure (as
  * json_object_set_new does); false when anything failed. */
-static bool put(json_t *obj, const char *key, json_t *v)
-{
-    return v != NULL && json_object_set_new(obj, key, v) == 0;
-}
-
-static json_t *string_or_null(const char *s)
-{
-    return s ? json_string(s) : json_null();
-}
-
-static json_t *string_array(char **list, size_t n)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; a != NULL && i < n; i++) {
-        if (json_array_append_new(a, json_string(list[i])) != 0) {
-            json_decref(a);
-            return NULL;
-        }
-    }
-    return a;
-}
 
 static json_t *side_json(const struct crew_def *def, const size_t *idx, size_t n)
 {
@@ -815,15 +788,15 @@ static json_t *agent_json(const struct crew_agent *ag, int flags)
         return NULL;
     json_t *cfg =
         (flags & CREW_JSON_REDACTED) ? crew_config_redact(ag->config) : json_deep_copy(ag->config);
-    bool ok = put(o, "agent_id", json_string(ag->agent_id)) &&
-              put(o, "agent_class", json_string(ag->agent_class)) &&
-              put(o, "name", string_or_null(ag->name));
+    bool ok = model_put(o, "agent_id", json_string(ag->agent_id)) &&
+              model_put(o, "agent_class", json_string(ag->agent_class)) &&
+              model_put(o, "name", model_string_or_null(ag->name));
     if (ok)
-        ok = put(o, "config", cfg); /* consumes cfg */
+        ok = model_put(o, "config", cfg); /* consumes cfg */
     else
         json_decref(cfg);
-    ok = ok && put(o, "tools", string_array(ag->tools, ag->n_tools)) &&
-         put(o, "system_prompt", string_or_null(ag->system_prompt));
+    ok = ok && model_put(o, "tools", model_string_array(ag->tools, ag->n_tools)) &&
+         model_put(o, "system_prompt", model_string_or_null(ag->system_prompt));
     if (!ok) {
         json_decref(o);
         return NULL;
@@ -844,31 +817,32 @@ json_t *crew_def_to_json(const struct crew_def *def, const char *crew_id, const 
     for (size_t i = 0; ok && i < def->n_relations; i++) {
         const struct crew_relation *r = &def->relations[i];
         json_t *ro = json_object();
-        ok = ro != NULL && put(ro, "source", side_json(def, r->sources, r->n_sources)) &&
-             put(ro, "target", side_json(def, r->targets, r->n_targets));
+        ok = ro != NULL && model_put(ro, "source", side_json(def, r->sources, r->n_sources)) &&
+             model_put(ro, "target", side_json(def, r->targets, r->n_targets));
         ok = ok && json_array_append(rels, ro) == 0;
         json_decref(ro);
     }
     if (ok && crew_id != NULL)
-        ok = put(o, "crew_id", json_string(crew_id));
-    ok = ok && put(o, "name", json_string(def->name)) &&
-         put(o, "description", string_or_null(def->description)) &&
-         put(o, "execution_mode", json_string(crew_mode_name(def->mode)));
+        ok = model_put(o, "crew_id", json_string(crew_id));
+    ok = ok && model_put(o, "name", json_string(def->name)) &&
+         model_put(o, "description", model_string_or_null(def->description)) &&
+         model_put(o, "execution_mode", json_string(crew_mode_name(def->mode)));
     if (ok) {
-        ok = put(o, "agents", agents); /* consumes agents, even on failure */
+        ok = model_put(o, "agents", agents); /* consumes agents, even on failure */
         agents = NULL;
     }
     if (ok) {
-        ok = put(o, "flow_relations", rels);
+        ok = model_put(o, "flow_relations", rels);
         rels = NULL;
     }
-    ok = ok && put(o, "shared_tools", string_array(def->shared_tools, def->n_shared_tools)) &&
-         put(o, "max_parallel_tasks", json_integer(def->max_parallel_tasks)) &&
-         put(o, "metadata", json_deep_copy(def->metadata));
+    ok = ok &&
+         model_put(o, "shared_tools", model_string_array(def->shared_tools, def->n_shared_tools)) &&
+         model_put(o, "max_parallel_tasks", json_integer(def->max_parallel_tasks)) &&
+         model_put(o, "metadata", json_deep_copy(def->metadata));
     if (ok && created_at != NULL)
-        ok = put(o, "created_at", json_string(created_at));
+        ok = model_put(o, "created_at", json_string(created_at));
     if (ok && updated_at != NULL)
-        ok = put(o, "updated_at", json_string(updated_at));
+        ok = model_put(o, "updated_at", json_string(updated_at));
     if (!ok) {
         json_decref(agents);
         json_decref(rels);

@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/utf8.h"
 #include "llm/provider.h"
+#include "model/model_util.h"
 
 #define KEY_QUOTE_MAX 64
 #define CYCLE_MSG_MAX 360
@@ -19,13 +21,6 @@
 /* Bounds for reading back; generous, since a plan was built from a validated definition. */
 #define PLAN_TOOLS_MAX 1024
 #define PLAN_TEXT_MAX SIZE_MAX
-
-static void free_strings(char **list, size_t n)
-{
-    for (size_t i = 0; list != NULL && i < n; i++)
-        free(list[i]);
-    free(list);
-}
 
 void plan_free(struct plan *plan)
 {
@@ -41,7 +36,7 @@ void plan_free(struct plan *plan)
         free(a->base_url);
         free(a->api_key_env);
         free(a->system_prompt);
-        free_strings(a->tools, a->n_tools);
+        model_free_strings(a->tools, a->n_tools);
         free(a->preds);
         free(a->succs);
     }
@@ -136,12 +131,7 @@ out:
 /* Appends "key" (cut on a UTF-8 boundary) to a bounded message buffer. */
 static void msg_append(char *buf, size_t cap, size_t *len, const char *s)
 {
-    size_t n = strlen(s);
-    if (n > KEY_QUOTE_MAX) {
-        n = KEY_QUOTE_MAX;
-        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-            n--;
-    }
+    size_t n = utf8_prefix_len(s, strlen(s), KEY_QUOTE_MAX);
     if (*len + n + 1 > cap)
         return;
     memcpy(buf + *len, s, n);
@@ -376,16 +366,6 @@ out:
 
 /* ---- JSON out ---- */
 
-static bool put(json_t *obj, const char *key, json_t *v)
-{
-    return v != NULL && json_object_set_new(obj, key, v) == 0;
-}
-
-static json_t *str_or_null(const char *s)
-{
-    return s ? json_string(s) : json_null();
-}
-
 static json_t *index_array(const size_t *idx, size_t n)
 {
     json_t *a = json_array();
@@ -405,24 +385,27 @@ static json_t *agent_to_json(const struct plan_agent *a)
     bool ok = o != NULL && tools != NULL;
     for (size_t i = 0; ok && i < a->n_tools; i++)
         ok = json_array_append_new(tools, json_string(a->tools[i])) == 0;
-    ok = ok && put(o, "key", json_string(a->key)) && put(o, "agent_id", json_string(a->agent_id)) &&
-         put(o, "agent_class", json_string(a->agent_class)) &&
-         put(o, "provider", json_string(a->provider)) && put(o, "model", json_string(a->model)) &&
-         put(o, "base_url", str_or_null(a->base_url)) &&
-         put(o, "api_key_env", str_or_null(a->api_key_env)) &&
-         put(o, "has_inline_key", json_boolean(a->has_inline_key)) &&
-         put(o, "system_prompt", str_or_null(a->system_prompt));
+    ok = ok && model_put(o, "key", json_string(a->key)) &&
+         model_put(o, "agent_id", json_string(a->agent_id)) &&
+         model_put(o, "agent_class", json_string(a->agent_class)) &&
+         model_put(o, "provider", json_string(a->provider)) &&
+         model_put(o, "model", json_string(a->model)) &&
+         model_put(o, "base_url", model_string_or_null(a->base_url)) &&
+         model_put(o, "api_key_env", model_string_or_null(a->api_key_env)) &&
+         model_put(o, "has_inline_key", json_boolean(a->has_inline_key)) &&
+         model_put(o, "system_prompt", model_string_or_null(a->system_prompt));
     if (ok) {
-        ok = put(o, "tools", tools);
+        ok = model_put(o, "tools", tools);
         tools = NULL;
     }
-    ok = ok &&
-         put(o, "temperature", a->temperature < 0 ? json_null() : json_real(a->temperature)) &&
-         put(o, "max_tokens",
-             a->max_tokens == 0 ? json_null() : json_integer((json_int_t)a->max_tokens)) &&
-         put(o, "timeout_s", a->timeout_s == 0 ? json_null() : json_real(a->timeout_s)) &&
-         put(o, "preds", index_array(a->preds, a->n_preds)) &&
-         put(o, "succs", index_array(a->succs, a->n_succs));
+    ok =
+        ok &&
+        model_put(o, "temperature", a->temperature < 0 ? json_null() : json_real(a->temperature)) &&
+        model_put(o, "max_tokens",
+                  a->max_tokens == 0 ? json_null() : json_integer((json_int_t)a->max_tokens)) &&
+        model_put(o, "timeout_s", a->timeout_s == 0 ? json_null() : json_real(a->timeout_s)) &&
+        model_put(o, "preds", index_array(a->preds, a->n_preds)) &&
+        model_put(o, "succs", index_array(a->succs, a->n_succs));
     json_decref(tools);
     if (!ok) {
         json_decref(o);
@@ -438,16 +421,16 @@ json_t *plan_to_json(const struct plan *plan)
     bool ok = o != NULL && agents != NULL;
     for (size_t i = 0; ok && i < plan->n_agents; i++)
         ok = json_array_append_new(agents, agent_to_json(&plan->agents[i])) == 0;
-    ok = ok && put(o, "version", json_integer(plan->version)) &&
-         put(o, "execution_mode", json_string(crew_mode_name(plan->mode))) &&
-         put(o, "max_parallel_tasks", json_integer(plan->max_parallel_tasks)) &&
-         put(o, "has_graph", json_boolean(plan->has_graph));
+    ok = ok && model_put(o, "version", json_integer(plan->version)) &&
+         model_put(o, "execution_mode", json_string(crew_mode_name(plan->mode))) &&
+         model_put(o, "max_parallel_tasks", json_integer(plan->max_parallel_tasks)) &&
+         model_put(o, "has_graph", json_boolean(plan->has_graph));
     if (ok) {
-        ok = put(o, "agents", agents);
+        ok = model_put(o, "agents", agents);
         agents = NULL;
     }
-    ok = ok && put(o, "order", index_array(plan->order, plan->n_agents)) &&
-         put(o, "finals", index_array(plan->finals, plan->n_finals));
+    ok = ok && model_put(o, "order", index_array(plan->order, plan->n_agents)) &&
+         model_put(o, "finals", index_array(plan->finals, plan->n_finals));
     json_decref(agents);
     if (!ok) {
         json_decref(o);
