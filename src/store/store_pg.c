@@ -18,15 +18,14 @@
  */
 #include "store/store_pg.h"
 
-#include "core/url.h"
-
-#include "core/log.h"
-
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/log.h"
+#include "core/url.h"
 
 /* pg_advisory_xact_lock key serialising migrations: "crewd" in ASCII (0x6372657764), the same
  * for every build and instance. */
