@@ -11,37 +11,8 @@
 #include <string.h>
 
 #include "model/crew.h"
+#include "model_fixtures.h"
 #include "tools/registry.h"
-
-static int setup(void **state)
-{
-    struct tool_registry *reg = NULL;
-    if (tool_registry_new(&reg) != 0)
-        return -1;
-    *state = reg;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    tool_registry_free(*state);
-    return 0;
-}
-
-static json_t *load(const char *text)
-{
-    char *s = strdup(text);
-    for (char *p = s; *p; p++) {
-        if (*p == '\'')
-            *p = '"';
-    }
-    json_error_t je;
-    json_t *j = json_loads(s, JSON_REJECT_DUPLICATES, &je);
-    if (j == NULL)
-        fail_msg("bad test JSON: %s: %s", je.text, s);
-    free(s);
-    return j;
-}
 
 static int parse(void **state, const char *text, struct crew_def **def, struct err *e)
 {
