@@ -9,7 +9,6 @@
 #include <sys/queue.h> /* before event2/keyvalq_struct.h, for TAILQ_FOREACH */
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/http.h>
@@ -114,7 +113,8 @@ static unsigned method_of(enum evhttp_cmd_type cmd)
 
 /* Two Content-Length headers that disagree, or Content-Length with Transfer-Encoding, let a
  * proxy and crewd disagree on where a request ends (request smuggling). libevent reads the
- * first Content-Length, so refuse and close rather than guess. */
+ * first Content-Length, so refuse and close rather than guess. Returns the reason and sets
+ * *status, or returns NULL when the framing is unambiguous. */
 static const char *ambiguous_length(struct evhttp_request *ev, int *status)
 {
     const char *cl = NULL;
@@ -135,9 +135,9 @@ static const char *ambiguous_length(struct evhttp_request *ev, int *status)
     }
     if (cl != NULL && n_te > 0)
         return "both Content-Length and Transfer-Encoding given";
-    /* libevent decodes exactly "chunked" and reads any other coding ("gzip, chunked",
-     * " chunked") as a request without a body, leaving the body to be parsed as the next
-     * request. RFC 9112 asks for 501 on a coding the server does not implement. */
+    /* libevent decodes exactly "chunked" and reads any other coding ("gzip, chunked") as a
+     * request without a body, leaving the body to be parsed as the next request. RFC 9112
+     * asks for 501 on a coding the server does not implement. */
     if (n_te > 1 || (n_te == 1 && !te_chunked)) {
         *status = 501;
         return "unsupported Transfer-Encoding (only a single 'chunked' is)";
