@@ -57,7 +57,7 @@ static int build_row(struct http_req *req, const struct api_ctx *ctx, const char
     if ((rc = plan_compile(*def, &opts, &plan, e)) != 0)
         goto out;
 
-    rc = err_set(e, ERR_NOMEM, "out of memory");
+    rc = ERR_NOMEM; /* until the row is complete */
     if ((r = calloc(1, sizeof *r)) == NULL)
         goto out;
     if (crew_id != NULL) {
@@ -95,9 +95,9 @@ static int build_row(struct http_req *req, const struct api_ctx *ctx, const char
     *row = r;
     r = NULL;
     rc = 0;
-    e->code = 0;
-    e->msg[0] = '\0';
 out:
+    if (rc == ERR_NOMEM)
+        err_set(e, ERR_NOMEM, "out of memory building the crew");
     if (rc != 0) {
         crew_def_free(*def);
         *def = NULL;
