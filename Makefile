@@ -4,12 +4,14 @@
 #   make test   ASan+UBSan build (build-dev/) and every test: unit, fuzz corpora, integration
 #   make fuzz   libFuzzer targets (build-fuzz/), each run for FUZZ_SECONDS
 #   make bench  benchmark programs in bench/ (release build)
+#   make tsan   ThreadSanitizer build (build-tsan/): unit tests and the threaded benchmark
+# The configurations are the presets of CMakePresets.json.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
 LISTEN ?= 127.0.0.1:8080
 STORE ?= sqlite:var/crewd.db
 
-.PHONY: all build run test dev fuzz bench clean deps format
+.PHONY: all build run test dev fuzz bench tsan clean deps format
 
 all: build
 
@@ -17,7 +19,7 @@ deps:
 	@./scripts/deps.sh
 
 build: deps
-	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCREWD_TESTS=OFF >/dev/null
+	@cmake --preset release >/dev/null
 	@cmake --build build -j $(JOBS)
 
 run: build
@@ -25,7 +27,7 @@ run: build
 	./build/crewd --listen $(LISTEN) --store $(STORE)
 
 dev: deps
-	@cmake -S . -B build-dev -DCMAKE_BUILD_TYPE=Debug -DCREWD_SANITIZE=ON >/dev/null
+	@cmake --preset dev >/dev/null
 	@cmake --build build-dev -j $(JOBS)
 
 test: dev
@@ -34,7 +36,7 @@ test: dev
 	  ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 fuzz: deps
-	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCREWD_FUZZ=ON >/dev/null
+	@cmake --preset fuzz >/dev/null
 	@cmake --build build-fuzz -j $(JOBS)
 	@for f in build-fuzz/fuzz_*; do \
 	  name=$$(basename $$f); mkdir -p fuzz/corpus/$$name; \
@@ -44,13 +46,19 @@ fuzz: deps
 	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $$dict build-fuzz/new/$$name fuzz/corpus/$$name || exit 1; \
 	done
 
-bench: build
-	@cmake -S . -B build -DCREWD_BENCH=ON >/dev/null
+bench: deps
+	@cmake --preset bench >/dev/null
 	@cmake --build build -j $(JOBS)
 	@for b in build/bench_*; do echo "== $$b"; $$b || exit 1; done
+
+tsan: deps
+	@cmake --preset tsan >/dev/null
+	@cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -E integration
+	TSAN_OPTIONS=halt_on_error=1 ./build-tsan/bench_http_crews 1000 4
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-dev build-fuzz
+	rm -rf build build-dev build-fuzz build-tsan
