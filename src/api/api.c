@@ -51,10 +51,15 @@ int api_status_of(int code)
 void api_reply_err(struct http_req *req, const struct err *e)
 {
     int status = api_status_of(e->code);
-    if (status >= 500)
-        log_error("api", "%s %s: %s (%s)", http_method_name(http_req_method(req)),
-                  http_req_path(req), err_text(e), err_name(e->code));
+    if (status < 500) {
+        http_reply_error(req, status, "%s", err_text(e));
+        return;
+    }
+    /* crewd's own fault: the detail (a backend's host and port, a path on disk) is for the
+     * operator's log, not for the client, who gets what happened and that it is logged. */
+    log_error("api", "%s %s: %s (%s)", http_method_name(http_req_method(req)), http_req_path(req),
+              err_text(e), err_name(e->code));
     if (status == 503)
         http_reply_header(req, "Retry-After", "1");
-    http_reply_error(req, status, "%s", err_text(e));
+    http_reply_error(req, status, "%s; the server log has the details", err_default_msg(e->code));
 }

@@ -28,7 +28,8 @@ const struct http_route *api_routes(size_t *n);
 /* The HTTP status for an ERR_* code: the one place where that mapping lives. */
 int api_status_of(int code);
 
-/* Answers with the status of e->code and {"message": err_text(e), "status"}; logs 5xx. */
+/* Answers with the status of e->code and {"message": err_text(e), "status"}. A 5xx is
+ * logged with its detail and answered with the code's generic text only. */
 void api_reply_err(struct http_req *req, const struct err *e);
 
 /* Handlers, one file per resource. */

@@ -4,6 +4,7 @@
  * before anything is stored, so the store only ever holds crews a job can run. Responses
  * redact secrets in agent configs; the store keeps them for the engine.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "api/api.h"
 #include "core/clock.h"
 #include "core/id.h"
+#include "core/json_text.h"
 #include "core/url.h"
 #include "model/crew.h"
 #include "model/plan.h"
@@ -61,13 +63,8 @@ static int build_row(struct http_req *req, const struct api_ctx *ctx, const char
     if ((r = calloc(1, sizeof *r)) == NULL)
         goto out;
     if (crew_id != NULL) {
-        if ((*def)->crew_id[0] != '\0' && strcmp((*def)->crew_id, crew_id) != 0) {
-            rc = err_set(e, ERR_INVALID,
-                         "crew_id: '%s' does not match the crew being updated ('%s'); "
-                         "leave it out or send the same id",
-                         (*def)->crew_id, crew_id);
-            goto out;
-        }
+        /* A replace keeps the crew's id (API.md), whatever id the body carries: clients of
+         * the seed send back whole definitions, with an id their own model generated. */
         memcpy(r->crew_id, crew_id, ID_UUID_LEN);
     } else if ((*def)->crew_id[0] != '\0') {
         memcpy(r->crew_id, (*def)->crew_id, ID_UUID_LEN);
@@ -83,8 +80,8 @@ static int build_row(struct http_req *req, const struct api_ctx *ctx, const char
     plan_json = plan_to_json(plan);
     if (full == NULL || plan_json == NULL)
         goto out;
-    r->definition = json_dumps(full, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
-    r->plan = json_dumps(plan_json, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    r->definition = json_dumps(full, JSON_TEXT_FLAGS);
+    r->plan = json_dumps(plan_json, JSON_TEXT_FLAGS);
     r->name = strdup((*def)->name);
     r->execution_mode = strdup(crew_mode_name((*def)->mode));
     r->description = (*def)->description ? strdup((*def)->description) : NULL;
@@ -235,8 +232,7 @@ static int crew_body(const struct store_crew *row, bool with_plan, json_t **out,
     return 0;
 }
 
-static void reply_one(struct http_req *req, const struct api_ctx *ctx, const char *ident,
-                      enum store_lookup how)
+static void reply_one(struct http_req *req, const struct api_ctx *ctx, const char *ident)
 {
     struct err e = {0};
     struct store_crew *row = NULL;
@@ -247,7 +243,8 @@ static void reply_one(struct http_req *req, const struct api_ctx *ctx, const cha
         return;
     }
     char idbuf[ID_UUID_LEN];
-    if (store_crew_get(ctx->store, canonical_ident(ident, idbuf), how, &row, &e) != 0 ||
+    if (store_crew_get(ctx->store, canonical_ident(ident, idbuf), STORE_BY_NAME_OR_ID, &row, &e) !=
+            0 ||
         crew_body(row, include != NULL, &body, &e) != 0) {
         api_reply_err(req, &e);
         goto out;
@@ -259,7 +256,7 @@ out:
 
 void api_crews_get(struct http_req *req, void *arg)
 {
-    reply_one(req, arg, http_req_param(req, 0), STORE_BY_NAME_OR_ID);
+    reply_one(req, arg, http_req_param(req, 0));
 }
 
 /* Parses a non-negative decimal query parameter within [min, max]. */
@@ -273,35 +270,30 @@ static int query_long(struct http_req *req, const char *name, long dflt, long mi
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+    /* Digits only: strtol alone would also take " 5" and "+5". */
+    if (!isdigit((unsigned char)s[0]) || errno != 0 || *end != '\0' || v < min || v > max)
         return err_set(e, ERR_INVALID, "%s: '%s' is not an integer from %ld to %ld", name, s, min,
                        max);
     *out = v;
     return 0;
 }
 
-/* The crew that ?name= or ?crew_id= selects on the collection path (the seed's way); name
- * wins when both are given. False when neither is. */
-static bool query_selector(struct http_req *req, const char **ident, enum store_lookup *how)
+/* The crew that ?name= or ?crew_id= selects on the collection path (the seed's way), or
+ * NULL. Either is looked up as an identifier, name first, then id, as the seed does: its
+ * clients send a name in crew_id, as its execute body allows. No name has UUID form, so this
+ * is never ambiguous. `name` wins when both are given. */
+static const char *query_ident(struct http_req *req)
 {
-    if ((*ident = http_req_query(req, "name")) != NULL) {
-        *how = STORE_BY_NAME;
-        return true;
-    }
-    if ((*ident = http_req_query(req, "crew_id")) != NULL) {
-        *how = STORE_BY_ID;
-        return true;
-    }
-    return false;
+    const char *name = http_req_query(req, "name");
+    return name ? name : http_req_query(req, "crew_id");
 }
 
 void api_crews_list_or_get(struct http_req *req, void *arg)
 {
     const struct api_ctx *ctx = arg;
-    const char *ident;
-    enum store_lookup how;
-    if (query_selector(req, &ident, &how)) {
-        reply_one(req, ctx, ident, how);
+    const char *ident = query_ident(req);
+    if (ident != NULL) {
+        reply_one(req, ctx, ident);
         return;
     }
     struct err e = {0};
@@ -329,13 +321,13 @@ void api_crews_list_or_get(struct http_req *req, void *arg)
     store_crew_page_cleanup(&page);
 }
 
-static void delete_one(struct http_req *req, const struct api_ctx *ctx, const char *ident,
-                       enum store_lookup how)
+static void delete_one(struct http_req *req, const struct api_ctx *ctx, const char *ident)
 {
     struct err e = {0};
     struct store_crew *row = NULL;
     char idbuf[ID_UUID_LEN];
-    if (store_crew_get(ctx->store, canonical_ident(ident, idbuf), how, &row, &e) != 0 ||
+    if (store_crew_get(ctx->store, canonical_ident(ident, idbuf), STORE_BY_NAME_OR_ID, &row, &e) !=
+            0 ||
         store_crew_delete(ctx->store, row->crew_id, &e) != 0) {
         api_reply_err(req, &e);
         goto out;
@@ -349,16 +341,15 @@ out:
 
 void api_crews_delete(struct http_req *req, void *arg)
 {
-    delete_one(req, arg, http_req_param(req, 0), STORE_BY_NAME_OR_ID);
+    delete_one(req, arg, http_req_param(req, 0));
 }
 
 void api_crews_delete_by_query(struct http_req *req, void *arg)
 {
-    const char *ident;
-    enum store_lookup how;
-    if (!query_selector(req, &ident, &how)) {
+    const char *ident = query_ident(req);
+    if (ident == NULL) {
         http_reply_error(req, 400, "name or crew_id is required (DELETE /api/v1/crew?name=X)");
         return;
     }
-    delete_one(req, arg, ident, how);
+    delete_one(req, arg, ident);
 }

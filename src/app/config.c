@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/url.h"
 #include "llm/provider.h"
 
 enum setting {
@@ -157,10 +158,22 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
         cfg->port = port;
         return set_string(&cfg->listen, value);
     }
-    case SET_STORE:
-        if (value[0] == '\0')
-            return err_set(e, ERR_INVALID, "%s: the store URL is empty", source);
+    case SET_STORE: {
+        /* The form is checked here, so that a mistyped URL is a usage error (exit 2) like any
+         * other bad option; whether the store opens is store_open's business (exit 1). */
+        bool sqlite = strncmp(value, "sqlite:", 7) == 0 && value[7] != '\0';
+        bool pg =
+            strncmp(value, "postgres://", 11) == 0 || strncmp(value, "postgresql://", 13) == 0;
+        if (!sqlite && !pg) {
+            char *shown = url_redact_secrets(value);
+            err_set(e, ERR_INVALID,
+                    "%s: '%s' is not a store URL (use sqlite:PATH or postgres://...)", source,
+                    shown ? shown : "?");
+            free(shown);
+            return ERR_INVALID;
+        }
         return set_string(&cfg->store, value);
+    }
     case SET_LOG_LEVEL:
         if (log_level_parse(value, &cfg->log_level) != 0)
             return err_set(e, ERR_INVALID,

@@ -38,12 +38,13 @@ char *url_redact_secrets(const char *url)
             rest = user + user_len; /* from the '@' */
         }
     }
-    size_t keep = strcspn(rest, "?");
+    size_t keep = strcspn(rest, "?#");
     memcpy(out + n, rest, keep);
     n += keep;
-    if (rest[keep] == '?') {
-        memcpy(out + n, "?***", 4);
-        n += 4;
+    if (rest[keep] != '\0') { /* "?query" or "#fragment": either may carry a token */
+        out[n++] = rest[keep];
+        memcpy(out + n, "***", 3);
+        n += 3;
     }
     out[n] = '\0';
     return out;

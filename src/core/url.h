@@ -17,9 +17,9 @@
 bool url_userinfo(const char *url, const char **start, size_t *len);
 
 /*
- * A copy of `url` fit to show: the password of its userinfo and its query string (where
- * keys often travel: "?key=...") replaced by "***". Returns a new string (free()), or NULL
- * when out of memory.
+ * A copy of `url` fit to show: the password of its userinfo, and its query string or
+ * fragment (where keys often travel: "?key=...", "#access_token=..."), replaced by "***". Returns a
+ * new string (free()), or NULL when out of memory.
  */
 char *url_redact_secrets(const char *url);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/json_depth.h"
+#include "core/json_text.h"
 #include "core/log.h"
 #include "core/utf8.h"
 #include "http/req_impl.h"
@@ -165,7 +166,7 @@ struct evbuffer *http_json_buffer(json_t *body)
 {
     if (body == NULL)
         return NULL;
-    char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    char *text = json_dumps(body, JSON_TEXT_FLAGS);
     json_decref(body);
     struct evbuffer *buf = text ? evbuffer_new() : NULL;
     if (buf != NULL &&

@@ -1,8 +1,9 @@
 /*
  * server.c - see server.h. The order of the checks in on_request matters: framing problems
- * (ambiguous length) first, because they make the connection itself untrustworthy; then what
- * can be judged without the route (path encoding, size, media type); then auth, so that an
- * unauthenticated client learns nothing about which routes exist; then routing.
+ * (ambiguous length) first, because they make the connection itself untrustworthy; then auth,
+ * decided on the decoded path, so that an unauthenticated client learns nothing else; then
+ * what can be judged without the route (path encoding, query, size, media type); then
+ * routing.
  */
 #include "http/server.h"
 
@@ -267,16 +268,28 @@ static const char *set_allow(struct http_req *req, unsigned allowed, char buf[12
     return buf;
 }
 
+static void add_preflight_headers(struct http_req *req)
+{
+    http_reply_header(req, "Access-Control-Allow-Methods", "GET, PUT, POST, PATCH, DELETE");
+    http_reply_header(req, "Access-Control-Allow-Headers",
+                      "Content-Type, Authorization, Idempotency-Key, Last-Event-ID");
+    http_reply_header(req, "Access-Control-Max-Age", "600");
+}
+
+/* OPTIONS on a known path: Allow, plus the CORS answer to a preflight from an allowed origin. */
 static void answer_options(struct http_req *req, unsigned allowed)
 {
     char methods[128];
     set_allow(req, allowed, methods);
-    if (req->origin != NULL && http_req_header(req, "Access-Control-Request-Method") != NULL) {
-        http_reply_header(req, "Access-Control-Allow-Methods", "GET, PUT, POST, PATCH, DELETE");
-        http_reply_header(req, "Access-Control-Allow-Headers",
-                          "Content-Type, Authorization, Idempotency-Key, Last-Event-ID");
-        http_reply_header(req, "Access-Control-Max-Age", "600");
-    }
+    if (req->origin != NULL && http_req_header(req, "Access-Control-Request-Method") != NULL)
+        add_preflight_headers(req);
+    http_reply_empty(req, 204);
+}
+
+/* An unauthenticated preflight under /api/: the same answer whatever the path. */
+static void answer_preflight(struct http_req *req)
+{
+    add_preflight_headers(req);
     http_reply_empty(req, 204);
 }
 
@@ -319,8 +332,28 @@ static void on_request(struct evhttp_request *ev, void *arg)
         http_reply_error(req, status, "%s", why);
         return;
     }
+    /* The path is decoded first because auth is decided on it; its errors wait until after
+     * auth, so that an unauthenticated client learns nothing from them. */
     why = "no such route";
     status = split_path(req, &why);
+    /* Decided on the decoded segments, the ones the router matches: a test of the raw path
+     * let "/%61pi/v1/crew" through unauthenticated. A CORS preflight carries no credentials
+     * by design: a real one (allowed Origin and Access-Control-Request-Method) gets the CORS
+     * answer without routing, so that it reveals nothing either. */
+    bool api = req->segs.n_seg > 0 && strcmp(req->segs.seg[0], "api") == 0;
+    if (api && srv->n_keys > 0) {
+        if (req->method == HTTP_OPTIONS && req->origin != NULL &&
+            http_req_header(req, "Access-Control-Request-Method") != NULL) {
+            answer_preflight(req);
+            return;
+        }
+        if (!check_auth(srv, http_req_header(req, "Authorization"))) {
+            http_reply_header(req, "WWW-Authenticate", "Bearer");
+            http_reply_error(req, 401,
+                             "missing or invalid API key (send Authorization: Bearer KEY)");
+            return;
+        }
+    }
     if (status == 0)
         status = parse_query(req, uri ? evhttp_uri_get_query(uri) : NULL, &why);
     if (status == 404) {
@@ -341,19 +374,6 @@ static void on_request(struct evhttp_request *ev, void *arg)
     if (body_len > 0 && !json_media_type(http_req_header(req, "Content-Type"))) {
         http_reply_error(req, 415, "Content-Type must be application/json (got '%s')",
                          http_req_header(req, "Content-Type"));
-        return;
-    }
-    /* Decided on the decoded segments, the ones the router matches: a test of the raw path
-     * let "/%61pi/v1/crew" through unauthenticated. A CORS preflight carries no credentials
-     * by design, so only a real one (allowed Origin and Access-Control-Request-Method) is
-     * exempt; any other OPTIONS needs the key like every /api/ request. */
-    bool api = req->segs.n_seg > 0 && strcmp(req->segs.seg[0], "api") == 0;
-    bool preflight = req->method == HTTP_OPTIONS && req->origin != NULL &&
-                     http_req_header(req, "Access-Control-Request-Method") != NULL;
-    if (api && srv->n_keys > 0 && !preflight &&
-        !check_auth(srv, http_req_header(req, "Authorization"))) {
-        http_reply_header(req, "WWW-Authenticate", "Bearer");
-        http_reply_error(req, 401, "missing or invalid API key (send Authorization: Bearer KEY)");
         return;
     }
 
@@ -406,23 +426,16 @@ void evhttp_send_error(struct evhttp_request *ev, int error, const char *reason)
     int status = error;
     switch (error) {
     case HTTP_ENTITYTOOLARGE: {
-        /* libevent uses 413 for headers and body alike; tell them apart by what was read. */
+        /* Only bodies get here (libevent reports oversized headers as malformed, below), and
+         * a malformed chunk the same way as an oversized chunked body. */
         struct evkeyvalq *in = evhttp_request_get_input_headers(ev);
-        const char *cl = in ? evhttp_find_header(in, "Content-Length") : NULL;
-        const char *te = in ? evhttp_find_header(in, "Transfer-Encoding") : NULL;
         size_t max_body = srv ? srv->max_body : HTTP_DEFAULT_MAX_BODY_BYTES;
-        size_t max_header = srv ? srv->max_header : HTTP_DEFAULT_MAX_HEADER_BYTES;
-        if (te != NULL) {
-            /* libevent reports a malformed chunk the same way as an oversized body. */
+        if (in != NULL && evhttp_find_header(in, "Transfer-Encoding") != NULL)
             snprintf(msg, sizeof msg,
                      "chunked request body over the limit of %zu bytes, or malformed chunks",
                      max_body);
-        } else if (cl != NULL && strtoull(cl, NULL, 10) > max_body) {
+        else
             snprintf(msg, sizeof msg, "request body over the limit of %zu bytes", max_body);
-        } else {
-            status = 431;
-            snprintf(msg, sizeof msg, "request headers over the limit of %zu bytes", max_header);
-        }
         break;
     }
     case HTTP_BADREQUEST:
@@ -451,6 +464,14 @@ void evhttp_send_error(struct evhttp_request *ev, int error, const char *reason)
     evhttp_clear_headers(out);
     evhttp_add_header(out, "Content-Type", "application/json");
     evhttp_add_header(out, "Connection", "close");
+    /* The CORS headers of every other reply, so that a browser client can read why. */
+    if (srv != NULL && srv->n_origins > 0) {
+        struct evkeyvalq *in = evhttp_request_get_input_headers(ev);
+        const char *origin = allowed_origin(srv, in ? evhttp_find_header(in, "Origin") : NULL);
+        if (origin != NULL)
+            evhttp_add_header(out, "Access-Control-Allow-Origin", origin);
+        evhttp_add_header(out, "Vary", "Origin");
+    }
     /* Framed explicitly: libevent neither adds Content-Length to a reply to CONNECT nor
      * closes that connection (it expects a tunnel), so the client could not tell where the
      * error ends. A HEAD gets the length without the bytes. */

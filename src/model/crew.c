@@ -174,7 +174,10 @@ static int check_label(const json_t *v, const char *path, bool forbid_slash, str
         return err_set(e, ERR_INVALID, "%s: longer than %d bytes", path, CREW_MAX_NAME_BYTES);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f)
+        /* C0, DEL, and C1 (U+0080..U+009F, encoded 0xC2 0x80..0x9F). */
+        bool c1 = c == 0xc2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 &&
+                  (unsigned char)s[i + 1] <= 0x9f;
+        if (c < 0x20 || c == 0x7f || c1)
             return err_set(e, ERR_INVALID, "%s: must not contain control characters", path);
         if (forbid_slash && c == '/')
             return err_set(e, ERR_INVALID, "%s: must not contain '/'", path);
@@ -526,6 +529,7 @@ static int parse_relations(const json_t *v, struct crew_def *def, struct err *e)
         goto out;
     }
     def->n_relations = n;
+    size_t refs = 0;
     for (size_t i = 0; i < n; i++) {
         const json_t *r = json_array_get(v, i);
         struct crew_relation *rel = &def->relations[i];
@@ -539,12 +543,21 @@ static int parse_relations(const json_t *v, struct crew_def *def, struct err *e)
         rc = check_fields(r, path, relation_fields, COUNT(relation_fields), RELATION_FIELDS, e);
         if (rc != 0)
             goto out;
+        const json_t *src = json_object_get(r, "source"), *dst = json_object_get(r, "target");
+        refs += (json_is_array(src) ? json_array_size(src) : 1) +
+                (json_is_array(dst) ? json_array_size(dst) : 1);
+        if (refs > CREW_MAX_RELATION_REFS) {
+            rc = err_set(e, ERR_INVALID,
+                         "flow_relations: more than %d agent names in all (name each edge once)",
+                         CREW_MAX_RELATION_REFS);
+            goto out;
+        }
         snprintf(path, sizeof path, "%s.source", p);
-        rc = parse_side(def, json_object_get(r, "source"), path, &rel->sources, &rel->n_sources, e);
+        rc = parse_side(def, src, path, &rel->sources, &rel->n_sources, e);
         if (rc != 0)
             goto out;
         snprintf(path, sizeof path, "%s.target", p);
-        rc = parse_side(def, json_object_get(r, "target"), path, &rel->targets, &rel->n_targets, e);
+        rc = parse_side(def, dst, path, &rel->targets, &rel->n_targets, e);
         if (rc != 0)
             goto out;
     }
@@ -568,6 +581,10 @@ static int parse_name(const json_t *v, struct crew_def *def, struct err *e)
                        "crew_id)");
     if (in_list(s, reserved_names, COUNT(reserved_names)))
         return err_set(e, ERR_INVALID, "name: '%s' is reserved (it is a path of the API)", s);
+    /* HTTP clients normalize "/api/v1/crew/.." away before sending, so such a crew could
+     * never be reached by name in a path. */
+    if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return err_set(e, ERR_INVALID, "name: '%s' cannot be used in a URL path", s);
     return dup_into(&def->name, s, e);
 }
 
@@ -872,9 +889,9 @@ static bool ends_with_ci(const char *s, const char *suffix)
 
 bool crew_config_key_is_secret(const char *key)
 {
-    static const char *const parts[] = {"password",    "passwd",     "secret",
-                                        "api_key",     "apikey",     "api-key",
-                                        "private_key", "credential", "authorization"};
+    static const char *const parts[] = {"password",      "passwd",    "secret",      "api_key",
+                                        "apikey",        "api-key",   "private_key", "credential",
+                                        "authorization", "passphrase"};
     if (key == NULL)
         return false;
     /* "api_key_env" names a variable, it does not hold the key. */
@@ -888,7 +905,8 @@ bool crew_config_key_is_secret(const char *key)
      * apiKey, x-goog-api-key) at the price of redacting a harmless key now and then; a
      * leaked secret costs more than a hidden cache_key. Not a bare "token" substring:
      * max_tokens and total_tokens only count tokens. */
-    return ends_with_ci(key, "key") || ends_with_ci(key, "token") || contains_ci(key, "bearer");
+    return ends_with_ci(key, "key") || ends_with_ci(key, "token") || contains_ci(key, "bearer") ||
+           strcasecmp(key, "auth") == 0;
 }
 
 static json_t *redact(const json_t *v)

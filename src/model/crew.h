@@ -39,6 +39,9 @@ int crew_mode_parse(const char *s, enum crew_mode *out);
 #define CREW_MAX_AGENTS 100
 #define CREW_MAX_NAME_BYTES 200
 #define CREW_MAX_RELATIONS 1000
+/* Agent names across all relations. Resolving a name scans the agents, and the definition is
+ * parsed on the loop thread: this bounds the worst 1 MiB body to a few milliseconds. */
+#define CREW_MAX_RELATION_REFS 10000
 #define CREW_MAX_PARALLEL_TASKS 1000
 #define CREW_DEFAULT_PARALLEL_TASKS 10
 
@@ -107,8 +110,9 @@ json_t *crew_def_to_json(const struct crew_def *def, const char *crew_id, const 
 
 /*
  * True for config keys whose values are secrets, case-insensitive: any key containing
- * password, passwd, secret, api_key, apikey, api-key, private_key, credential, authorization
- * or bearer, or ending in "key" or "token" (access_token, accessToken, openai_key, apiKey);
+ * password, passwd, passphrase, secret, api_key, apikey, api-key, private_key, credential,
+ * authorization or bearer, the key "auth", or any key ending in "key" or "token"
+ * (access_token, accessToken, openai_key, apiKey);
  * not keys that only count tokens (max_tokens) and not *_env keys (they name variables).
  */
 bool crew_config_key_is_secret(const char *key);

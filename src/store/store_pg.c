@@ -245,6 +245,10 @@ static int pg_ensure_conn(struct pg_store *s, struct err *e)
     if (PQstatus(s->conn) != CONNECTION_OK) {
         char line[ERR_MSG_MAX];
         pg_first_line(PQerrorMessage(s->conn), line, sizeof line);
+        /* The URL is gone by now; the password libpq holds is what must not show. */
+        const char *pw = PQpass(s->conn);
+        if (pw != NULL)
+            pg_redact(line, pw, strlen(pw));
         return err_set(e, ERR_STORE, "store: postgres: reconnect failed: %s", line);
     }
     if (PQsetClientEncoding(s->conn, "UTF8") != 0)

@@ -220,6 +220,19 @@ class TestCors(CorsCase):
                 st, hdrs, _, raw = self.srv.request("GET", "/api/v1/crew", headers=h)
                 self.assertIn("origin", header_list(hdrs.get("Vary")), raw)
 
+    def test_errors_libevent_raises_carry_cors_headers(self):
+        # A browser client must be able to read why its oversized crew was refused (413, from
+        # libevent) and why a method failed (501), like any other answer.
+        big = b'{"name":"x","pad":"' + b"a" * (2 * 1024 * 1024) + b'"}'
+        for resp in (self.srv.raw_request("PUT", "/api/v1/crew", [
+                         ("Origin", ORIGIN), ("Content-Type", "application/json"),
+                         ("Content-Length", str(len(big)))], big),
+                     self.srv.raw_request("FROB", "/api/v1/crew", [("Origin", ORIGIN)])):
+            with self.subTest(status=resp[0]):
+                self.assertIn(resp[0], (413, 501), resp[3][:300])
+                self.assertEqual(resp[1].get("Access-Control-Allow-Origin"), ORIGIN, resp[3][:300])
+                self.assertIn("origin", header_list(resp[1].get("Vary")), resp[3][:300])
+
     def test_origin_match_is_exact(self):
         for o in (ORIGIN + ".evil.example", "https://app.example", ORIGIN + ":8080"):
             with self.subTest(origin=o):
@@ -243,6 +256,20 @@ class TestCorsWithApiKeys(CorsCase):
         st, hdrs, _, raw = self.srv.request("GET", "/api/v1/crew", headers=h)
         self.assertEqual(st, 200, raw)
         self.assertEqual(hdrs.get("Access-Control-Allow-Origin"), ORIGIN)
+
+    def test_unauthenticated_preflight_reveals_no_routes(self):
+        # A preflight needs no key, so it must answer alike for routes and non-routes.
+        known = self.srv.request("OPTIONS", "/api/v1/crew", headers=PREFLIGHT)
+        unknown = self.srv.request("OPTIONS", "/api/v1/no-such-route", headers=PREFLIGHT)
+        self.assertPreflightOk(known)
+        self.assertPreflightOk(unknown)
+        self.assertEqual(known[1].get("Allow"), unknown[1].get("Allow"))
+
+    def test_auth_before_media_type(self):
+        # Without a key, nothing but the 401: not even whether the body would have been read.
+        resp = self.srv.request("PUT", "/api/v1/crew", headers={"Content-Type": "text/plain"},
+                                raw_body=b"hello")
+        self.assertJsonError(resp, 401)
 
     def test_origin_without_preflight_method_needs_key(self):
         resp = self.srv.request("OPTIONS", "/api/v1/crew", headers={"Origin": ORIGIN})
@@ -275,6 +302,19 @@ class TestCorsNotConfigured(CrewdTestCase):
         st, hdrs, _, raw = self.srv.request("GET", "/api/v1/crew", headers={"Origin": ORIGIN})
         self.assertEqual(st, 200, raw)
         self.assertIsNone(hdrs.get("Access-Control-Allow-Origin"))
+
+
+class TestCorsAnyOrigin(CorsCase):
+    CREWD_ARGS = ["--cors-origin", "*"]
+
+    def test_any_origin_is_echoed(self):
+        for o in ("http://a.example", "https://b.example:8443"):
+            with self.subTest(origin=o):
+                self.assertPreflightOk(self.srv.request(
+                    "OPTIONS", "/api/v1/crew", headers=dict(PREFLIGHT, Origin=o)), origin=o)
+                st, hdrs, _, raw = self.srv.request("GET", "/api/v1/crew", headers={"Origin": o})
+                self.assertEqual(st, 200, raw)
+                self.assertEqual(hdrs.get("Access-Control-Allow-Origin"), o)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,13 @@ class TestStoreErrors(CliCase):
             f.write(b"this is not an SQLite database, just some bytes\n" * 100)
         self.assertExit(["--listen", "127.0.0.1:0", "--store", "sqlite:" + path], 1)
 
+    def test_malformed_store_url_is_a_usage_error(self):
+        for url in ("mysql://u:Secr3t@h/db", "sqlite:", "var/crewd.db"):
+            with self.subTest(url=url):
+                out, err = self.assertExit(["--listen", "127.0.0.1:0", "--store", url], 2,
+                                           stderr_contains="is not a store URL")
+                self.assertNotIn("Secr3t", err)
+
     def test_postgres_password_with_slash_refused_without_echo(self):
         # libpq would read "u:Pa5s" as host and port and quote "Pa5s" back in its error.
         out, err = self.assertExit(["--listen", "127.0.0.1:0", "--store",
@@ -269,6 +276,9 @@ class TestPrecedence(CliCase):
         srv = self.start_crewd(args=["--config", cfg], env={"CREWD_API_KEYS": "from-env"})
         st = srv.request("GET", "/api/v1/crew", headers={"Authorization": "Bearer from-env"})[0]
         self.assertEqual(st, 200)
+        # Replaced, not merged: the config file's key no longer opens the API.
+        st = srv.request("GET", "/api/v1/crew", headers={"Authorization": "Bearer from-config"})[0]
+        self.assertEqual(st, 401)
 
     def test_command_line_default_provider(self):
         srv = self.start_crewd(args=["--default-provider", "google"])

@@ -113,6 +113,16 @@ class TestAgents(ValidationCase):
         self.refuse(crew(unique_name("llm"), agents=[agent("a", config={"llm": "skynet"})]),
                     "agents[0].config.llm")
 
+    def test_names_no_path_can_reach_are_refused(self):
+        for name in (".", ".."):
+            with self.subTest(name=name):
+                self.refuse(crew(name), "name: '%s' cannot be used in a URL path" % name)
+
+    def test_c1_control_characters_refused_in_names(self):
+        self.refuse(crew("c1\u0085x"), "name: must not contain control characters")
+        self.refuse(crew(unique_name("c1"), agents=[agent("a\u009bb")]),
+                    "agents[0].agent_id: must not contain control characters")
+
     def test_long_non_ascii_value_keeps_the_message(self):
         # Regression: quoting a value cut mid-character made the message invalid UTF-8 and
         # the answer fell back to a bare "Bad Request", losing the field and the hint.

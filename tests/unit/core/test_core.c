@@ -74,6 +74,9 @@ static void test_url_secrets(void **state)
     shown = url_redact_secrets("http://127.0.0.1:11434/v1");
     assert_string_equal(shown, "http://127.0.0.1:11434/v1");
     free(shown);
+    shown = url_redact_secrets("https://h/cb#access_token=abc");
+    assert_string_equal(shown, "https://h/cb#***");
+    free(shown);
     shown = url_redact_secrets("http://u:@h?");
     assert_string_equal(shown, "http://u:***@h?***");
     free(shown);
