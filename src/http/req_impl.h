@@ -28,7 +28,6 @@ struct http_req {
 };
 
 /* Implemented in server.c, used by request.c. */
-size_t http_server_max_body(const struct http_server *srv);
 bool http_server_cors_enabled(const struct http_server *srv);
 /* {"message": msg, "status": status} (the phrase when msg is not UTF-8); NULL when out of
  * memory. */

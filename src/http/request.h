@@ -27,8 +27,6 @@ const char *http_req_param(const struct http_req *req, size_t i);
 const char *http_req_query(const struct http_req *req, const char *name);
 /* A request header (case-insensitive name), or NULL. */
 const char *http_req_header(const struct http_req *req, const char *name);
-/* True when the request carried a non-empty body. */
-bool http_req_has_body(const struct http_req *req);
 
 /*
  * Parses the body as JSON: nesting capped (core/json_depth.h), duplicate keys and invalid

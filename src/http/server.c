@@ -65,10 +65,6 @@ static const struct http_server *libevent_error_ctx;
 static void on_accept_error(struct evconnlistener *lev, void *arg);
 static void on_accept_resume(evutil_socket_t fd, short what, void *arg);
 
-size_t http_server_max_body(const struct http_server *srv)
-{
-    return srv->max_body;
-}
 int http_server_json_max_depth(const struct http_server *srv)
 {
     return srv->json_max_depth;
