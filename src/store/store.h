@@ -5,10 +5,12 @@
  * "postgres://..." / "postgresql://..." (shared by several instances). Every backend keeps a
  * schema_version table and applies its migrations in order at open.
  *
- * This first version holds the crew registry; jobs, events and memory join it with the job
- * engine. Calls are synchronous and made from the loop thread: crew operations are single-row
- * statements on a local WAL database (tens of microseconds), which the loop can afford; the
- * job paths that write per step will batch per loop turn.
+ * It holds the crew registry and the job queue (DESIGN.md decision 2: the store is the
+ * queue): jobs are inserted pending, claimed FIFO with a lease by one instance's job manager,
+ * checkpointed step by step (decision 3), and finished. Every write of a claimed job is
+ * fenced on its lease owner, so an instance that lost a lease cannot overwrite the work of
+ * the one that took the job over. Calls are synchronous and made from the loop thread:
+ * single-row statements on a local WAL database cost tens of microseconds.
  *
  * A store is used by one thread at a time (the loop thread).
  */
@@ -51,6 +53,65 @@ enum store_lookup {
     STORE_BY_ID,
 };
 
+enum store_job_status {
+    STORE_JOB_PENDING = 0,
+    STORE_JOB_RUNNING,
+    STORE_JOB_COMPLETED,
+    STORE_JOB_FAILED,
+    STORE_JOB_CANCELLED,
+};
+
+/* "pending", "running", ...; NULL for a value outside the enum. */
+const char *store_job_status_name(enum store_job_status s);
+/* 0 and *out, or ERR_INVALID for an unknown name. */
+int store_job_status_parse(const char *name, enum store_job_status *out);
+
+/*
+ * One job row. Strings are owned by the row (store_job_free). The crew's definition and plan
+ * are snapshots taken at execute time, so that replacing or deleting the crew does not
+ * change or break jobs already accepted.
+ */
+struct store_job {
+    char job_id[ID_UUID_LEN];
+    char crew_id[ID_UUID_LEN];
+    char *crew_name;
+    enum store_job_status status;
+    char *execution_mode; /* the mode this job runs in (the request's override or the crew's) */
+    char *request;        /* JSON text: the normalized execute body (query, kwargs, ...) */
+    char *definition;     /* JSON text: the crew definition snapshot, secrets included */
+    char *plan;           /* JSON text: the compiled plan snapshot */
+    char *metadata;       /* JSON text object; "{}" when none */
+    char *result;         /* JSON text of the CrewResult; NULL until finished */
+    char *error;          /* NULL unless failed or cancelled */
+    char created_at[CLOCK_RFC3339_LEN];
+    char started_at[CLOCK_RFC3339_LEN];   /* "" until first claimed */
+    char completed_at[CLOCK_RFC3339_LEN]; /* "" until terminal */
+    long attempts; /* times the job was claimed (1 on the first run; more after recoveries) */
+};
+
+void store_job_free(struct store_job *job);
+
+/* The jobs one claim took. */
+struct store_job_batch {
+    struct store_job **items;
+    size_t n;
+};
+
+void store_job_batch_cleanup(struct store_job_batch *batch);
+
+/* One checkpoint: a finished step of a job (engine-defined key, JSON text). */
+struct store_step {
+    char *key;
+    char *data;
+};
+
+struct store_step_list {
+    struct store_step *items; /* in the order they were first written */
+    size_t n;
+};
+
+void store_step_list_cleanup(struct store_step_list *list);
+
 struct store;
 
 struct store_ops {
@@ -70,6 +131,45 @@ struct store_ops {
                      struct err *e);
     /* ERR_NOT_FOUND if no such row. */
     int (*crew_delete)(struct store *st, const char *crew_id, struct err *e);
+
+    /* Jobs. Times given as now_ms are milliseconds since the epoch (clock_now_ms()); leases
+     * are kept as such numbers, RFC 3339 texts are derived from now_ms. */
+
+    /* Inserts a job in status pending (job->status is ignored; result/error/started_at/
+     * completed_at must be empty). ERR_CONFLICT if the job_id exists. */
+    int (*job_insert)(struct store *st, const struct store_job *job, struct err *e);
+    /* ERR_NOT_FOUND ("job 'X' not found"), else *out is a new row with every field. */
+    int (*job_get)(struct store *st, const char *job_id, struct store_job **out, struct err *e);
+    /*
+     * Claims up to `max` jobs for `owner`, oldest first (insertion order): pending jobs, and
+     * running jobs whose lease expired before now_ms (their owner died). Each claimed job
+     * becomes running, leased to `owner` until now_ms + lease_ms, started_at set if it was
+     * empty, attempts + 1. The rows come back with every field. Safe against other
+     * instances claiming at the same time (no job is claimed twice).
+     */
+    int (*job_claim)(struct store *st, const char *owner, long long now_ms, long long lease_ms,
+                     size_t max, struct store_job_batch *out, struct err *e);
+    /* Extends to now_ms + lease_ms the lease of every running job held by `owner`. */
+    int (*job_renew)(struct store *st, const char *owner, long long now_ms, long long lease_ms,
+                     struct err *e);
+    /* Gives up `owner`'s leases at once (graceful shutdown): its running jobs stay running
+     * with an expired lease, so the next claim by any instance resumes them. */
+    int (*job_release)(struct store *st, const char *owner, struct err *e);
+    /* Writes (or replaces) the checkpoint `key` of a running job leased to `owner`.
+     * ERR_CONFLICT if the job is not running under that owner any more (lease lost). */
+    int (*job_step_put)(struct store *st, const char *job_id, const char *owner,
+                        const char *key, const char *data, struct err *e);
+    /* Every checkpoint of the job, in the order first written (empty list if none). */
+    int (*job_steps_get)(struct store *st, const char *job_id, struct store_step_list *out,
+                         struct err *e);
+    /* Ends a job: status (completed, failed or cancelled), result (JSON text or NULL),
+     * error (or NULL), completed_at from now_ms; the lease is cleared. When owner is not
+     * NULL the job must be running under that owner (ERR_CONFLICT otherwise); when owner
+     * is NULL the job must not be terminal yet (ERR_CONFLICT "job already <status>").
+     * ERR_NOT_FOUND if no such job. */
+    int (*job_finish)(struct store *st, const char *job_id, const char *owner,
+                      enum store_job_status status, const char *result, const char *error,
+                      long long now_ms, struct err *e);
     void (*close)(struct store *st);
 };
 
@@ -86,7 +186,7 @@ int store_open(const char *url, struct store **out, struct err *e);
 void store_close(struct store *st);
 
 /* The schema version this build migrates to. */
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 static inline int store_crew_insert(struct store *st, const struct store_crew *c, struct err *e)
 {
@@ -109,6 +209,47 @@ static inline int store_crew_list(struct store *st, long limit, long offset,
 static inline int store_crew_delete(struct store *st, const char *crew_id, struct err *e)
 {
     return st->ops->crew_delete(st, crew_id, e);
+}
+
+static inline int store_job_insert(struct store *st, const struct store_job *j, struct err *e)
+{
+    return st->ops->job_insert(st, j, e);
+}
+static inline int store_job_get(struct store *st, const char *job_id, struct store_job **out,
+                                struct err *e)
+{
+    return st->ops->job_get(st, job_id, out, e);
+}
+static inline int store_job_claim(struct store *st, const char *owner, long long now_ms,
+                                  long long lease_ms, size_t max, struct store_job_batch *out,
+                                  struct err *e)
+{
+    return st->ops->job_claim(st, owner, now_ms, lease_ms, max, out, e);
+}
+static inline int store_job_renew(struct store *st, const char *owner, long long now_ms,
+                                  long long lease_ms, struct err *e)
+{
+    return st->ops->job_renew(st, owner, now_ms, lease_ms, e);
+}
+static inline int store_job_release(struct store *st, const char *owner, struct err *e)
+{
+    return st->ops->job_release(st, owner, e);
+}
+static inline int store_job_step_put(struct store *st, const char *job_id, const char *owner,
+                                     const char *key, const char *data, struct err *e)
+{
+    return st->ops->job_step_put(st, job_id, owner, key, data, e);
+}
+static inline int store_job_steps_get(struct store *st, const char *job_id,
+                                      struct store_step_list *out, struct err *e)
+{
+    return st->ops->job_steps_get(st, job_id, out, e);
+}
+static inline int store_job_finish(struct store *st, const char *job_id, const char *owner,
+                                   enum store_job_status status, const char *result,
+                                   const char *error, long long now_ms, struct err *e)
+{
+    return st->ops->job_finish(st, job_id, owner, status, result, error, now_ms, e);
 }
 
 #endif
