@@ -2,8 +2,8 @@
  * main.c - argv, configuration, signals, the loop; nothing else.
  *
  * Start-up order: configuration (exit 2 on a bad one), the store (exit 1 if it cannot be
- * opened: nothing may be accepted that cannot be kept), the tool registry, then the HTTP
- * server. Only when the listener is bound does crewd print "listening on HOST:PORT" on
+ * opened: nothing may be accepted that cannot be kept), the tool registry, the LLM client
+ * and the job manager, then the HTTP server; claiming starts once the listener is up. Only when the listener is bound does crewd print "listening on HOST:PORT" on
  * stdout, which scripts and tests wait for. SIGTERM and SIGINT end the loop; everything is
  * then closed in reverse order, so leak checkers see a clean exit.
  */
@@ -17,6 +17,8 @@
 #include "app/config.h"
 #include "core/log.h"
 #include "http/server.h"
+#include "jobs/jobs.h"
+#include "llm/llm.h"
 #include "store/store.h"
 #include "tools/registry.h"
 
@@ -48,6 +50,8 @@ int main(int argc, char **argv)
     struct tool_registry *tools = NULL;
     struct event_base *base = NULL;
     struct http_server *server = NULL;
+    struct llm_client *llm = NULL;
+    struct jobs *jobs = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
 
     if (config_load(&cfg, argc, argv, env_get, &action, &e) != 0) {
@@ -83,7 +87,29 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    struct api_ctx ctx = {.store = store, .tools = tools, .default_provider = cfg.default_provider};
+    struct llm_client_opts llm_opts = {
+        .max_host_connections = cfg.llm_max_host_connections,
+        .default_timeout_ms = cfg.llm_timeout_ms,
+        .max_attempts = (int)cfg.llm_max_attempts,
+    };
+    if (llm_client_new(base, &llm_opts, &llm, &e) != 0) {
+        log_error("main", "%s", err_text(&e));
+        goto out;
+    }
+    struct jobs_opts jobs_opts = {
+        .max_running = cfg.max_running_jobs,
+        .lease_ms = cfg.job_lease_ms,
+        .getenv_fn = env_get,
+    };
+    if (jobs_new(base, store, llm, &jobs_opts, &jobs, &e) != 0) {
+        log_error("main", "%s", err_text(&e));
+        goto out;
+    }
+
+    struct api_ctx ctx = {.store = store,
+                          .tools = tools,
+                          .default_provider = cfg.default_provider,
+                          .jobs = jobs};
     struct http_server_opts opts = {
         .host = cfg.host,
         .port = cfg.port,
@@ -107,6 +133,8 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    jobs_start(jobs);
+
     const char *host = cfg.host;
     int v6 = strchr(host, ':') != NULL;
     printf("listening on %s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "",
@@ -126,7 +154,11 @@ out:
         event_free(sigterm);
     if (sigint != NULL)
         event_free(sigint);
+    /* Stop taking requests first, then stop the jobs (their leases are released so that the
+     * next start resumes them), then the LLM calls they had in flight. */
     http_server_free(server);
+    jobs_free(jobs);
+    llm_client_free(llm);
     if (base != NULL)
         event_base_free(base);
     tool_registry_free(tools);

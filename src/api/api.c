@@ -4,17 +4,25 @@
 #include "core/log.h"
 
 /*
- * One table for every route. The seed's paths are kept as they were (API.md section 1):
- * GET/DELETE on the collection select one crew through ?name= or ?crew_id=.
- * Execute (POST) and the job routes join this table with the job engine.
+ * One table for every route; the first match wins, so literal paths come before the
+ * `{crew}` patterns they would also match. The seed's paths are kept as they were (API.md
+ * section 1): GET/DELETE on the collection select one crew through ?name= or ?crew_id=,
+ * POST on the collection (or on a crew's path) executes, PATCH on the collection or on
+ * /job reads a job through ?job_id= or a body {"job_id"}.
  */
 static const struct http_route routes[] = {
     {HTTP_GET, "/healthz", api_health_get},
     {HTTP_GET, "/api/v1/crew", api_crews_list_or_get},
     {HTTP_PUT, "/api/v1/crew", api_crews_create},
+    {HTTP_POST, "/api/v1/crew", api_jobs_execute},
+    {HTTP_PATCH, "/api/v1/crew", api_jobs_status_by_query},
     {HTTP_DELETE, "/api/v1/crew", api_crews_delete_by_query},
+    {HTTP_POST, "/api/v1/crew/execute", api_jobs_execute},
+    {HTTP_PATCH, "/api/v1/crew/job", api_jobs_status_by_query},
+    {HTTP_GET | HTTP_PATCH, "/api/v1/crew/job/{job}", api_jobs_status},
     {HTTP_GET, "/api/v1/crew/{crew}", api_crews_get},
     {HTTP_PUT, "/api/v1/crew/{crew}", api_crews_update},
+    {HTTP_POST, "/api/v1/crew/{crew}", api_jobs_execute_crew},
     {HTTP_DELETE, "/api/v1/crew/{crew}", api_crews_delete},
 };
 

@@ -12,6 +12,7 @@
 #include "http/request.h"
 #include "http/router.h"
 
+struct jobs;
 struct store;
 struct tool_registry;
 
@@ -20,6 +21,7 @@ struct api_ctx {
     struct store *store;
     const struct tool_registry *tools;
     const char *default_provider;
+    struct jobs *jobs; /* woken after each execute; NULL: jobs wait for the next poll */
 };
 
 /* The route table (static). Handlers take a struct api_ctx * as their argument. */
@@ -40,5 +42,9 @@ void api_crews_get(struct http_req *req, void *arg);
 void api_crews_list_or_get(struct http_req *req, void *arg);
 void api_crews_delete(struct http_req *req, void *arg);
 void api_crews_delete_by_query(struct http_req *req, void *arg);
+void api_jobs_execute(struct http_req *req, void *arg);
+void api_jobs_execute_crew(struct http_req *req, void *arg);
+void api_jobs_status(struct http_req *req, void *arg);
+void api_jobs_status_by_query(struct http_req *req, void *arg);
 
 #endif

@@ -18,8 +18,37 @@ enum setting {
     SET_CORS_ORIGIN,
     SET_MAX_BODY,
     SET_DEFAULT_PROVIDER,
+    SET_MAX_RUNNING_JOBS,
+    SET_JOB_LEASE_MS,
+    SET_LLM_HOST_CONNECTIONS,
+    SET_LLM_TIMEOUT_MS,
+    SET_LLM_MAX_ATTEMPTS,
     SET_CONFIG,
 };
+
+/* The numeric settings: where each lives in struct config and its accepted range. */
+static long *numeric_slot(struct config *cfg, enum setting id, long *min, long *max)
+{
+    switch (id) {
+    case SET_MAX_RUNNING_JOBS:
+        *min = 1, *max = 1000000;
+        return &cfg->max_running_jobs;
+    case SET_JOB_LEASE_MS:
+        *min = 500, *max = 3600000;
+        return &cfg->job_lease_ms;
+    case SET_LLM_HOST_CONNECTIONS:
+        *min = 1, *max = 100000;
+        return &cfg->llm_max_host_connections;
+    case SET_LLM_TIMEOUT_MS:
+        *min = 100, *max = 3600000;
+        return &cfg->llm_timeout_ms;
+    case SET_LLM_MAX_ATTEMPTS:
+        *min = 1, *max = 20;
+        return &cfg->llm_max_attempts;
+    default:
+        return NULL;
+    }
+}
 
 /* The one table of settings: option, environment variable, file key, help. */
 static const struct {
@@ -44,6 +73,18 @@ static const struct {
      "largest request body accepted (default 1048576)"},
     {SET_DEFAULT_PROVIDER, "--default-provider", "CREWD_DEFAULT_PROVIDER", "default_provider",
      false, "LLM provider when an agent's config does not decide (default openai)"},
+    {SET_MAX_RUNNING_JOBS, "--max-running-jobs", "CREWD_MAX_RUNNING_JOBS", "max_running_jobs",
+     false, "jobs this instance runs at once; the rest wait pending (default 256)"},
+    {SET_JOB_LEASE_MS, "--job-lease-ms", "CREWD_JOB_LEASE_MS", "job_lease_ms", false,
+     "how long a claimed job stays ours without renewal; a crashed instance's jobs resume "
+     "after it (default 30000)"},
+    {SET_LLM_HOST_CONNECTIONS, "--llm-max-host-connections", "CREWD_LLM_MAX_HOST_CONNECTIONS",
+     "llm_max_host_connections", false,
+     "open connections per LLM host; more calls wait for one (default 64)"},
+    {SET_LLM_TIMEOUT_MS, "--llm-timeout-ms", "CREWD_LLM_TIMEOUT_MS", "llm_timeout_ms", false,
+     "per-attempt LLM call timeout unless an agent's config.timeout says (default 120000)"},
+    {SET_LLM_MAX_ATTEMPTS, "--llm-max-attempts", "CREWD_LLM_MAX_ATTEMPTS", "llm_max_attempts",
+     false, "attempts per LLM call on 429, 5xx and connection errors (default 3)"},
     {SET_CONFIG, "--config", NULL, NULL, false, "JSON file with any of the settings above"},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -55,9 +96,9 @@ void config_usage(FILE *out, const char *prog)
             "AgentCrew REST API.\n\noptions:\n",
             prog);
     for (size_t i = 0; i < N_SETTINGS; i++)
-        fprintf(out, "  %-20s %s%s%s\n", settings[i].option, settings[i].help,
+        fprintf(out, "  %-28s %s%s%s\n", settings[i].option, settings[i].help,
                 settings[i].env ? "; env " : "", settings[i].env ? settings[i].env : "");
-    fprintf(out, "  %-20s %s\n  %-20s %s\n", "--help", "print this text", "--version",
+    fprintf(out, "  %-28s %s\n  %-28s %s\n", "--help", "print this text", "--version",
             "print the version");
 }
 
@@ -219,10 +260,32 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
                            llm_provider_known_list());
         return set_string(&cfg->default_provider, p->name);
     }
+    case SET_MAX_RUNNING_JOBS:
+    case SET_JOB_LEASE_MS:
+    case SET_LLM_HOST_CONNECTIONS:
+    case SET_LLM_TIMEOUT_MS:
+    case SET_LLM_MAX_ATTEMPTS: {
+        long min, max, *slot = numeric_slot(cfg, id, &min, &max);
+        char *end;
+        errno = 0;
+        long v = strtol(value, &end, 10);
+        if (errno != 0 || end == value || *end != '\0' || v < min || v > max)
+            return err_set(e, ERR_INVALID, "%s: '%s' must be a number from %ld to %ld", source,
+                           value, min, max);
+        *slot = v;
+        return 0;
+    }
     case SET_CONFIG:
         return 0; /* read first, by config_load */
     }
     return err_set(e, ERR_INTERNAL, "unknown setting");
+}
+
+static bool is_numeric(enum setting id)
+{
+    struct config scratch;
+    long min, max;
+    return id == SET_MAX_BODY || numeric_slot(&scratch, id, &min, &max) != NULL;
 }
 
 static int load_file(struct config *cfg, const char *path, struct err *e)
@@ -248,10 +311,13 @@ static int load_file(struct config *cfg, const char *path, struct err *e)
         char source[512];
         snprintf(source, sizeof source, "config %s: %s", path, key);
         if (i == N_SETTINGS) {
-            rc = err_set(e, ERR_INVALID,
-                         "%s: unknown key (known: listen, store, log_level, api_keys, "
-                         "cors_origins, max_body_bytes, default_provider)",
-                         source);
+            char known[600];
+            size_t len = 0;
+            for (size_t k = 0; k < N_SETTINGS && len < sizeof known; k++)
+                if (settings[k].file_key)
+                    len += (size_t)snprintf(known + len, sizeof known - len, "%s%s",
+                                            len ? ", " : "", settings[k].file_key);
+            rc = err_set(e, ERR_INVALID, "%s: unknown key (known: %s)", source, known);
             goto out;
         }
         if (settings[i].is_list) {
@@ -280,12 +346,12 @@ static int load_file(struct config *cfg, const char *path, struct err *e)
         const char *text;
         if (json_is_string(value)) {
             text = json_string_value(value);
-        } else if (settings[i].id == SET_MAX_BODY && json_is_integer(value)) {
+        } else if (is_numeric(settings[i].id) && json_is_integer(value)) {
             snprintf(num, sizeof num, "%lld", (long long)json_integer_value(value));
             text = num;
         } else {
             rc = err_set(e, ERR_INVALID, "%s: expected a %s", source,
-                         settings[i].id == SET_MAX_BODY ? "number" : "string");
+                         is_numeric(settings[i].id) ? "number" : "string");
             goto out;
         }
         if ((rc = apply(cfg, settings[i].id, text, false, source, e)) != 0)
@@ -315,6 +381,11 @@ int config_load(struct config *cfg, int argc, char **argv, const char *(*getenv_
     *action = CONFIG_RUN;
     cfg->log_level = LOG_INFO;
     cfg->max_body_bytes = 1024 * 1024;
+    cfg->max_running_jobs = CONFIG_DEFAULT_MAX_RUNNING_JOBS;
+    cfg->job_lease_ms = CONFIG_DEFAULT_JOB_LEASE_MS;
+    cfg->llm_max_host_connections = CONFIG_DEFAULT_LLM_HOST_CONNECTIONS;
+    cfg->llm_timeout_ms = CONFIG_DEFAULT_LLM_TIMEOUT_MS;
+    cfg->llm_max_attempts = CONFIG_DEFAULT_LLM_MAX_ATTEMPTS;
     if ((rc = apply(cfg, SET_LISTEN, CONFIG_DEFAULT_LISTEN, false, "default", e)) != 0 ||
         (rc = set_string(&cfg->store, CONFIG_DEFAULT_STORE)) != 0 ||
         (rc = set_string(&cfg->default_provider, CONFIG_DEFAULT_PROVIDER)) != 0)

@@ -22,6 +22,11 @@
 #define CONFIG_DEFAULT_LISTEN "127.0.0.1:8080"
 #define CONFIG_DEFAULT_STORE "sqlite:var/crewd.db"
 #define CONFIG_DEFAULT_PROVIDER "openai"
+#define CONFIG_DEFAULT_MAX_RUNNING_JOBS 256
+#define CONFIG_DEFAULT_JOB_LEASE_MS 30000
+#define CONFIG_DEFAULT_LLM_HOST_CONNECTIONS 64
+#define CONFIG_DEFAULT_LLM_TIMEOUT_MS 120000
+#define CONFIG_DEFAULT_LLM_MAX_ATTEMPTS 3
 
 struct config {
     char *listen;  /* "HOST:PORT" as given */
@@ -35,6 +40,11 @@ struct config {
     size_t n_cors_origins;
     size_t max_body_bytes;
     char *default_provider;
+    long max_running_jobs;         /* jobs this instance runs at once */
+    long job_lease_ms;             /* lease of a claimed job (renewed every third of it) */
+    long llm_max_host_connections; /* per LLM host */
+    long llm_timeout_ms;           /* per attempt, unless an agent's config.timeout says */
+    long llm_max_attempts;         /* per LLM call, retries included */
 };
 
 enum config_action { CONFIG_RUN = 0, CONFIG_HELP, CONFIG_VERSION };

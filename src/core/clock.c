@@ -32,3 +32,34 @@ void clock_rfc3339_now(char out[CLOCK_RFC3339_LEN])
 {
     clock_rfc3339(clock_now_ms(), out);
 }
+
+int clock_parse_rfc3339(const char *s, int64_t *epoch_ms)
+{
+    int y, mo, d, h, mi, sec, ms = 0, n = 0;
+    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19)
+        return -1;
+    const char *p = s + n;
+    if (*p == '.') {
+        int digits = 0;
+        ms = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+            if (digits < 3)
+                ms = ms * 10 + (*p - '0');
+        if (digits == 0)
+            return -1;
+        for (; digits < 3; digits++)
+            ms *= 10;
+    }
+    if (p[0] != 'Z' || p[1] != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 ||
+        mi > 59 || sec > 60)
+        return -1;
+    /* Days from the civil date (Howard Hinnant's algorithm): timegm() is not in C11/POSIX. */
+    y -= mo <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = era * 146097 + doe - 719468;
+    *epoch_ms = ((days * 24 + h) * 60 + mi) * 60000 + (int64_t)sec * 1000 + ms;
+    return 0;
+}

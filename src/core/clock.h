@@ -18,4 +18,8 @@ int64_t clock_mono_ms(void);
 void clock_rfc3339(int64_t epoch_ms, char out[CLOCK_RFC3339_LEN]);
 void clock_rfc3339_now(char out[CLOCK_RFC3339_LEN]);
 
+/* Parses the form clock_rfc3339 writes ("2026-11-24T10:30:00.123Z"; the fraction is
+ * optional) back to epoch milliseconds. Returns 0, or -1 for any other text. */
+int clock_parse_rfc3339(const char *s, int64_t *epoch_ms);
+
 #endif

@@ -39,6 +39,11 @@ const char *http_req_header(const struct http_req *req, const char *name)
     return evhttp_find_header(evhttp_request_get_input_headers(req->ev), name);
 }
 
+bool http_req_has_body(const struct http_req *req)
+{
+    return evbuffer_get_length(evhttp_request_get_input_buffer(req->ev)) > 0;
+}
+
 int http_req_body_json(struct http_req *req, json_t **out, struct err *e)
 {
     *out = NULL;

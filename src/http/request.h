@@ -28,6 +28,9 @@ const char *http_req_query(const struct http_req *req, const char *name);
 /* A request header (case-insensitive name), or NULL. */
 const char *http_req_header(const struct http_req *req, const char *name);
 
+/* True when the request carries a body (of any length > 0). */
+bool http_req_has_body(const struct http_req *req);
+
 /*
  * Parses the body as JSON: nesting capped (core/json_depth.h), duplicate keys and invalid
  * UTF-8 refused, and the top level must be an object. An empty body gives ERR_INVALID

@@ -1,0 +1,85 @@
+/*
+ * crew_run.h - AgentCrew: one job's execution of a compiled plan, as a state machine on the
+ * event loop (DESIGN.md decisions 1 and 3).
+ *
+ * A run starts the agent steps its mode allows (sequential: one at a time; parallel: up to
+ * max_parallel_tasks; flow: every agent whose sources are all done; loop: the sequence, then
+ * a YES/NO condition check, pass after pass), each an LLM call through llm/llm.h. When a step
+ * finishes, its record goes to the checkpoint hook (the job manager writes it to the store)
+ * BEFORE anything that depends on it starts. A run given the checkpoints of an earlier,
+ * interrupted run replays them instead of calling the LLM again, so a resumed job repeats
+ * no finished step. When every step is done (and the optional synthesis call), the run
+ * builds the CrewResult of API.md and calls the done hook once.
+ *
+ * Step keys in the store: "agent:<index>" (sequential, parallel, flow), "loop:<pass>:<pos>",
+ * "judge:<pass>", "synthesis". Everything runs on the loop thread.
+ */
+#ifndef CREWD_ENGINE_CREW_RUN_H
+#define CREWD_ENGINE_CREW_RUN_H
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+struct plan;
+struct job_request;
+struct llm_client;
+struct store_step_list;
+
+enum crew_run_status {
+    CREW_RUN_COMPLETED = 0, /* no agent failed */
+    CREW_RUN_PARTIAL,       /* some failed or were skipped */
+    CREW_RUN_FAILED,        /* every agent failed */
+};
+
+/* "completed", "partial", "failed". */
+const char *crew_run_status_name(enum crew_run_status s);
+
+struct crew_run_hooks {
+    /* Persists a finished step (data borrowed). Nonzero (with e set) abandons the run: the
+     * lease was lost or the store failed, and nothing may be built on an unsaved step. */
+    int (*checkpoint)(void *arg, const char *key, const json_t *data, struct err *e);
+    /*
+     * The run is over. rc 0: `result` (a new reference, stolen) is the CrewResult and
+     * `status` its overall status; `error` a summary when status is FAILED, else NULL.
+     * rc != 0: the run was abandoned (e says why); result is NULL. The hook may free the
+     * run (crew_run_free); nothing touches the run after it returns.
+     */
+    void (*done)(void *arg, int rc, enum crew_run_status status, json_t *result,
+                 const char *error, const struct err *e);
+    void *arg;
+};
+
+struct crew_run_env {
+    struct event_base *base;
+    struct llm_client *llm;
+    const char *(*getenv_fn)(const char *name); /* reads API key variables */
+};
+
+struct crew_run_spec {
+    const struct plan *plan;           /* borrowed for the run's life */
+    const struct job_request *req;     /* borrowed for the run's life */
+    char *const *inline_keys;          /* per agent: config.api_key, or NULL; borrowed */
+    const struct store_step_list *done; /* checkpoints of an earlier run, or NULL; read
+                                           during crew_run_new only */
+    int64_t started_ms;                 /* the job's started_at, for total_time */
+};
+
+struct crew_run;
+
+/* Returns 0, ERR_INVALID (a stored checkpoint that does not parse), or ERR_NOMEM. */
+int crew_run_new(const struct crew_run_env *env, const struct crew_run_spec *spec,
+                 const struct crew_run_hooks *hooks, struct crew_run **out, struct err *e);
+
+/* Schedules the first steps; hooks are called later, from the loop, never from here. */
+void crew_run_start(struct crew_run *run);
+
+/* Aborts the LLM calls in flight; no hook is called afterwards. NULL-safe. */
+void crew_run_free(struct crew_run *run);
+
+/* LLM calls this run has in flight. */
+size_t crew_run_active(const struct crew_run *run);
+
+#endif

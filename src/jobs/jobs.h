@@ -1,0 +1,56 @@
+/*
+ * jobs.h - JobManager: the store is the queue (DESIGN.md decision 2).
+ *
+ * The API inserts pending jobs and calls jobs_wake(); the manager claims pending jobs from
+ * the store in FIFO order with a lease (at most max_running at once, the rest wait pending),
+ * builds a crew_run for each from the plan snapshot in the job row, checkpoints every
+ * finished step through the store (fenced on the lease), and writes the result when the run
+ * is done. Leases are renewed every third of their length; a job whose owner died (kill -9,
+ * power loss) is claimed again once its lease expires and resumes from its checkpoints.
+ * Polling every poll_ms also picks up jobs other instances inserted.
+ *
+ * Runs on the loop thread.
+ */
+#ifndef CREWD_JOBS_JOBS_H
+#define CREWD_JOBS_JOBS_H
+
+#include <event2/event.h>
+#include <stddef.h>
+
+#include "core/err.h"
+#include "core/id.h"
+
+struct store;
+struct llm_client;
+
+struct jobs_opts {
+    long max_running;   /* 0: 256 */
+    long lease_ms;      /* 0: 30000 */
+    long poll_ms;       /* idle poll for other instances' jobs and expired leases; 0: 1000 */
+    size_t claim_batch; /* jobs per claim statement; 0: 64 */
+    const char *(*getenv_fn)(const char *name); /* API key variables */
+};
+
+struct jobs;
+
+/* Returns 0, ERR_NOMEM or ERR_INTERNAL. Nothing is claimed before jobs_start. */
+int jobs_new(struct event_base *base, struct store *store, struct llm_client *llm,
+             const struct jobs_opts *opts, struct jobs **out, struct err *e);
+
+/* Starts claiming (the first claim also picks up jobs an earlier run left behind). */
+void jobs_start(struct jobs *jobs);
+
+/* A job was inserted: claim soon (coalesced into one claim per loop turn). */
+void jobs_wake(struct jobs *jobs);
+
+/* Stops: aborts the runs in flight and gives up their leases at once, so that the next
+ * start (of this or any instance) resumes them from their checkpoints. NULL-safe. */
+void jobs_free(struct jobs *jobs);
+
+/* Jobs running in this instance now. */
+size_t jobs_running(const struct jobs *jobs);
+
+/* This instance's lease owner id. */
+const char *jobs_owner(const struct jobs *jobs);
+
+#endif
