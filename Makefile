@@ -4,6 +4,7 @@
 #   make test   ASan+UBSan build (build-dev/) and every test: unit, fuzz corpora, integration
 #   make fuzz   libFuzzer targets (build-fuzz/), each run for FUZZ_SECONDS
 #   make bench  benchmark programs in bench/ (release build)
+#   make demo   crewd and the fake LLM server run the example crews in every mode
 #   make tsan   ThreadSanitizer build (build-tsan/): unit tests and the threaded benchmark
 # The configurations are the presets of CMakePresets.json.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -11,7 +12,7 @@ FUZZ_SECONDS ?= 60
 LISTEN ?= 127.0.0.1:8080
 STORE ?= sqlite:var/crewd.db
 
-.PHONY: all build run test dev fuzz bench tsan clean deps format
+.PHONY: all build run test dev fuzz bench tsan clean deps format demo
 
 all: build
 
@@ -56,6 +57,9 @@ tsan: deps
 	@cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -E integration
 	TSAN_OPTIONS=halt_on_error=1 ./build-tsan/bench_http_crews 1000 4
+
+demo: build
+	python3 scripts/demo.py build
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

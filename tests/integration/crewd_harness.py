@@ -34,6 +34,7 @@ CREWD_BIN = os.environ.get("CREWD_BIN") or os.path.normpath(
 
 START_TIMEOUT_S = 30.0   # the machine has 2 cores and may be loaded; ASan start-up is slow
 STOP_TIMEOUT_S = 30.0
+JOB_TIMEOUT_S = 60.0     # a job against the fake LLM; generous for a loaded 2-core machine
 IO_TIMEOUT_S = 30.0
 
 LISTEN_RE = re.compile(rb"listening on 127\.0\.0\.1:(\d+)\r?\n")
@@ -540,6 +541,35 @@ class Crewd:
                                  % (definition.get("name"), st, raw[:2000]))
         return js
 
+    def execute(self, body, path="/api/v1/crew/execute"):
+        """POST an execute body; asserts 202 and returns the parsed reply."""
+        st, _, js, raw = self.request("POST", path, body=body)
+        if st != 202:
+            raise AssertionError("execute: expected 202, got %s %r" % (st, raw[:2000]))
+        return js
+
+    def job(self, job_id):
+        """GET /api/v1/crew/job/{id}; asserts 200 and returns the job status body."""
+        st, _, js, raw = self.request("GET", "/api/v1/crew/job/" + job_id)
+        if st != 200:
+            raise AssertionError("job %s: expected 200, got %s %r" % (job_id, st, raw[:2000]))
+        return js
+
+    def wait_job(self, job_id, timeout=JOB_TIMEOUT_S,
+                 statuses=("completed", "failed", "cancelled")):
+        """Polls the job until its status is one of `statuses`; fails with the last body and
+        the server's log after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = self.job(job_id)
+            if last.get("status") in statuses:
+                return last
+            time.sleep(0.02)
+        raise AssertionError("job %s did not reach %s within %ss; last: %s\n%s"
+                             % (job_id, statuses, timeout, json.dumps(last)[:3000],
+                                self.describe()))
+
 
 class CrewdTestCase(unittest.TestCase):
     """One crewd per test class (setUpClass), stopped with SIGTERM when the class is done (a
@@ -592,6 +622,17 @@ class CrewdTestCase(unittest.TestCase):
             for c in ([contains] if isinstance(contains, str) else contains):
                 self.assertIn(c, js["message"], ctx)
         return js["message"]
+
+
+def wait_until(cond, timeout, what):
+    """Polls cond() until it is truthy (returning its value), or fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
 
 
 def check_clean_exit(srv):

@@ -1,0 +1,273 @@
+/*
+ * bench_jobs.c - jobs end to end: the real crewd and crewd-fakellm binaries (next to this
+ * program), a 3-agent sequential crew, N jobs submitted over HTTP with at most C running at
+ * once (--max-running-jobs C), against the fake at a given latency.
+ *
+ * Prints "jobs.<metric> <value>" lines: jobs/s and agent steps/s (from the first job's
+ * created_at to the last one's completed_at, server-side times), p50/p99 job latency (started
+ * to completed, and created to completed), crewd's peak RSS, and peak RSS growth per job in
+ * flight.
+ *
+ * Usage: bench_jobs [N [C [LATENCY_MS [STORE_DIR]]]]   (defaults 3000, 256, 0, a temp dir)
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+
+extern char **environ;
+
+struct proc {
+    pid_t pid;
+    int port;
+};
+
+static char bin_dir[4096];
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_jobs: %s\n", what);
+    exit(1);
+}
+
+/* Starts `argv` with stdout on a pipe and returns once it printed "listening on H:PORT". */
+static struct proc spawn_server(char *const argv[])
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        die("pipe");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    struct proc p = {0};
+    if (posix_spawn(&p.pid, argv[0], &fa, NULL, argv, environ) != 0)
+        die("cannot start a server (build with make bench)");
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    FILE *out = fdopen(fds[0], "r");
+    char line[256];
+    while (fgets(line, sizeof line, out) != NULL) {
+        const char *colon = strrchr(line, ':');
+        if (strncmp(line, "listening on ", 13) == 0 && colon != NULL) {
+            p.port = atoi(colon + 1);
+            break;
+        }
+    }
+    if (p.port == 0)
+        die("a server did not start");
+    /* Keep the pipe open (the servers print nothing more); closed when we exit. */
+    return p;
+}
+
+struct buf {
+    char *data;
+    size_t len;
+};
+
+static size_t on_data(char *ptr, size_t size, size_t n, void *arg)
+{
+    struct buf *b = arg;
+    char *grown = realloc(b->data, b->len + size * n + 1);
+    if (grown == NULL)
+        return 0;
+    b->data = grown;
+    memcpy(b->data + b->len, ptr, size * n);
+    b->len += size * n;
+    b->data[b->len] = '\0';
+    return size * n;
+}
+
+/* One HTTP request on a reused handle; returns the parsed body and sets *status. */
+static json_t *http(CURL *c, const char *method, int port, const char *path, const char *body,
+                    long *status)
+{
+    char url[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    struct buf b = {0};
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_HTTPGET, body == NULL ? 1L : 0L);
+    if (body == NULL)
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    if (curl_easy_perform(c) != CURLE_OK)
+        die("HTTP request failed");
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    curl_slist_free_all(h);
+    json_t *j = b.data ? json_loads(b.data, 0, NULL) : NULL;
+    free(b.data);
+    return j;
+}
+
+static long rss_kb(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, field, strlen(field)) == 0)
+            v = atol(line + strlen(field) + 1);
+    if (f)
+        fclose(f);
+    return v;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(const double *v, long n, double p)
+{
+    long i = (long)(p * (double)(n - 1) + 0.5);
+    return v[i < 0 ? 0 : i >= n ? n - 1 : i];
+}
+
+int main(int argc, char **argv)
+{
+    long n = argc > 1 ? atol(argv[1]) : 3000;
+    long conc = argc > 2 ? atol(argv[2]) : 256;
+    long latency = argc > 3 ? atol(argv[3]) : 0;
+    char tmpl[] = "/tmp/crewd-bench-XXXXXX";
+    const char *dir = argc > 4 ? argv[4] : mkdtemp(tmpl);
+    if (n <= 0 || conc <= 0 || dir == NULL)
+        die("usage: bench_jobs [N [C [LATENCY_MS [STORE_DIR]]]]");
+
+    ssize_t len = readlink("/proc/self/exe", bin_dir, sizeof bin_dir - 1);
+    if (len <= 0)
+        die("readlink /proc/self/exe");
+    bin_dir[len] = '\0';
+    *strrchr(bin_dir, '/') = '\0';
+
+    char fake_bin[4200], crewd_bin[4200], lat[32], store[4200], cap[32], conns[32];
+    snprintf(fake_bin, sizeof fake_bin, "%s/crewd-fakellm", bin_dir);
+    snprintf(crewd_bin, sizeof crewd_bin, "%s/crewd", bin_dir);
+    snprintf(lat, sizeof lat, "%ld", latency);
+    snprintf(store, sizeof store, "sqlite:%s/bench.db", dir);
+    snprintf(cap, sizeof cap, "%ld", conc);
+    snprintf(conns, sizeof conns, "%ld", conc < 64 ? 64 : conc);
+    char *fake_argv[] = {fake_bin, "--latency-ms", lat, "--log-bodies", "0", NULL};
+    struct proc fake = spawn_server(fake_argv);
+    char *crewd_argv[] = {crewd_bin,
+                          "--store",
+                          store,
+                          "--listen",
+                          "127.0.0.1:0",
+                          "--log-level",
+                          "warn",
+                          "--max-running-jobs",
+                          cap,
+                          "--llm-max-host-connections",
+                          conns,
+                          NULL};
+    struct proc crewd = spawn_server(crewd_argv);
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    CURL *c = curl_easy_init();
+    long st;
+    char body[2048];
+    snprintf(body, sizeof body,
+             "{\"name\":\"bench\",\"agents\":["
+             "{\"agent_id\":\"a\",\"config\":{\"llm\":\"openai\",\"model\":\"m\",\"base_url\":"
+             "\"http://127.0.0.1:%d/v1\"},\"system_prompt\":\"You are a.\"},"
+             "{\"agent_id\":\"b\",\"config\":{\"llm\":\"openai\",\"model\":\"m\",\"base_url\":"
+             "\"http://127.0.0.1:%d/v1\"},\"system_prompt\":\"You are b.\"},"
+             "{\"agent_id\":\"c\",\"config\":{\"llm\":\"openai\",\"model\":\"m\",\"base_url\":"
+             "\"http://127.0.0.1:%d/v1\"},\"system_prompt\":\"You are c.\"}]}",
+             fake.port, fake.port, fake.port);
+    json_decref(http(c, "PUT", crewd.port, "/api/v1/crew", body, &st));
+    if (st != 201)
+        die("crew create failed");
+    long rss_base = rss_kb(crewd.pid, "VmRSS:");
+
+    char **ids = calloc((size_t)n, sizeof *ids);
+    int64_t t0 = clock_mono_ms();
+    for (long i = 0; i < n; i++) {
+        snprintf(body, sizeof body, "{\"crew_id\":\"bench\",\"query\":\"question %ld\"}", i);
+        json_t *r = http(c, "POST", crewd.port, "/api/v1/crew/execute", body, &st);
+        if (st != 202 || r == NULL)
+            die("execute failed");
+        ids[i] = strdup(json_string_value(json_object_get(r, "job_id")));
+        json_decref(r);
+    }
+    int64_t t_submit = clock_mono_ms() - t0;
+
+    double *run_lat = calloc((size_t)n, sizeof *run_lat);
+    double *e2e_lat = calloc((size_t)n, sizeof *e2e_lat);
+    int64_t first_created = INT64_MAX, last_completed = 0;
+    long failed = 0;
+    for (long i = 0; i < n; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "/api/v1/crew/job/%s", ids[i]);
+        for (;;) {
+            json_t *j = http(c, "GET", crewd.port, path, NULL, &st);
+            const char *s = json_string_value(json_object_get(j, "status"));
+            if (s != NULL && (strcmp(s, "completed") == 0 || strcmp(s, "failed") == 0)) {
+                int64_t cr, sa, co;
+                clock_parse_rfc3339(json_string_value(json_object_get(j, "created_at")), &cr);
+                clock_parse_rfc3339(json_string_value(json_object_get(j, "started_at")), &sa);
+                clock_parse_rfc3339(json_string_value(json_object_get(j, "completed_at")), &co);
+                run_lat[i] = (double)(co - sa);
+                e2e_lat[i] = (double)(co - cr);
+                if (cr < first_created)
+                    first_created = cr;
+                if (co > last_completed)
+                    last_completed = co;
+                failed += strcmp(s, "failed") == 0;
+                json_decref(j);
+                break;
+            }
+            json_decref(j);
+            struct timespec ts = {0, 2000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    long rss_peak = rss_kb(crewd.pid, "VmHWM:");
+    double span_s = (double)(last_completed - first_created) / 1000.0;
+    qsort(run_lat, (size_t)n, sizeof *run_lat, cmp_double);
+    qsort(e2e_lat, (size_t)n, sizeof *e2e_lat, cmp_double);
+    long in_flight = conc < n ? conc : n;
+
+    printf("jobs.n %ld\njobs.concurrency %ld\njobs.llm_latency_ms %ld\n", n, conc, latency);
+    printf("jobs.failed %ld\n", failed);
+    printf("jobs.submit_per_s %.0f\n", (double)n / ((double)t_submit / 1000.0 + 1e-9));
+    printf("jobs.jobs_per_s %.1f\n", (double)n / (span_s > 0 ? span_s : 1e-3));
+    printf("jobs.agent_steps_per_s %.1f\n", 3.0 * (double)n / (span_s > 0 ? span_s : 1e-3));
+    printf("jobs.run_latency_p50_ms %.0f\njobs.run_latency_p99_ms %.0f\n", pct(run_lat, n, .5),
+           pct(run_lat, n, .99));
+    printf("jobs.e2e_latency_p50_ms %.0f\njobs.e2e_latency_p99_ms %.0f\n", pct(e2e_lat, n, .5),
+           pct(e2e_lat, n, .99));
+    printf("jobs.rss_base_kb %ld\njobs.rss_peak_kb %ld\n", rss_base, rss_peak);
+    printf("jobs.rss_per_inflight_job_kb %.1f\n",
+           (double)(rss_peak - rss_base) / (double)in_flight);
+
+    for (long i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+    free(run_lat);
+    free(e2e_lat);
+    curl_easy_cleanup(c);
+    curl_global_cleanup();
+    kill(crewd.pid, SIGTERM);
+    kill(fake.pid, SIGTERM);
+    waitpid(crewd.pid, NULL, 0);
+    waitpid(fake.pid, NULL, 0);
+    return failed == 0 ? 0 : 1;
+}

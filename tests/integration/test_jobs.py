@@ -1,0 +1,509 @@
+"""Jobs end to end: execute (202), the job status routes, and the four modes against the fake
+LLM server, asserting the exact prompts the fake received (API.md section 3) and the
+CrewResult's shape. Each class runs one crewd and one crewd-fakellm."""
+import json
+import os
+import unittest
+
+from crewd_harness import (Crewd, CrewdTestCase, PG_MODE, agent, check_clean_exit,
+                           unique_name, wait_until)
+from fakellm_harness import FakeLLM
+
+
+def fake_agent(agent_id, fake, reply=None, extra_prompt="", config=None, **kw):
+    """An agent on the fake (OpenAI-compatible base_url); `reply` pins its answer."""
+    cfg = {"llm": "openai", "model": "fake-model", "base_url": fake.base_url}
+    cfg.update(config or {})
+    prompt = "You are %s.%s" % (agent_id, extra_prompt)
+    if reply is not None:
+        prompt += " [[fake:reply=%s]]" % reply
+    return agent(agent_id, config=cfg, system_prompt=prompt, **kw)
+
+
+def user_message(req):
+    msgs = req["body"]["messages"]
+    users = [m for m in msgs if m["role"] == "user"]
+    assert len(users) == 1, msgs
+    return users[0]["content"]
+
+
+def system_message(req):
+    msgs = [m for m in req["body"]["messages"] if m["role"] == "system"]
+    return msgs[0]["content"] if msgs else None
+
+
+class FakeCase(CrewdTestCase):
+    """One fake LLM per class, started before crewd."""
+    FAKE_ARGS = []
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeLLM(cls.FAKE_ARGS)
+        cls.fake.start()
+        cls.addClassCleanup(cls.fake.stop)
+        super().setUpClass()
+
+    def requests_for(self, job_marker):
+        """The fake's log entries whose messages contain `job_marker`."""
+        return [r for r in self.fake.requests()
+                if isinstance(r.get("body"), dict) and job_marker in json.dumps(r["body"])]
+
+    def run_job(self, definition, query, **body):
+        self.srv.create(definition)
+        b = {"crew_id": definition["name"], "query": query}
+        b.update(body)
+        acc = self.srv.execute(b)
+        return acc, self.srv.wait_job(acc["job_id"])
+
+
+class TestExecuteAndStatus(FakeCase):
+    def test_accepted_body_and_status_fields(self):
+        name = unique_name()
+        d = {"name": name, "agents": [fake_agent("a", self.fake, reply="done")]}
+        created = self.srv.create(d)
+        st, hdrs, acc, raw = self.srv.request("POST", "/api/v1/crew/execute",
+                                              body={"name": name, "query": "hi"})
+        self.assertEqual(st, 202, raw)
+        for k in ("job_id", "crew_id", "status", "message", "created_at", "execution_mode"):
+            self.assertIn(k, acc)
+        self.assertEqual(acc["status"], "pending")
+        self.assertEqual(acc["message"], "Crew execution started")
+        self.assertEqual(acc["crew_id"], created["crew_id"])
+        self.assertEqual(acc["execution_mode"], "sequential")
+        self.assertRegex(acc["created_at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        job = self.srv.wait_job(acc["job_id"])
+        self.assertEqual(job["status"], "completed", job)
+        for k in ("job_id", "crew_id", "status", "elapsed_time", "created_at", "execution_mode",
+                  "metadata", "started_at", "completed_at", "result"):
+            self.assertIn(k, job)
+        self.assertIsInstance(job["elapsed_time"], float)
+        self.assertGreaterEqual(job["elapsed_time"], 0.0)
+        self.assertLessEqual(job["created_at"], job["started_at"])
+        self.assertLessEqual(job["started_at"], job["completed_at"])
+        self.assertEqual(job["result"]["output"], "done")
+
+    def test_every_status_route(self):
+        name = unique_name()
+        self.srv.create({"name": name, "agents": [fake_agent("a", self.fake, reply="ok")]})
+        job_id = self.srv.execute({"crew_id": name, "query": "q"}, path="/api/v1/crew")["job_id"]
+        self.srv.wait_job(job_id)
+        forms = [
+            ("PATCH", "/api/v1/crew/job?job_id=" + job_id, None, None),
+            ("PATCH", "/api/v1/crew/job/" + job_id, None, None),
+            ("PATCH", "/api/v1/crew?job_id=" + job_id, None, None),
+            ("PATCH", "/api/v1/crew/job", {"job_id": job_id}, None),
+            ("PATCH", "/api/v1/crew", {"job_id": job_id}, None),
+            ("GET", "/api/v1/crew/job/" + job_id, None, None),
+            ("GET", "/api/v1/crew/job/" + job_id.upper(), None, None),
+        ]
+        for method, path, body, _ in forms:
+            st, _, js, raw = self.srv.request(method, path, body=body)
+            self.assertEqual(st, 200, (method, path, raw))
+            self.assertEqual(js["job_id"], job_id)
+            self.assertEqual(js["status"], "completed")
+            self.assertEqual(js["result"]["output"], "ok")
+        # PATCH with a query string and neither body nor Content-Type (the seed's clients).
+        st, _, js, raw = self.srv.raw_request("PATCH", "/api/v1/crew/job?job_id=" + job_id)
+        self.assertEqual(st, 200, raw)
+
+    def test_status_errors(self):
+        self.assertJsonError(self.srv.request("PATCH", "/api/v1/crew/job"), 400, "job_id")
+        self.assertJsonError(self.srv.request("PATCH", "/api/v1/crew/job", body={}), 400,
+                             "job_id is required")
+        self.assertJsonError(self.srv.request("GET", "/api/v1/crew/job/nope"), 404, "not found")
+        self.assertJsonError(
+            self.srv.request("GET", "/api/v1/crew/job/2b1c8a3e-58a4-4c2e-9b8f-3f0c2e1d4a5b"),
+            404, "not found")
+        self.assertJsonError(self.srv.request("PATCH", "/api/v1/crew/job", raw_body=b"{",
+                                              headers={"Content-Type": "application/json"}), 400)
+
+    def test_execute_checks_in_order(self):
+        name = unique_name()
+        self.srv.create({"name": name, "agents": [fake_agent("a", self.fake),
+                                                  fake_agent("b", self.fake)]})
+        ex = lambda body: self.srv.request("POST", "/api/v1/crew/execute", body=body)
+        self.assertJsonError(ex({}), 400, "crew_id or name is required")
+        self.assertJsonError(ex({"query": "q"}), 400, "crew_id or name is required")
+        self.assertJsonError(ex({"crew_id": name}), 400, "query is required")
+        self.assertJsonError(ex({"crew_id": name, "query": ""}), 400, "query is required")
+        self.assertJsonError(ex({"crew_id": "no-such-crew", "query": "q"}), 404, "not found")
+        self.assertJsonError(ex({"crew_id": name, "query": "q", "execution_mode": "zigzag"}),
+                             400, "Invalid execution mode: zigzag")
+        self.assertJsonError(ex({"crew_id": name, "query": "q", "execution_mode": "loop"}),
+                             400, "condition")
+        self.assertJsonError(ex({"crew_id": name, "query": {"a": "x", "ghost": "y"}}), 400,
+                             ["ghost", "agents: a, b"])
+        self.assertJsonError(ex({"crew_id": name, "query": "q", "kwargs": []}), 400, "kwargs")
+        self.assertJsonError(ex({"crew_id": name, "query": "q", "kwargs": {"max_tokens": "x"}}),
+                             400, "kwargs.max_tokens")
+        self.assertJsonError(ex({"crew_id": name, "query": "q", "querry": 1}), 400, "querry")
+        self.assertJsonError(ex({"crew_id": name, "query": "q", "execution_mode": "loop",
+                                 "kwargs": {"condition": "c", "agent_sequence": ["zz"]}}), 400,
+                             "zz")
+        self.assertJsonError(self.srv.request("POST", "/api/v1/crew/execute"), 400, "body")
+        # A refused execute stores nothing: no job ran on the fake.
+        self.assertEqual(self.requests_for("You are a."), [])
+
+    def test_execute_on_crew_path_and_by_id(self):
+        name = unique_name()
+        created = self.srv.create({"name": name, "agents": [fake_agent("a", self.fake,
+                                                                      reply="P")]})
+        acc = self.srv.execute({"query": "q"}, path="/api/v1/crew/" + name)
+        self.assertEqual(self.srv.wait_job(acc["job_id"])["result"]["output"], "P")
+        acc = self.srv.execute({"crew_id": created["crew_id"].upper(), "query": "q"})
+        self.assertEqual(acc["crew_id"], created["crew_id"])
+        self.assertEqual(self.srv.wait_job(acc["job_id"])["status"], "completed")
+
+    def test_deleted_crew_does_not_break_its_jobs(self):
+        name = unique_name()
+        self.srv.create({"name": name, "agents": [
+            fake_agent("a", self.fake, extra_prompt=" [[fake:delay_ms=300]]"),
+            fake_agent("b", self.fake, reply="after delete")]})
+        acc = self.srv.execute({"crew_id": name, "query": "q"})
+        st, _, _, raw = self.srv.request("DELETE", "/api/v1/crew/" + name)
+        self.assertEqual(st, 200, raw)
+        job = self.srv.wait_job(acc["job_id"])
+        self.assertEqual(job["status"], "completed", job)
+        self.assertEqual(job["result"]["output"], "after delete")
+
+
+class TestSequential(FakeCase):
+    def test_prompts_and_result(self):
+        name = unique_name()
+        long_reply = "L" * 250
+        d = {"name": name, "agents": [
+            fake_agent("researcher", self.fake, reply=long_reply, name="r"),
+            fake_agent("writer", self.fake, reply="draft text"),
+            fake_agent("editor", self.fake, reply="final text")]}
+        acc, job = self.run_job(d, "Explain " + name)
+        self.assertEqual(job["status"], "completed", job)
+        res = job["result"]
+        reqs = self.requests_for("Explain " + name)
+        self.assertEqual(len(reqs), 3, reqs)
+        q = "Explain " + name
+        self.assertEqual(user_message(reqs[0]), q)
+        self.assertEqual(system_message(reqs[0]),
+                         "You are researcher. [[fake:reply=%s]]" % long_reply)
+        self.assertEqual(user_message(reqs[1]),
+                         "Original query: %s\nPrevious processing:\n- r: %s...\n\n"
+                         "Current task: %s" % (q, "L" * 200, long_reply))
+        self.assertEqual(user_message(reqs[2]),
+                         "Original query: %s\nPrevious processing:\n- r: %s...\n"
+                         "- writer: draft text...\n\nCurrent task: draft text" % (q, "L" * 200))
+        body = reqs[0]["body"]
+        self.assertEqual(body["model"], "fake-model")
+        self.assertEqual(body["max_tokens"], 4096)
+        self.assertAlmostEqual(body["temperature"], 0.1)
+
+        self.assertEqual(res["output"], "final text")
+        self.assertIsNone(res["summary"])
+        self.assertEqual(res["status"], "completed")
+        self.assertEqual(res["results"], [long_reply, "draft text", "final text"])
+        self.assertEqual(res["agent_ids"], ["r", "writer", "editor"])
+        self.assertEqual(res["response"]["writer"]["output"], "draft text")
+        self.assertEqual(res["response"]["r"]["input"], q)
+        self.assertEqual(res["errors"], {})
+        self.assertEqual(res["metadata"]["mode"], "sequential")
+        self.assertGreaterEqual(res["total_time"], 0)
+        self.assertEqual([a["agent_name"] for a in res["agents"]], ["r", "writer", "editor"])
+        self.assertEqual(res["agents"][0]["agent_id"], "researcher")
+        for a in res["agents"]:
+            self.assertEqual(a["status"], "completed")
+            self.assertEqual(a["llm_provider"], "openai")
+            self.assertEqual(a["model"], "fake-model")
+            self.assertIsNone(a["error"])
+            self.assertEqual(a["tool_calls"], [])
+            self.assertGreater(a["usage"]["total_tokens"], 0)
+            self.assertGreaterEqual(a["execution_time"], 0)
+        log = res["execution_log"]
+        self.assertEqual([e["agent_index"] for e in log], [0, 1, 2])
+        self.assertEqual(log[1]["input"], user_message(reqs[1]))
+        self.assertEqual(log[2]["full_output"], "final text")
+        self.assertTrue(all(e["success"] for e in log))
+        total = sum(a["usage"]["total_tokens"] for a in res["agents"])
+        self.assertEqual(res["usage"]["total_tokens"], total)
+        self.assertEqual(res["usage"]["llm_calls"], 3)
+        self.assertEqual(res["usage"]["prompt_tokens"] + res["usage"]["completion_tokens"],
+                         total)
+
+    def test_failed_agent_passes_its_error_on(self):
+        name = unique_name()
+        d = {"name": name, "agents": [
+            fake_agent("a", self.fake, reply="A out"),
+            fake_agent("b", self.fake, extra_prompt=" [[fake:status=400]]"),
+            fake_agent("c", self.fake, reply="C out")]}
+        _, job = self.run_job(d, "Q " + name)
+        self.assertEqual(job["status"], "completed", job)
+        res = job["result"]
+        self.assertEqual(res["status"], "partial")
+        self.assertIn("b", res["errors"])
+        self.assertIn("HTTP 400", res["errors"]["b"])
+        self.assertIn("fake error 400", res["errors"]["b"])
+        reqs = self.requests_for("Q " + name)
+        self.assertEqual(len(reqs), 3)  # a 400 is not retried
+        err = res["errors"]["b"]
+        self.assertEqual(user_message(reqs[2]),
+                         "Original query: Q %s\nPrevious processing:\n- a: A out...\n- b: %s...\n"
+                         "\nCurrent task: %s" % (name, err[:200], err))
+        self.assertEqual([a["status"] for a in res["agents"]],
+                         ["completed", "failed", "completed"])
+        self.assertEqual(res["output"], "C out")
+
+    def test_all_failed_fails_the_job(self):
+        name = unique_name()
+        d = {"name": name, "agents": [fake_agent("a", self.fake,
+                                                 extra_prompt=" [[fake:status=401]]")]}
+        _, job = self.run_job(d, "q")
+        self.assertEqual(job["status"], "failed", job)
+        self.assertEqual(job["result"]["status"], "failed")
+        self.assertIn("HTTP 401", job["error"])
+
+    def test_kwargs_reach_the_llm(self):
+        name = unique_name()
+        d = {"name": name, "agents": [
+            fake_agent("a", self.fake, reply="x", config={"temperature": 0.7, "max_tokens": 99}),
+            fake_agent("b", self.fake, reply="y")]}
+        _, job = self.run_job(d, "kw " + name)
+        reqs = self.requests_for("kw " + name)
+        self.assertAlmostEqual(reqs[0]["body"]["temperature"], 0.7)
+        self.assertEqual(reqs[0]["body"]["max_tokens"], 99)
+        _, job = self.run_job(dict(d, name=name + "-2"), "kw2 " + name,
+                              kwargs={"temperature": 0.3, "max_tokens": 50})
+        reqs = self.requests_for("kw2 " + name)
+        self.assertAlmostEqual(reqs[0]["body"]["temperature"], 0.3)
+        self.assertEqual(reqs[1]["body"]["max_tokens"], 50)
+
+
+class TestParallel(FakeCase):
+    def test_per_agent_queries_and_joined_output(self):
+        name = unique_name()
+        d = {"name": name, "execution_mode": "parallel", "agents": [
+            fake_agent("a", self.fake, reply="from a"),
+            fake_agent("b", self.fake, reply="from b", name="bee"),
+            fake_agent("c", self.fake, reply="from c")]}
+        _, job = self.run_job(d, {"a": "task A " + name, "b": "task B " + name,
+                                  "c": "task C " + name})
+        res = job["result"]
+        self.assertEqual(res["status"], "completed")
+        self.assertEqual(res["output"], "from a\n\nfrom b\n\nfrom c")
+        got = sorted(user_message(r) for r in self.requests_for(name))
+        self.assertEqual(got, ["task A " + name, "task B " + name, "task C " + name])
+        self.assertEqual(res["agent_ids"], ["a", "bee", "c"])
+
+    def test_all_results_and_string_query(self):
+        name = unique_name()
+        d = {"name": name, "execution_mode": "parallel", "agents": [
+            fake_agent("a", self.fake, reply="1"), fake_agent("b", self.fake, reply="2")]}
+        _, job = self.run_job(d, "same " + name, kwargs={"all_results": True})
+        self.assertEqual(json.loads(job["result"]["output"]), ["1", "2"])
+        self.assertEqual([user_message(r) for r in self.requests_for("same " + name)],
+                         ["same " + name] * 2)
+
+    def test_synthesis(self):
+        name = unique_name()
+        d = {"name": name, "execution_mode": "parallel", "agents": [
+            fake_agent("a", self.fake, reply="A"), fake_agent("b", self.fake, reply="B")]}
+        _, job = self.run_job(d, "syn " + name,
+                              synthesis_prompt="Merge. [[fake:reply=merged!]]")
+        res = job["result"]
+        self.assertEqual(res["output"], "merged!")
+        self.assertEqual(res["summary"], "merged!")
+        self.assertEqual(res["metadata"]["original_output"], "A\n\nB")
+        reqs = self.requests_for("syn " + name)
+        self.assertEqual(len(reqs), 3)
+        synth = [r for r in reqs if "Merge." in user_message(r)]
+        self.assertEqual(len(synth), 1)
+        self.assertEqual(user_message(synth[0]),
+                         "Merge. [[fake:reply=merged!]]\n\nOriginal query: syn %s\n\n"
+                         "Agent outputs:\n\n--- a ---\nA\n\n--- b ---\nB" % name)
+        self.assertEqual(res["usage"]["llm_calls"], 3)
+
+
+class TestParallelCap(CrewdTestCase):
+    SHARED_SERVER = False
+
+    def test_max_parallel_tasks_bounds_calls_in_flight(self):
+        fake = FakeLLM([])
+        fake.start()
+        self.addCleanup(fake.stop)
+        srv = self.start_crewd()
+        name = unique_name()
+        agents = [fake_agent("a%d" % i, fake, reply="r%d" % i,
+                             extra_prompt=" [[fake:delay_ms=150]]") for i in range(6)]
+        srv.create({"name": name, "execution_mode": "parallel", "max_parallel_tasks": 2,
+                    "agents": agents})
+        job = srv.wait_job(srv.execute({"crew_id": name, "query": "q"})["job_id"])
+        self.assertEqual(job["result"]["status"], "completed", job)
+        stats = fake.stats()
+        self.assertEqual(stats["max_in_flight"], 2, stats)
+        self.assertEqual(stats["requests"], 6)
+
+
+class TestFlow(FakeCase):
+    def test_dag_prompts(self):
+        name = unique_name()
+        d = {"name": name, "execution_mode": "flow", "agents": [
+            fake_agent("a", self.fake, reply="alpha"),
+            fake_agent("b", self.fake, reply="beta"),
+            fake_agent("c", self.fake, reply="gamma"),
+            fake_agent("d", self.fake, reply="delta")],
+            "flow_relations": [{"source": "a", "target": ["b", "c"]},
+                               {"source": ["b", "c"], "target": "d"}]}
+        _, job = self.run_job(d, "flow " + name)
+        res = job["result"]
+        self.assertEqual(res["status"], "completed", res)
+        reqs = {system_message(r).split(".")[0]: r for r in self.requests_for("flow " + name)}
+        self.assertEqual(user_message(reqs["You are a"]), "flow " + name)
+        self.assertEqual(user_message(reqs["You are b"]),
+                         "Task: flow %s\n\nContext from previous agents:\n--- From a ---\nalpha"
+                         % name)
+        self.assertEqual(user_message(reqs["You are d"]),
+                         "Task: flow %s\n\nContext from previous agents:\n--- From b ---\nbeta"
+                         "\n\n--- From c ---\ngamma" % name)
+        self.assertEqual(res["output"], "delta")
+
+    def test_not_in_waves(self):
+        # b is slow; c depends only on a, so it must start while b is still running.
+        name = unique_name()
+        d = {"name": name, "execution_mode": "flow", "agents": [
+            fake_agent("a", self.fake, reply="A"),
+            fake_agent("b", self.fake, reply="B", extra_prompt=" [[fake:delay_ms=3000]]"),
+            fake_agent("c", self.fake, reply="C"),
+            fake_agent("d", self.fake, reply="D")],
+            "flow_relations": [{"source": "a", "target": "c"},
+                               {"source": ["b", "c"], "target": "d"}]}
+        self.srv.create(d)
+        job_id = self.srv.execute({"crew_id": name, "query": "waves " + name})["job_id"]
+
+        def c_started():
+            return any(system_message(r).startswith("You are c.")
+                       for r in self.requests_for("waves " + name))
+        wait_until(c_started, 30, "agent c to start")
+        b = [r for r in self.requests_for("waves " + name)
+             if system_message(r).startswith("You are b.")]
+        self.assertEqual(len(b), 1)
+        self.assertEqual(b[0]["status"], 0, "b had already been answered: waves?")
+        job = self.srv.wait_job(job_id)
+        self.assertEqual(job["result"]["output"], "D")
+
+    def test_failure_skips_descendants(self):
+        name = unique_name()
+        d = {"name": name, "execution_mode": "flow", "agents": [
+            fake_agent("a", self.fake, reply="A"),
+            fake_agent("b", self.fake, extra_prompt=" [[fake:status=400]]"),
+            fake_agent("c", self.fake, reply="C"),
+            fake_agent("d", self.fake, reply="D"),
+            fake_agent("e", self.fake, reply="E")],
+            "flow_relations": [{"source": "a", "target": ["b", "c"]},
+                               {"source": "b", "target": "d"},
+                               {"source": "d", "target": "e"}]}
+        _, job = self.run_job(d, "skip " + name)
+        self.assertEqual(job["status"], "completed", job)
+        res = job["result"]
+        self.assertEqual(res["status"], "partial")
+        by = {a["agent_name"]: a for a in res["agents"]}
+        self.assertEqual(by["b"]["status"], "failed")
+        self.assertEqual(by["d"]["status"], "skipped")
+        self.assertEqual(by["e"]["status"], "skipped")
+        self.assertEqual(by["c"]["status"], "completed")
+        self.assertEqual(res["output"], "C")  # the final agent that completed
+        called = sorted(system_message(r)[8] for r in self.requests_for("skip " + name))
+        self.assertEqual(called, ["a", "b", "c"])
+
+
+class TestLoop(FakeCase):
+    def test_stops_on_yes(self):
+        name = unique_name()
+        d = {"name": name, "agents": [fake_agent("w", self.fake, reply="W"),
+                                      fake_agent("r", self.fake, reply="R")]}
+        cond = "short enough %s [[fake:reply_seq=NO|YES]]" % name
+        _, job = self.run_job(d, "loop " + name, execution_mode="loop",
+                              kwargs={"condition": cond, "max_iterations": 5})
+        res = job["result"]
+        self.assertEqual(res["status"], "completed", res)
+        self.assertEqual(res["metadata"]["iterations"], 2)
+        self.assertEqual(res["metadata"]["stop_reason"], "condition_met")
+        self.assertEqual(res["metadata"]["condition_answers"], ["NO", "YES"])
+        reqs = self.requests_for(name)
+        # pass 1: w, r; judge; pass 2: w, r; judge
+        self.assertEqual(len(reqs), 6, [user_message(r)[:60] for r in reqs])
+        self.assertEqual(user_message(reqs[0]), "loop " + name)
+        self.assertEqual(user_message(reqs[1]),
+                         "Original query: loop %s\nPrevious processing:\n- w: W...\n\n"
+                         "Current task: W" % name)
+        self.assertEqual(user_message(reqs[2]),
+                         "Condition: %s\n\nCurrent output:\nR\n\nDoes the current output "
+                         "satisfy the condition? Answer YES or NO." % cond)
+        self.assertEqual(system_message(reqs[2]),
+                         "You check whether a condition holds. Answer with one word: YES or NO.")
+        self.assertEqual(user_message(reqs[3]),
+                         "Original query: loop %s\nOutput of iteration 1:\nR\n\n"
+                         "Current task: improve on that output." % name)
+        self.assertEqual(res["output"], "R")
+        self.assertEqual(len(res["execution_log"]), 4)
+        self.assertEqual([e.get("iteration") for e in res["execution_log"]], [1, 1, 2, 2])
+        self.assertEqual(res["usage"]["llm_calls"], 6)
+
+    def test_max_iterations_and_sequence(self):
+        name = unique_name()
+        d = {"name": name, "agents": [fake_agent("w", self.fake, reply="W"),
+                                      fake_agent("r", self.fake, reply="R"),
+                                      fake_agent("x", self.fake, reply="X")]}
+        cond = "never %s [[fake:reply=NO]]" % name
+        _, job = self.run_job(d, "seq " + name, execution_mode="loop",
+                              kwargs={"condition": cond, "max_iterations": 3,
+                                      "agent_sequence": ["x", "w"]})
+        res = job["result"]
+        self.assertEqual(res["metadata"]["iterations"], 3)
+        self.assertEqual(res["metadata"]["stop_reason"], "max_iterations")
+        reqs = self.requests_for(name)
+        # 3 passes of 2 agents, and a check after passes 1 and 2 only.
+        self.assertEqual(len(reqs), 8)
+        self.assertEqual([a["agent_name"] for a in res["agents"]], ["w", "x"])
+        self.assertEqual(res["output"], "W")
+
+
+class TestKeysAndProviders(FakeCase):
+    CREWD_ENV = {"OPENAI_API_KEY": "sk-test-env-key"}
+
+    def test_env_key_sent_as_bearer(self):
+        name = unique_name()
+        _, job = self.run_job({"name": name, "agents": [fake_agent("a", self.fake, reply="k")]},
+                              "key " + name)
+        self.assertEqual(job["status"], "completed")
+        req = self.requests_for("key " + name)[0]
+        self.assertEqual(req["headers"].get("authorization"), "Bearer sk-test-env-key")
+        self.assertNotIn("sk-test-env-key", self.srv.stderr_text())
+
+    def test_inline_key_wins_and_is_never_returned(self):
+        name = unique_name()
+        a = fake_agent("a", self.fake, reply="k", config={"api_key": "sk-inline-secret"})
+        _, job = self.run_job({"name": name, "agents": [a]}, "inline " + name)
+        req = self.requests_for("inline " + name)[0]
+        self.assertEqual(req["headers"].get("authorization"), "Bearer sk-inline-secret")
+        self.assertNotIn("sk-inline-secret", json.dumps(job))
+        self.assertNotIn("sk-inline-secret", self.srv.stderr_text())
+
+    def test_missing_key_names_the_variable(self):
+        srv = self.start_crewd()  # no OPENAI_API_KEY in its environment
+        name = unique_name()
+        srv.create({"name": name, "agents": [agent("a", config={"model": "gpt-4o-mini"})]})
+        job = srv.wait_job(srv.execute({"crew_id": name, "query": "q"})["job_id"])
+        self.assertEqual(job["status"], "failed", job)
+        self.assertIn("OPENAI_API_KEY", job["error"])
+        self.assertIn("OPENAI_API_KEY", job["result"]["errors"]["a"])
+
+
+class TestRetries(FakeCase):
+    def test_500_twice_then_success(self):
+        name = unique_name()
+        a = fake_agent("a", self.fake, reply="finally",
+                       extra_prompt=" [[fake:fail_times=2]] [[fake:retry_after_ms=10]]")
+        _, job = self.run_job({"name": name, "agents": [a]}, "retry " + name)
+        self.assertEqual(job["status"], "completed", job)
+        self.assertEqual(job["result"]["output"], "finally")
+        self.assertEqual(len(self.requests_for("retry " + name)), 3)
+
+
+if __name__ == "__main__":
+    unittest.main()

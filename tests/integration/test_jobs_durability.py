@@ -1,0 +1,112 @@
+"""Nothing accepted is lost: kill -9 crewd while jobs run, start it again, and every job that
+got a 202 reaches a terminal state; agents that had finished are not called again (the fake
+LLM's request log is the witness). Also: the cap on running jobs, and a graceful stop that
+hands running jobs to the next start at once."""
+import json
+import unittest
+
+from crewd_harness import CrewdTestCase, check_clean_exit, unique_name, wait_until
+from fakellm_harness import FakeLLM
+from test_jobs import fake_agent, system_message
+
+LEASE_MS = 1000  # short, so that a killed instance's jobs are claimable again quickly
+
+
+class TestRecovery(CrewdTestCase):
+    SHARED_SERVER = False
+
+    def setUp(self):
+        self.fake = FakeLLM([])
+        self.fake.start()
+        self.addCleanup(self.fake.stop)
+
+    def calls_by_agent(self, marker):
+        out = {}
+        for r in self.fake.requests():
+            body = r.get("body")
+            if isinstance(body, dict) and marker in json.dumps(body):
+                who = system_message(r).split(".")[0].replace("You are ", "")
+                out.setdefault(who, []).append(r)
+        return out
+
+    def test_kill9_mid_job_resumes_without_repeating_finished_agents(self):
+        srv = self.start_crewd(args=["--job-lease-ms", str(LEASE_MS)])
+        name = unique_name()
+        srv.create({"name": name, "agents": [
+            fake_agent("first", self.fake, reply="one"),
+            fake_agent("second", self.fake, reply="two", extra_prompt=" [[fake:delay_ms=2000]]"),
+            fake_agent("third", self.fake, reply="three")]})
+        job_id = srv.execute({"crew_id": name, "query": "k9 " + name})["job_id"]
+        # Once the second agent's call has reached the fake, the first one is checkpointed.
+        wait_until(lambda: "second" in self.calls_by_agent(name), 30, "the second agent's call")
+        srv.kill9()
+        srv.start()
+        job = srv.wait_job(job_id)
+        self.assertEqual(job["status"], "completed", job)
+        res = job["result"]
+        self.assertEqual(res["output"], "three")
+        self.assertEqual(res["results"], ["one", "two", "three"])
+        calls = self.calls_by_agent(name)
+        self.assertEqual(len(calls["first"]), 1, "a finished agent was called again")
+        self.assertEqual(len(calls["second"]), 2)  # the interrupted call, then the resumed one
+        self.assertEqual(len(calls["third"]), 1)
+        self.assertEqual(res["metadata"].get("resumed_steps"), 1)
+
+    def test_kill9_with_many_jobs_loses_none(self):
+        srv = self.start_crewd(args=["--job-lease-ms", str(LEASE_MS), "--max-running-jobs", "8"])
+        name = unique_name()
+        srv.create({"name": name, "agents": [
+            fake_agent("a", self.fake, extra_prompt=" [[fake:delay_ms=100]]"),
+            fake_agent("b", self.fake, extra_prompt=" [[fake:delay_ms=100]]")]})
+        ids = [srv.execute({"crew_id": name, "query": "many %s %d" % (name, i)})["job_id"]
+               for i in range(30)]
+        wait_until(lambda: len(self.calls_by_agent(name).get("b", [])) >= 3, 30,
+                   "some jobs to reach their second agent")
+        srv.kill9()
+        srv.start()
+        for job_id in ids:
+            job = srv.wait_job(job_id)
+            self.assertEqual(job["status"], "completed", job)
+            self.assertEqual(len(job["result"]["results"]), 2)
+        # No job's first agent ran twice after it had been checkpointed: at most the calls
+        # in flight at the kill (<= 8) were repeated.
+        calls = self.calls_by_agent(name)
+        self.assertLessEqual(len(calls["a"]) + len(calls["b"]), 60 + 8)
+
+    def test_graceful_stop_hands_jobs_to_the_next_start(self):
+        # A lease far longer than the test: only the release on SIGTERM can explain a resume.
+        srv = self.start_crewd(args=["--job-lease-ms", "600000"])
+        name = unique_name()
+        srv.create({"name": name, "agents": [
+            fake_agent("a", self.fake, reply="A"),
+            fake_agent("b", self.fake, reply="B", extra_prompt=" [[fake:delay_ms=2000]]")]})
+        job_id = srv.execute({"crew_id": name, "query": "term " + name})["job_id"]
+        wait_until(lambda: "b" in self.calls_by_agent(name), 30, "agent b's call")
+        self.assertEqual(srv.stop(), 0)
+        srv.start()
+        job = srv.wait_job(job_id)
+        self.assertEqual(job["status"], "completed", job)
+        self.assertEqual(len(self.calls_by_agent(name)["a"]), 1)
+
+
+class TestRunningCap(CrewdTestCase):
+    SHARED_SERVER = False
+
+    def test_max_running_jobs(self):
+        fake = FakeLLM([])
+        fake.start()
+        self.addCleanup(fake.stop)
+        srv = self.start_crewd(args=["--max-running-jobs", "2"])
+        name = unique_name()
+        srv.create({"name": name, "agents": [
+            fake_agent("a", fake, reply="x", extra_prompt=" [[fake:delay_ms=200]]")]})
+        ids = [srv.execute({"crew_id": name, "query": "cap %d" % i})["job_id"] for i in range(6)]
+        pending_seen = any(srv.job(j)["status"] == "pending" for j in ids)
+        for j in ids:
+            self.assertEqual(srv.wait_job(j)["status"], "completed")
+        self.assertTrue(pending_seen, "with a cap of 2, some of 6 jobs must wait pending")
+        self.assertEqual(fake.stats()["max_in_flight"], 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
