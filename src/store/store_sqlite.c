@@ -46,8 +46,8 @@ static const char *const MIGRATIONS[] = {
      * Times are RFC 3339 text like the crews'; the lease deadline is epoch milliseconds, so
      * a claim compares integers. The partial indexes hold only live rows (pending, running),
      * so a claim, a renewal or a release costs the same with an empty queue or a table of a
-     * million finished jobs: a claim walks the pending jobs in seq order, and the running
-     * ones (the few in flight) in seq order checking their deadlines. job_steps.seq is the order a step was first written within its
+     * million finished jobs: a claim walks the pending jobs in seq order and reads only the
+     * running jobs whose deadline passed, not every job in flight. job_steps.seq is the order a step was first written within its
      * job (max + 1 under the write lock); a replaced step keeps it. */
     "CREATE TABLE jobs ("
     " seq INTEGER PRIMARY KEY,"
@@ -70,7 +70,7 @@ static const char *const MIGRATIONS[] = {
     " lease_expires_ms INTEGER,"
     " attempts INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX jobs_pending ON jobs(seq) WHERE status = 'pending';"
-    "CREATE INDEX jobs_running ON jobs(seq) WHERE status = 'running';"
+    "CREATE INDEX jobs_running_expiry ON jobs(lease_expires_ms) WHERE status = 'running';"
     "CREATE INDEX jobs_running_owner ON jobs(lease_owner) WHERE status = 'running';"
     "CREATE TABLE job_steps ("
     " job_id TEXT NOT NULL,"
@@ -151,9 +151,9 @@ static const char *const STMT_SQL[ST_COUNT_] = {
      * ?1 owner, ?2 now_ms, ?3 lease deadline, ?4 started_at text, ?5 max. The candidates
      * are the oldest pending jobs and the oldest running jobs whose lease expired, each
      * taken from its own partial index and limited before they are merged, so the cost
-     * does not grow with the queue. INDEXED BY pins those indexes: without statistics the
-     * planner would rather scan the whole table in rowid order for the running branch,
-     * since that order also serves ORDER BY seq. RETURNING gives no order; the caller
+     * does not grow with the queue or the jobs in flight. INDEXED BY pins those indexes:
+     * without statistics the planner would rather scan the whole table in rowid order for
+     * the running branch, since that order also serves ORDER BY seq. RETURNING gives no order; the caller
      * sorts by seq.
      */
     [ST_JOB_CLAIM] = "UPDATE jobs SET status = 'running', lease_owner = ?1,"
@@ -163,7 +163,7 @@ static const char *const STMT_SQL[ST_COUNT_] = {
                      " (SELECT seq FROM jobs INDEXED BY jobs_pending WHERE status = 'pending'"
                      " ORDER BY seq LIMIT ?5)"
                      " UNION ALL SELECT seq FROM"
-                     " (SELECT seq FROM jobs INDEXED BY jobs_running WHERE status = 'running'"
+                     " (SELECT seq FROM jobs INDEXED BY jobs_running_expiry WHERE status = 'running'"
                      " AND lease_expires_ms < ?2 ORDER BY seq LIMIT ?5)"
                      " ORDER BY 1 LIMIT ?5)"
                      " RETURNING " JOB_COLS ", seq",
