@@ -1,7 +1,7 @@
 /*
- * store.c - the backend-neutral part of store.h: picks a backend from the URL and frees the
- * rows every backend hands out. The backends themselves live in store_sqlite.c and
- * store_pg.c; nothing here knows SQL.
+ * store.c - the backend-neutral part of store.h: picks a backend from the URL, names the job
+ * statuses and frees the rows every backend hands out. The backends themselves live in
+ * store_sqlite.c and store_pg.c; nothing here knows SQL.
  */
 #include "store/store.h"
 
@@ -120,4 +120,73 @@ void store_crew_page_cleanup(struct store_crew_page *page)
     page->items = NULL;
     page->n = 0;
     page->total = 0;
+}
+
+/* The status names as stored and as the API shows them; indexed by enum store_job_status. */
+static const char *const JOB_STATUS_NAMES[] = {
+    [STORE_JOB_PENDING] = "pending",     [STORE_JOB_RUNNING] = "running",
+    [STORE_JOB_COMPLETED] = "completed", [STORE_JOB_FAILED] = "failed",
+    [STORE_JOB_CANCELLED] = "cancelled",
+};
+
+#define N_JOB_STATUS (sizeof JOB_STATUS_NAMES / sizeof JOB_STATUS_NAMES[0])
+
+const char *store_job_status_name(enum store_job_status s)
+{
+    /* The enum's underlying type may be unsigned; compare as an int so a stray negative
+     * value is rejected rather than wrapped. */
+    int i = (int)s;
+    if (i < 0 || (size_t)i >= N_JOB_STATUS)
+        return NULL;
+    return JOB_STATUS_NAMES[i];
+}
+
+int store_job_status_parse(const char *name, enum store_job_status *out)
+{
+    for (size_t i = 0; name != NULL && i < N_JOB_STATUS; i++) {
+        if (strcmp(name, JOB_STATUS_NAMES[i]) == 0) {
+            *out = (enum store_job_status)i;
+            return 0;
+        }
+    }
+    return ERR_INVALID;
+}
+
+void store_job_free(struct store_job *job)
+{
+    if (job == NULL)
+        return;
+    free(job->crew_name);
+    free(job->execution_mode);
+    free(job->request);
+    free(job->definition);
+    free(job->plan);
+    free(job->metadata);
+    free(job->result);
+    free(job->error);
+    free(job);
+}
+
+void store_job_batch_cleanup(struct store_job_batch *batch)
+{
+    if (batch == NULL)
+        return;
+    for (size_t i = 0; i < batch->n; i++)
+        store_job_free(batch->items[i]);
+    free(batch->items);
+    batch->items = NULL;
+    batch->n = 0;
+}
+
+void store_step_list_cleanup(struct store_step_list *list)
+{
+    if (list == NULL)
+        return;
+    for (size_t i = 0; i < list->n; i++) {
+        free(list->items[i].key);
+        free(list->items[i].data);
+    }
+    free(list->items);
+    list->items = NULL;
+    list->n = 0;
 }

@@ -186,7 +186,7 @@ int store_open(const char *url, struct store **out, struct err *e);
 void store_close(struct store *st);
 
 /* The schema version this build migrates to. */
-#define STORE_SCHEMA_VERSION 1 /* the jobs migration makes it 2 */
+#define STORE_SCHEMA_VERSION 2 /* 1: crews; 2: jobs and job_steps */
 
 static inline int store_crew_insert(struct store *st, const struct store_crew *c, struct err *e)
 {

@@ -59,7 +59,53 @@ static const char *const pg_migration_1[] = {
     NULL,
 };
 
-static const char *const *const pg_migrations[] = {pg_migration_1};
+/*
+ * 2: the job queue (DESIGN.md decision 2) and its checkpoints (decision 3). No foreign key to
+ * crews: a job carries snapshots of its crew and outlives it. seq is the FIFO order. The
+ * lease deadline is epoch milliseconds, so a claim compares integers given by the caller
+ * rather than the server's clock. The claim index holds only live rows and serves the
+ * claim's "pending, or running with an expired lease, ORDER BY seq" as one ordered scan:
+ * the planner proves the query's condition implies the index predicate. It visits the
+ * running jobs older than the first pending one (few: the ones in flight) and stops after
+ * `max` matches, however many jobs wait or are finished. The owner index serves renew and
+ * release. job_steps.seq is the order a step was first written; a replaced step keeps it.
+ */
+static const char *const pg_migration_2[] = {
+    "CREATE TABLE jobs ("
+    " job_id UUID NOT NULL,"
+    " seq BIGINT GENERATED ALWAYS AS IDENTITY,"
+    " crew_id UUID NOT NULL,"
+    " crew_name TEXT NOT NULL,"
+    " status TEXT NOT NULL,"
+    " execution_mode TEXT NOT NULL,"
+    " request TEXT NOT NULL,"
+    " definition TEXT NOT NULL,"
+    " plan TEXT NOT NULL,"
+    " metadata TEXT NOT NULL,"
+    " result TEXT,"
+    " error TEXT,"
+    " created_at TIMESTAMPTZ NOT NULL,"
+    " started_at TIMESTAMPTZ,"
+    " completed_at TIMESTAMPTZ,"
+    " lease_owner TEXT,"
+    " lease_expires_ms BIGINT,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " CONSTRAINT jobs_pkey PRIMARY KEY (job_id),"
+    " CONSTRAINT jobs_status_check CHECK (status IN"
+    " ('pending', 'running', 'completed', 'failed', 'cancelled')))",
+    "CREATE INDEX jobs_claim_idx ON jobs (seq) WHERE status IN ('pending', 'running')",
+    "CREATE INDEX jobs_owner_idx ON jobs (lease_owner) WHERE status = 'running'",
+    "CREATE TABLE job_steps ("
+    " job_id UUID NOT NULL,"
+    " key TEXT NOT NULL,"
+    " data TEXT NOT NULL,"
+    " seq BIGINT GENERATED ALWAYS AS IDENTITY,"
+    " created_at TIMESTAMPTZ NOT NULL DEFAULT now(),"
+    " CONSTRAINT job_steps_pkey PRIMARY KEY (job_id, key))",
+    NULL,
+};
+
+static const char *const *const pg_migrations[] = {pg_migration_1, pg_migration_2};
 
 _Static_assert(sizeof pg_migrations / sizeof pg_migrations[0] == STORE_SCHEMA_VERSION,
                "one migration per schema version");
@@ -73,6 +119,19 @@ _Static_assert(sizeof pg_migrations / sizeof pg_migrations[0] == STORE_SCHEMA_VE
     "to_char(created_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS created_rfc3339, "                   \
     "to_char(updated_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS updated_rfc3339"
 
+/* The columns every job read returns, in the order pg_row_to_job() expects. */
+#define PG_JOB_COLS                                                                                \
+    "job_id::text AS job_id, crew_id::text AS crew_id, crew_name, status, execution_mode,"        \
+    " request, definition, plan, metadata, result, error,"                                         \
+    " to_char(created_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS created_rfc3339,"                   \
+    " to_char(started_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS started_rfc3339,"                   \
+    " to_char(completed_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS completed_rfc3339, attempts"
+
+/* Shared by both finish statements: $1 job_id, $2 status, $3 result, $4 error, $5 time. */
+#define PG_FINISH_SET                                                                              \
+    "UPDATE jobs SET status = $2, result = $3, error = $4, completed_at = $5::timestamptz,"       \
+    " lease_owner = NULL, lease_expires_ms = NULL WHERE job_id = $1::uuid"
+
 enum pg_stmt {
     PG_INSERT,
     PG_UPDATE,
@@ -81,6 +140,16 @@ enum pg_stmt {
     PG_GET_BY_NAME_OR_ID,
     PG_LIST,
     PG_DELETE,
+    PG_JOB_INSERT,
+    PG_JOB_GET,
+    PG_JOB_STATUS,
+    PG_JOB_CLAIM,
+    PG_JOB_RENEW,
+    PG_JOB_RELEASE,
+    PG_STEP_PUT,
+    PG_STEPS_GET,
+    PG_JOB_FINISH_OWNED,
+    PG_JOB_FINISH_ANY,
     PG_N_STMTS,
 };
 
@@ -117,6 +186,53 @@ static const struct {
                  " LIMIT $1::bigint OFFSET $2::bigint)"
                  " c ON true ORDER BY c.k1, c.k2"},
     [PG_DELETE] = {"crewd_crew_delete", "DELETE FROM crews WHERE crew_id = $1::uuid"},
+    [PG_JOB_INSERT] = {"crewd_job_insert",
+                       "INSERT INTO jobs (job_id, crew_id, crew_name, status, execution_mode,"
+                       " request, definition, plan, metadata, created_at)"
+                       " VALUES ($1::uuid, $2::uuid, $3, 'pending', $4, $5, $6, $7, $8,"
+                       " $9::timestamptz)"},
+    [PG_JOB_GET] = {"crewd_job_get", "SELECT " PG_JOB_COLS " FROM jobs WHERE job_id = $1::uuid"},
+    [PG_JOB_STATUS] = {"crewd_job_status", "SELECT status FROM jobs WHERE job_id = $1::uuid"},
+    /*
+     * One statement: $1 owner, $2 now_ms, $3 lease deadline, $4 started_at, $5 max. SKIP
+     * LOCKED lets claimers on other instances pass each other instead of queueing on the
+     * same rows; a row another claimer updated meanwhile is re-checked (READ COMMITTED) and
+     * dropped when its new version is no longer claimable, so no job is taken twice. The
+     * CTE evaluates the locking SELECT exactly once; RETURNING has no order, hence the
+     * final sort.
+     */
+    [PG_JOB_CLAIM] = {"crewd_job_claim",
+                      "WITH picked AS (SELECT job_id FROM jobs"
+                      " WHERE status = 'pending'"
+                      " OR (status = 'running' AND lease_expires_ms < $2::bigint)"
+                      " ORDER BY seq LIMIT $5::bigint FOR UPDATE SKIP LOCKED),"
+                      " claimed AS (UPDATE jobs SET status = 'running', lease_owner = $1,"
+                      " lease_expires_ms = $3::bigint,"
+                      " started_at = COALESCE(started_at, $4::timestamptz),"
+                      " attempts = attempts + 1"
+                      " WHERE job_id IN (SELECT job_id FROM picked)"
+                      " RETURNING " PG_JOB_COLS ", seq AS claim_seq)"
+                      " SELECT * FROM claimed ORDER BY claim_seq"},
+    [PG_JOB_RENEW] = {"crewd_job_renew", "UPDATE jobs SET lease_expires_ms = $2::bigint"
+                                         " WHERE status = 'running' AND lease_owner = $1"},
+    /* The owner is cleared too, so that a late write of the instance that let go is fenced
+     * off even before another instance claims the job. */
+    [PG_JOB_RELEASE] = {"crewd_job_release",
+                        "UPDATE jobs SET lease_owner = NULL, lease_expires_ms = 0"
+                        " WHERE status = 'running' AND lease_owner = $1"},
+    /* FOR SHARE makes the fence exact: a claim of this job in flight is waited for, and
+     * the row is re-checked against its new owner before anything is written. */
+    [PG_STEP_PUT] = {"crewd_step_put",
+                     "INSERT INTO job_steps (job_id, key, data)"
+                     " SELECT job_id, $3, $4 FROM jobs WHERE job_id = $1::uuid"
+                     " AND status = 'running' AND lease_owner = $2 FOR SHARE"
+                     " ON CONFLICT (job_id, key) DO UPDATE SET data = EXCLUDED.data"},
+    [PG_STEPS_GET] = {"crewd_steps_get",
+                      "SELECT key, data FROM job_steps WHERE job_id = $1::uuid ORDER BY seq"},
+    [PG_JOB_FINISH_OWNED] = {"crewd_job_finish_owned",
+                             PG_FINISH_SET " AND status = 'running' AND lease_owner = $6"},
+    [PG_JOB_FINISH_ANY] = {"crewd_job_finish_any",
+                           PG_FINISH_SET " AND status IN ('pending', 'running')"},
 };
 
 /* ---- errors ---------------------------------------------------------------------------- */
@@ -585,6 +701,348 @@ out:
     return rc;
 }
 
+/* ---- jobs ------------------------------------------------------------------------------ */
+
+/* The checks the NOT NULL constraints and UUID casts would make, and the contract's "must
+ * be empty", with messages a caller can act on. */
+static int pg_job_check(const struct store_job *j, struct err *e)
+{
+    if (j == NULL)
+        return err_set(e, ERR_INVALID, "store: no job given");
+    if (!id_is_uuid(j->job_id))
+        return err_set(e, ERR_INVALID, "job_id: '%s' is not a UUID", j->job_id);
+    if (!id_is_uuid(j->crew_id))
+        return err_set(e, ERR_INVALID, "crew_id: '%s' is not a UUID", j->crew_id);
+    if (j->crew_name == NULL || j->execution_mode == NULL)
+        return err_set(e, ERR_INVALID, "store: crew_name and execution_mode are required");
+    if (j->request == NULL || j->definition == NULL || j->plan == NULL)
+        return err_set(e, ERR_INVALID, "store: request, definition and plan are required");
+    if (j->created_at[0] == '\0')
+        return err_set(e, ERR_INVALID, "store: created_at is required");
+    if (j->result != NULL || j->error != NULL || j->started_at[0] != '\0' ||
+        j->completed_at[0] != '\0')
+        return err_set(e, ERR_INVALID,
+                       "store: a new job has no result, error, started_at or completed_at");
+    return 0;
+}
+
+static int pg_job_insert(struct store *st, const struct store_job *job, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    int rc = pg_job_check(job, e);
+    if (rc != 0 || (rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    const char *params[9] = {job->job_id,    job->crew_id,    job->crew_name,
+                             job->execution_mode, job->request, job->definition,
+                             job->plan,      job->metadata ? job->metadata : "{}",
+                             job->created_at};
+    res = PQexecPrepared(s->conn, pg_stmts[PG_JOB_INSERT].name, 9, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        if (state != NULL && strcmp(state, "23505") == 0)
+            rc = err_set(e, ERR_CONFLICT, "job_id: a job with id '%s' already exists",
+                         job->job_id);
+        else
+            rc = pg_fail(s, res, "insert job", e);
+    }
+out:
+    PQclear(res);
+    return rc;
+}
+
+/* Builds a job from row `row` of a PG_JOB_COLS result. */
+static int pg_row_to_job(const PGresult *res, int row, struct store_job **out, struct err *e)
+{
+    int rc = 0;
+    struct store_job *j = calloc(1, sizeof *j);
+    *out = NULL;
+    if (j == NULL) {
+        rc = err_set(e, ERR_NOMEM, "store: out of memory");
+        goto out;
+    }
+    if (store_job_status_parse(PQgetvalue(res, row, 3), &j->status) != 0 ||
+        pg_copy_fixed(res, row, 0, j->job_id, sizeof j->job_id) != 0 ||
+        pg_copy_fixed(res, row, 1, j->crew_id, sizeof j->crew_id) != 0 ||
+        pg_copy_fixed(res, row, 11, j->created_at, sizeof j->created_at) != 0 ||
+        pg_copy_fixed(res, row, 12, j->started_at, sizeof j->started_at) != 0 ||
+        pg_copy_fixed(res, row, 13, j->completed_at, sizeof j->completed_at) != 0) {
+        rc = err_set(e, ERR_STORE, "store: postgres: unexpected job status, id or timestamp");
+        goto out;
+    }
+    if (pg_dup_field(res, row, 2, &j->crew_name) != 0 ||
+        pg_dup_field(res, row, 4, &j->execution_mode) != 0 ||
+        pg_dup_field(res, row, 5, &j->request) != 0 ||
+        pg_dup_field(res, row, 6, &j->definition) != 0 ||
+        pg_dup_field(res, row, 7, &j->plan) != 0 ||
+        pg_dup_field(res, row, 8, &j->metadata) != 0 ||
+        pg_dup_field(res, row, 9, &j->result) != 0 ||
+        pg_dup_field(res, row, 10, &j->error) != 0) {
+        rc = err_set(e, ERR_NOMEM, "store: out of memory");
+        goto out;
+    }
+    j->attempts = strtol(PQgetvalue(res, row, 14), NULL, 10);
+    *out = j;
+    j = NULL;
+out:
+    store_job_free(j);
+    return rc;
+}
+
+static int pg_job_get(struct store *st, const char *job_id, struct store_job **out,
+                      struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    *out = NULL;
+    int rc = pg_ensure_conn(s, e);
+    if (rc != 0)
+        goto out;
+    /* No row can have an id that is not a UUID; never let one reach the ::uuid cast. */
+    if (job_id == NULL || !id_is_uuid(job_id)) {
+        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id ? job_id : "");
+        goto out;
+    }
+    const char *params[1] = {job_id};
+    res = PQexecPrepared(s->conn, pg_stmts[PG_JOB_GET].name, 1, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = pg_fail(s, res, "get job", e);
+        goto out;
+    }
+    if (PQntuples(res) == 0) {
+        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+        goto out;
+    }
+    rc = pg_row_to_job(res, 0, out, e);
+out:
+    PQclear(res);
+    return rc;
+}
+
+static int pg_job_claim(struct store *st, const char *owner, long long now_ms,
+                        long long lease_ms, size_t max, struct store_job_batch *out,
+                        struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    struct store_job_batch batch = {0};
+    *out = batch;
+    int rc = 0;
+    if (owner == NULL || owner[0] == '\0' || lease_ms <= 0) {
+        rc = err_set(e, ERR_INVALID, "store: a claim needs an owner and a positive lease");
+        goto out;
+    }
+    if (max == 0)
+        goto out;
+    if ((rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    char now_s[24], deadline_s[24], max_s[24], started[CLOCK_RFC3339_LEN];
+    snprintf(now_s, sizeof now_s, "%lld", now_ms);
+    snprintf(deadline_s, sizeof deadline_s, "%lld", now_ms + lease_ms);
+    snprintf(max_s, sizeof max_s, "%zu", max);
+    clock_rfc3339(now_ms, started);
+    const char *params[5] = {owner, now_s, deadline_s, started, max_s};
+    res = PQexecPrepared(s->conn, pg_stmts[PG_JOB_CLAIM].name, 5, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = pg_fail(s, res, "claim jobs", e);
+        goto out;
+    }
+    int n_rows = PQntuples(res);
+    if (n_rows == 0)
+        goto out;
+    batch.items = calloc((size_t)n_rows, sizeof *batch.items);
+    if (batch.items == NULL) {
+        /* Committed: the jobs come back on a claim once the lease expires. */
+        rc = err_set(e, ERR_NOMEM, "store: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n_rows; i++) {
+        if ((rc = pg_row_to_job(res, i, &batch.items[i], e)) != 0)
+            goto out;
+        batch.n++;
+    }
+    *out = batch;
+    batch = (struct store_job_batch){0};
+out:
+    store_job_batch_cleanup(&batch);
+    PQclear(res);
+    return rc;
+}
+
+/* Runs a statement whose parameters are all given and that returns no rows. */
+static int pg_command(struct pg_store *s, enum pg_stmt stmt, int n_params, const char **params,
+                      const char *what, PGresult **res_out, struct err *e)
+{
+    PGresult *res = PQexecPrepared(s->conn, pg_stmts[stmt].name, n_params, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = pg_fail(s, res, what, e);
+    if (rc == 0 && res_out != NULL) {
+        *res_out = res;
+        res = NULL;
+    }
+    PQclear(res);
+    return rc;
+}
+
+static int pg_job_renew(struct store *st, const char *owner, long long now_ms, long long lease_ms,
+                        struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    if (owner == NULL || owner[0] == '\0' || lease_ms <= 0)
+        return err_set(e, ERR_INVALID, "store: a renewal needs an owner and a positive lease");
+    int rc = pg_ensure_conn(s, e);
+    if (rc != 0)
+        return rc;
+    char deadline_s[24];
+    snprintf(deadline_s, sizeof deadline_s, "%lld", now_ms + lease_ms);
+    const char *params[2] = {owner, deadline_s};
+    return pg_command(s, PG_JOB_RENEW, 2, params, "renew leases", NULL, e);
+}
+
+static int pg_job_release(struct store *st, const char *owner, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    if (owner == NULL || owner[0] == '\0')
+        return err_set(e, ERR_INVALID, "store: no lease owner given");
+    int rc = pg_ensure_conn(s, e);
+    if (rc != 0)
+        return rc;
+    const char *params[1] = {owner};
+    return pg_command(s, PG_JOB_RELEASE, 1, params, "release leases", NULL, e);
+}
+
+/*
+ * Explains a fenced write that changed nothing: ERR_NOT_FOUND when the job does not exist,
+ * else ERR_CONFLICT, saying that the lease is lost (`owned`: the write named an owner) or
+ * which terminal status the job already has.
+ */
+static int pg_fence_fail(struct pg_store *s, const char *job_id, bool owned, struct err *e)
+{
+    const char *params[1] = {job_id};
+    PGresult *res =
+        PQexecPrepared(s->conn, pg_stmts[PG_JOB_STATUS].name, 1, params, NULL, NULL, 0);
+    int rc;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        rc = pg_fail(s, res, "read job status", e);
+    else if (PQntuples(res) == 0)
+        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+    else if (owned)
+        rc = err_set(e, ERR_CONFLICT, "job '%s' is no longer leased to this instance", job_id);
+    else
+        rc = err_set(e, ERR_CONFLICT, "job already %s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return rc;
+}
+
+static int pg_job_step_put(struct store *st, const char *job_id, const char *owner,
+                           const char *key, const char *data, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    int rc = 0;
+    if (job_id == NULL || owner == NULL || key == NULL || data == NULL) {
+        rc = err_set(e, ERR_INVALID, "store: job_id, owner, key and data are required");
+        goto out;
+    }
+    if ((rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    if (!id_is_uuid(job_id)) {
+        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+        goto out;
+    }
+    const char *params[4] = {job_id, owner, key, data};
+    if ((rc = pg_command(s, PG_STEP_PUT, 4, params, "put step", &res, e)) != 0)
+        goto out;
+    if (strcmp(PQcmdTuples(res), "0") == 0)
+        rc = pg_fence_fail(s, job_id, true, e);
+out:
+    PQclear(res);
+    return rc;
+}
+
+static int pg_job_steps_get(struct store *st, const char *job_id, struct store_step_list *out,
+                            struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    struct store_step_list list = {0};
+    *out = list;
+    int rc = 0;
+    if (job_id == NULL) {
+        rc = err_set(e, ERR_INVALID, "store: no job_id given");
+        goto out;
+    }
+    if ((rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    if (!id_is_uuid(job_id))
+        goto out; /* no such job, so no steps */
+    const char *params[1] = {job_id};
+    res = PQexecPrepared(s->conn, pg_stmts[PG_STEPS_GET].name, 1, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = pg_fail(s, res, "get steps", e);
+        goto out;
+    }
+    int n_rows = PQntuples(res);
+    if (n_rows == 0)
+        goto out;
+    list.items = calloc((size_t)n_rows, sizeof *list.items);
+    if (list.items == NULL) {
+        rc = err_set(e, ERR_NOMEM, "store: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n_rows; i++) {
+        struct store_step *step = &list.items[i];
+        list.n++; /* counted first, so that cleanup frees a half-copied step */
+        if (pg_dup_field(res, i, 0, &step->key) != 0 || pg_dup_field(res, i, 1, &step->data) != 0) {
+            rc = err_set(e, ERR_NOMEM, "store: out of memory");
+            goto out;
+        }
+    }
+    *out = list;
+    list = (struct store_step_list){0};
+out:
+    store_step_list_cleanup(&list);
+    PQclear(res);
+    return rc;
+}
+
+static int pg_job_finish(struct store *st, const char *job_id, const char *owner,
+                         enum store_job_status status, const char *result, const char *error,
+                         long long now_ms, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    int rc = 0;
+    if (job_id == NULL) {
+        rc = err_set(e, ERR_INVALID, "store: no job_id given");
+        goto out;
+    }
+    if (status != STORE_JOB_COMPLETED && status != STORE_JOB_FAILED &&
+        status != STORE_JOB_CANCELLED) {
+        rc = err_set(e, ERR_INVALID, "store: a job finishes completed, failed or cancelled");
+        goto out;
+    }
+    if ((rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    if (!id_is_uuid(job_id)) {
+        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+        goto out;
+    }
+    char completed[CLOCK_RFC3339_LEN];
+    clock_rfc3339(now_ms, completed);
+    const char *params[6] = {job_id, store_job_status_name(status), result, error, completed,
+                             owner};
+    enum pg_stmt stmt = owner ? PG_JOB_FINISH_OWNED : PG_JOB_FINISH_ANY;
+    if ((rc = pg_command(s, stmt, owner ? 6 : 5, params, "finish job", &res, e)) != 0)
+        goto out;
+    if (strcmp(PQcmdTuples(res), "0") == 0)
+        rc = pg_fence_fail(s, job_id, owner != NULL, e);
+out:
+    PQclear(res);
+    return rc;
+}
+
 static void pg_close(struct store *st)
 {
     struct pg_store *s = (struct pg_store *)st;
@@ -601,6 +1059,14 @@ static const struct store_ops pg_ops = {
     .crew_get = pg_crew_get,
     .crew_list = pg_crew_list,
     .crew_delete = pg_crew_delete,
+    .job_insert = pg_job_insert,
+    .job_get = pg_job_get,
+    .job_claim = pg_job_claim,
+    .job_renew = pg_job_renew,
+    .job_release = pg_job_release,
+    .job_step_put = pg_job_step_put,
+    .job_steps_get = pg_job_steps_get,
+    .job_finish = pg_job_finish,
     .close = pg_close,
 };
 

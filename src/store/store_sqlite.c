@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <sqlite3.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -38,6 +39,46 @@ static const char *const MIGRATIONS[] = {
     " created_at TEXT NOT NULL,"
     " updated_at TEXT NOT NULL);"
     "CREATE INDEX crews_created ON crews(created_at);",
+    /* 2: the job queue (DESIGN.md decision 2) and its checkpoints (decision 3).
+     * seq is the rowid: a new row gets max(seq) + 1, so it is above every job still in the
+     * table, which is all FIFO needs (AUTOINCREMENT would cost a sqlite_sequence write per
+     * insert). No foreign key to crews: a job carries snapshots of its crew and outlives it.
+     * Times are RFC 3339 text like the crews'; the lease deadline is epoch milliseconds, so
+     * a claim compares integers. The partial indexes hold only live rows (pending, running),
+     * so a claim, a renewal or a release costs the same with an empty queue or a table of a
+     * million finished jobs: a claim walks the pending jobs in seq order and reads only the
+     * running jobs whose deadline passed, not every job in flight. job_steps.seq is the order a step was first written within its
+     * job (max + 1 under the write lock); a replaced step keeps it. */
+    "CREATE TABLE jobs ("
+    " seq INTEGER PRIMARY KEY,"
+    " job_id TEXT NOT NULL UNIQUE,"
+    " crew_id TEXT NOT NULL,"
+    " crew_name TEXT NOT NULL,"
+    " status TEXT NOT NULL CHECK (status IN"
+    " ('pending', 'running', 'completed', 'failed', 'cancelled')),"
+    " execution_mode TEXT NOT NULL,"
+    " request TEXT NOT NULL,"
+    " definition TEXT NOT NULL,"
+    " plan TEXT NOT NULL,"
+    " metadata TEXT NOT NULL,"
+    " result TEXT,"
+    " error TEXT,"
+    " created_at TEXT NOT NULL,"
+    " started_at TEXT,"
+    " completed_at TEXT,"
+    " lease_owner TEXT,"
+    " lease_expires_ms INTEGER,"
+    " attempts INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX jobs_pending ON jobs(seq) WHERE status = 'pending';"
+    "CREATE INDEX jobs_running_expiry ON jobs(lease_expires_ms) WHERE status = 'running';"
+    "CREATE INDEX jobs_running_owner ON jobs(lease_owner) WHERE status = 'running';"
+    "CREATE TABLE job_steps ("
+    " job_id TEXT NOT NULL,"
+    " key TEXT NOT NULL,"
+    " data TEXT NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " created_at TEXT NOT NULL,"
+    " PRIMARY KEY (job_id, key));",
 };
 
 _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
@@ -50,6 +91,15 @@ _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
     " definition, plan"
 #define CREW_LIST_COLS 7
 
+/* Columns of a job row as read back (job_from_row); the claim adds seq after them. */
+#define JOB_COLS                                                                                   \
+    "job_id, crew_id, crew_name, status, execution_mode, request, definition, plan, metadata,"     \
+    " result, error, created_at, started_at, completed_at, attempts"
+#define JOB_N_COLS 15
+
+/* A job that is still to be finished; the same list guards finish without an owner. */
+#define JOB_LIVE "status IN ('pending', 'running')"
+
 enum stmt_id {
     ST_BEGIN,
     ST_COMMIT,
@@ -61,6 +111,17 @@ enum stmt_id {
     ST_CREW_COUNT,
     ST_CREW_PAGE,
     ST_CREW_DELETE,
+    ST_BEGIN_IMMEDIATE,
+    ST_JOB_INSERT,
+    ST_JOB_GET,
+    ST_JOB_STATUS,
+    ST_JOB_CLAIM,
+    ST_JOB_RENEW,
+    ST_JOB_RELEASE,
+    ST_STEP_PUT,
+    ST_STEPS_GET,
+    ST_JOB_FINISH_OWNED,
+    ST_JOB_FINISH_ANY,
     ST_COUNT_
 };
 
@@ -80,6 +141,53 @@ static const char *const STMT_SQL[ST_COUNT_] = {
     [ST_CREW_PAGE] = "SELECT " CREW_COLS " FROM crews ORDER BY created_at, rowid"
                      " LIMIT ?1 OFFSET ?2",
     [ST_CREW_DELETE] = "DELETE FROM crews WHERE crew_id = ?1",
+    [ST_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
+    [ST_JOB_INSERT] = "INSERT INTO jobs (job_id, crew_id, crew_name, status, execution_mode,"
+                      " request, definition, plan, metadata, created_at)"
+                      " VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9)",
+    [ST_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE job_id = ?1",
+    [ST_JOB_STATUS] = "SELECT status FROM jobs WHERE job_id = ?1",
+    /*
+     * ?1 owner, ?2 now_ms, ?3 lease deadline, ?4 started_at text, ?5 max. The candidates
+     * are the oldest pending jobs and the oldest running jobs whose lease expired, each
+     * taken from its own partial index and limited before they are merged, so the cost
+     * does not grow with the queue or the jobs in flight. INDEXED BY pins those indexes:
+     * without statistics the planner would rather scan the whole table in rowid order for
+     * the running branch, since that order also serves ORDER BY seq. RETURNING gives no order; the caller
+     * sorts by seq.
+     */
+    [ST_JOB_CLAIM] = "UPDATE jobs SET status = 'running', lease_owner = ?1,"
+                     " lease_expires_ms = ?3, started_at = coalesce(started_at, ?4),"
+                     " attempts = attempts + 1"
+                     " WHERE seq IN (SELECT seq FROM"
+                     " (SELECT seq FROM jobs INDEXED BY jobs_pending WHERE status = 'pending'"
+                     " ORDER BY seq LIMIT ?5)"
+                     " UNION ALL SELECT seq FROM"
+                     " (SELECT seq FROM jobs INDEXED BY jobs_running_expiry WHERE status = 'running'"
+                     " AND lease_expires_ms < ?2 ORDER BY seq LIMIT ?5)"
+                     " ORDER BY 1 LIMIT ?5)"
+                     " RETURNING " JOB_COLS ", seq",
+    [ST_JOB_RENEW] = "UPDATE jobs SET lease_expires_ms = ?2"
+                     " WHERE status = 'running' AND lease_owner = ?1",
+    /* The owner is cleared too, so that a late write of the instance that let go is fenced
+     * off even before another instance claims the job. */
+    [ST_JOB_RELEASE] = "UPDATE jobs SET lease_owner = NULL, lease_expires_ms = 0"
+                       " WHERE status = 'running' AND lease_owner = ?1",
+    /* One statement, so the fence and the write are one atomic step under the write lock.
+     * The WHERE on the SELECT also keeps SQLite from reading ON CONFLICT as a join. */
+    [ST_STEP_PUT] = "INSERT INTO job_steps (job_id, key, data, seq, created_at)"
+                    " SELECT ?1, ?3, ?4,"
+                    " (SELECT coalesce(max(seq), 0) + 1 FROM job_steps WHERE job_id = ?1), ?5"
+                    " WHERE EXISTS (SELECT 1 FROM jobs WHERE job_id = ?1"
+                    " AND status = 'running' AND lease_owner = ?2)"
+                    " ON CONFLICT (job_id, key) DO UPDATE SET data = excluded.data",
+    [ST_STEPS_GET] = "SELECT key, data FROM job_steps WHERE job_id = ?1 ORDER BY seq",
+    [ST_JOB_FINISH_OWNED] = "UPDATE jobs SET status = ?3, result = ?4, error = ?5,"
+                            " completed_at = ?6, lease_owner = NULL, lease_expires_ms = NULL"
+                            " WHERE job_id = ?1 AND status = 'running' AND lease_owner = ?2",
+    [ST_JOB_FINISH_ANY] = "UPDATE jobs SET status = ?3, result = ?4, error = ?5,"
+                          " completed_at = ?6, lease_owner = NULL, lease_expires_ms = NULL"
+                          " WHERE job_id = ?1 AND " JOB_LIVE,
 };
 
 struct store_sqlite {
@@ -249,14 +357,14 @@ static int col_dup(sqlite3_stmt *stmt, int col, bool nullable, char **out, struc
     if (text == NULL) {
         if (sqlite3_column_type(stmt, col) == SQLITE_NULL)
             return nullable ? 0
-                            : err_set(e, ERR_STORE, "store: column %s of a crew is NULL",
+                            : err_set(e, ERR_STORE, "store: column %s is NULL",
                                       sqlite3_column_name(stmt, col));
-        return err_set(e, ERR_NOMEM, "store: out of memory reading a crew");
+        return err_set(e, ERR_NOMEM, "store: out of memory reading a row");
     }
     size_t len = (size_t)sqlite3_column_bytes(stmt, col);
     char *copy = malloc(len + 1);
     if (copy == NULL)
-        return err_set(e, ERR_NOMEM, "store: out of memory reading a crew");
+        return err_set(e, ERR_NOMEM, "store: out of memory reading a row");
     memcpy(copy, text, len);
     copy[len] = '\0';
     *out = copy;
@@ -269,11 +377,21 @@ static int col_fixed(sqlite3_stmt *stmt, int col, char *buf, size_t cap, struct 
     const unsigned char *text = sqlite3_column_text(stmt, col);
     size_t len = (size_t)sqlite3_column_bytes(stmt, col);
     if (text == NULL || len == 0 || len >= cap)
-        return err_set(e, ERR_STORE, "store: column %s of a crew is malformed",
+        return err_set(e, ERR_STORE, "store: column %s is malformed",
                        sqlite3_column_name(stmt, col));
     memcpy(buf, text, len);
     buf[len] = '\0';
     return 0;
+}
+
+/* col_fixed for a column that may be NULL, which reads as "". */
+static int col_fixed_opt(sqlite3_stmt *stmt, int col, char *buf, size_t cap, struct err *e)
+{
+    if (sqlite3_column_type(stmt, col) == SQLITE_NULL) {
+        buf[0] = '\0';
+        return 0;
+    }
+    return col_fixed(stmt, col, buf, cap, e);
 }
 
 /* Builds a crew from the current row of a CREW_COLS statement; `full` reads the JSON too. */
@@ -454,6 +572,404 @@ out:
     return ret;
 }
 
+/* ---- jobs ---- */
+
+/* The checks the NOT NULL constraints would make, and the contract's "must be empty". */
+static int job_check(const struct store_job *j, struct err *e)
+{
+    if (j == NULL)
+        return err_set(e, ERR_INVALID, "store: no job given");
+    if (!fixed_str_ok(j->job_id, sizeof j->job_id) ||
+        !fixed_str_ok(j->crew_id, sizeof j->crew_id))
+        return err_set(e, ERR_INVALID, "store: job_id and crew_id are required");
+    if (j->crew_name == NULL || j->execution_mode == NULL)
+        return err_set(e, ERR_INVALID, "store: crew_name and execution_mode are required");
+    if (j->request == NULL || j->definition == NULL || j->plan == NULL)
+        return err_set(e, ERR_INVALID, "store: request, definition and plan are required");
+    if (!fixed_str_ok(j->created_at, sizeof j->created_at))
+        return err_set(e, ERR_INVALID, "store: created_at is required");
+    if (j->result != NULL || j->error != NULL || j->started_at[0] != '\0' ||
+        j->completed_at[0] != '\0')
+        return err_set(e, ERR_INVALID,
+                       "store: a new job has no result, error, started_at or completed_at");
+    return 0;
+}
+
+static int job_insert(struct store *st, const struct store_job *job, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *stmt = s->stmt[ST_JOB_INSERT];
+    int ret = job_check(job, e);
+    if (ret != 0)
+        goto out;
+    if ((ret = bind_text(s, stmt, 1, job->job_id, e)) != 0 ||
+        (ret = bind_text(s, stmt, 2, job->crew_id, e)) != 0 ||
+        (ret = bind_text(s, stmt, 3, job->crew_name, e)) != 0 ||
+        (ret = bind_text(s, stmt, 4, job->execution_mode, e)) != 0 ||
+        (ret = bind_text(s, stmt, 5, job->request, e)) != 0 ||
+        (ret = bind_text(s, stmt, 6, job->definition, e)) != 0 ||
+        (ret = bind_text(s, stmt, 7, job->plan, e)) != 0 ||
+        (ret = bind_text(s, stmt, 8, job->metadata ? job->metadata : "{}", e)) != 0 ||
+        (ret = bind_text(s, stmt, 9, job->created_at, e)) != 0)
+        goto out;
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE)
+        ret = err_set(e, ERR_CONFLICT, "job_id: a job with id '%s' already exists", job->job_id);
+    else if (rc != SQLITE_DONE)
+        ret = fail(s->db, rc, e);
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
+/* Builds a job from the current row of a JOB_COLS statement. */
+static int job_from_row(sqlite3_stmt *stmt, struct store_job **out, struct err *e)
+{
+    *out = NULL;
+    int ret = 0;
+    struct store_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        ret = err_set(e, ERR_NOMEM, "store: out of memory reading a job");
+        goto out;
+    }
+    const char *status = (const char *)sqlite3_column_text(stmt, 3);
+    if (store_job_status_parse(status, &j->status) != 0) {
+        ret = err_set(e, ERR_STORE, "store: job has an unknown status");
+        goto out;
+    }
+    if ((ret = col_fixed(stmt, 0, j->job_id, sizeof j->job_id, e)) != 0 ||
+        (ret = col_fixed(stmt, 1, j->crew_id, sizeof j->crew_id, e)) != 0 ||
+        (ret = col_dup(stmt, 2, false, &j->crew_name, e)) != 0 ||
+        (ret = col_dup(stmt, 4, false, &j->execution_mode, e)) != 0 ||
+        (ret = col_dup(stmt, 5, false, &j->request, e)) != 0 ||
+        (ret = col_dup(stmt, 6, false, &j->definition, e)) != 0 ||
+        (ret = col_dup(stmt, 7, false, &j->plan, e)) != 0 ||
+        (ret = col_dup(stmt, 8, false, &j->metadata, e)) != 0 ||
+        (ret = col_dup(stmt, 9, true, &j->result, e)) != 0 ||
+        (ret = col_dup(stmt, 10, true, &j->error, e)) != 0 ||
+        (ret = col_fixed(stmt, 11, j->created_at, sizeof j->created_at, e)) != 0 ||
+        (ret = col_fixed_opt(stmt, 12, j->started_at, sizeof j->started_at, e)) != 0 ||
+        (ret = col_fixed_opt(stmt, 13, j->completed_at, sizeof j->completed_at, e)) != 0)
+        goto out;
+    j->attempts = (long)sqlite3_column_int64(stmt, 14);
+    *out = j;
+    j = NULL;
+out:
+    store_job_free(j);
+    return ret;
+}
+
+static int job_get(struct store *st, const char *job_id, struct store_job **out, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *stmt = s->stmt[ST_JOB_GET];
+    *out = NULL;
+    int ret;
+    if (job_id == NULL) {
+        ret = err_set(e, ERR_INVALID, "store: no job_id given");
+        goto out;
+    }
+    if ((ret = bind_text(s, stmt, 1, job_id, e)) != 0)
+        goto out;
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        ret = job_from_row(stmt, out, e);
+    else if (rc == SQLITE_DONE)
+        ret = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+    else
+        ret = fail(s->db, rc, e);
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
+/* A claimed job and its place in the queue, sorted before they are handed out. */
+struct claimed {
+    long long seq;
+    struct store_job *job;
+};
+
+static int claimed_cmp(const void *a, const void *b)
+{
+    long long x = ((const struct claimed *)a)->seq, y = ((const struct claimed *)b)->seq;
+    return (x > y) - (x < y);
+}
+
+/*
+ * BEGIN IMMEDIATE takes the write lock before the candidates are read, so two connections
+ * (two processes on one file) serialize here and never pick the same job; a deferred
+ * transaction could instead fail with SQLITE_BUSY_SNAPSHOT when upgrading its read.
+ */
+static int job_claim(struct store *st, const char *owner, long long now_ms, long long lease_ms,
+                     size_t max, struct store_job_batch *out, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *stmt = s->stmt[ST_JOB_CLAIM];
+    struct claimed *rows = NULL;
+    size_t n = 0;
+    bool in_tx = false;
+    int ret = 0;
+    int rc;
+    *out = (struct store_job_batch){0};
+    if (owner == NULL || owner[0] == '\0' || lease_ms <= 0) {
+        ret = err_set(e, ERR_INVALID, "store: a claim needs an owner and a positive lease");
+        goto out;
+    }
+    if (max == 0)
+        goto out;
+    if (max > INT32_MAX)
+        max = INT32_MAX;
+    rows = calloc(max, sizeof *rows);
+    if (rows == NULL) {
+        ret = err_set(e, ERR_NOMEM, "store: out of memory claiming jobs");
+        goto out;
+    }
+    char started[CLOCK_RFC3339_LEN];
+    clock_rfc3339(now_ms, started);
+    if ((ret = bind_text(s, stmt, 1, owner, e)) != 0 ||
+        (ret = bind_text(s, stmt, 4, started, e)) != 0)
+        goto out;
+    if ((rc = sqlite3_bind_int64(stmt, 2, now_ms)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 3, now_ms + lease_ms)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 5, (sqlite3_int64)max)) != SQLITE_OK) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    if ((ret = run(s, ST_BEGIN_IMMEDIATE, e)) != 0)
+        goto out;
+    in_tx = true;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && n < max) {
+        rows[n].seq = sqlite3_column_int64(stmt, JOB_N_COLS);
+        if ((ret = job_from_row(stmt, &rows[n].job, e)) != 0)
+            goto out;
+        n++;
+    }
+    if (rc != SQLITE_DONE) {
+        ret = rc == SQLITE_ROW ? err_set(e, ERR_INTERNAL, "store: claim returned too many rows")
+                               : fail(s->db, rc, e);
+        goto out;
+    }
+    stmt_done(stmt);
+    if ((ret = run(s, ST_COMMIT, e)) != 0)
+        goto out;
+    in_tx = false;
+    qsort(rows, n, sizeof *rows, claimed_cmp);
+    if (n > 0) {
+        struct store_job **items = malloc(n * sizeof *items);
+        if (items == NULL) {
+            /* Committed: the jobs are ours and come back on the next claim once the
+             * lease expires, like those of an instance that died. */
+            ret = err_set(e, ERR_NOMEM, "store: out of memory claiming jobs");
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++)
+            items[i] = rows[i].job;
+        out->items = items;
+        out->n = n;
+        n = 0;
+    }
+out:
+    stmt_done(stmt);
+    if (in_tx)
+        run(s, ST_ROLLBACK, NULL);
+    for (size_t i = 0; i < n; i++)
+        store_job_free(rows[i].job);
+    free(rows);
+    return ret;
+}
+
+/* Runs the renew or release statement for `owner`; ?2 is the new deadline when `with_deadline`. */
+static int lease_update(struct store_sqlite *s, enum stmt_id id, const char *owner,
+                        bool with_deadline, long long deadline_ms, struct err *e)
+{
+    sqlite3_stmt *stmt = s->stmt[id];
+    int ret;
+    if (owner == NULL || owner[0] == '\0') {
+        ret = err_set(e, ERR_INVALID, "store: no lease owner given");
+        goto out;
+    }
+    if ((ret = bind_text(s, stmt, 1, owner, e)) != 0)
+        goto out;
+    int rc;
+    if (with_deadline && (rc = sqlite3_bind_int64(stmt, 2, deadline_ms)) != SQLITE_OK) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE)
+        ret = fail(s->db, rc, e);
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
+static int job_renew(struct store *st, const char *owner, long long now_ms, long long lease_ms,
+                     struct err *e)
+{
+    if (lease_ms <= 0)
+        return err_set(e, ERR_INVALID, "store: a lease must be positive");
+    return lease_update(from_store(st), ST_JOB_RENEW, owner, true, now_ms + lease_ms, e);
+}
+
+static int job_release(struct store *st, const char *owner, struct err *e)
+{
+    return lease_update(from_store(st), ST_JOB_RELEASE, owner, false, 0, e);
+}
+
+/*
+ * Explains a fenced write that changed nothing: ERR_NOT_FOUND when the job does not exist,
+ * else ERR_CONFLICT, saying that the lease is lost (`owned`: the write named an owner) or
+ * which terminal status the job already has.
+ */
+static int fence_fail(struct store_sqlite *s, const char *job_id, bool owned, struct err *e)
+{
+    sqlite3_stmt *stmt = s->stmt[ST_JOB_STATUS];
+    int ret = bind_text(s, stmt, 1, job_id, e);
+    if (ret != 0)
+        goto out;
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE)
+        ret = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+    else if (rc != SQLITE_ROW)
+        ret = fail(s->db, rc, e);
+    else if (owned)
+        ret = err_set(e, ERR_CONFLICT, "job '%s' is no longer leased to this instance", job_id);
+    else
+        ret = err_set(e, ERR_CONFLICT, "job already %s", sqlite3_column_text(stmt, 0));
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
+static int job_step_put(struct store *st, const char *job_id, const char *owner,
+                        const char *key, const char *data, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *stmt = s->stmt[ST_STEP_PUT];
+    int ret;
+    if (job_id == NULL || owner == NULL || key == NULL || data == NULL) {
+        ret = err_set(e, ERR_INVALID, "store: job_id, owner, key and data are required");
+        goto out;
+    }
+    char now[CLOCK_RFC3339_LEN];
+    clock_rfc3339_now(now);
+    if ((ret = bind_text(s, stmt, 1, job_id, e)) != 0 ||
+        (ret = bind_text(s, stmt, 2, owner, e)) != 0 ||
+        (ret = bind_text(s, stmt, 3, key, e)) != 0 ||
+        (ret = bind_text(s, stmt, 4, data, e)) != 0 ||
+        (ret = bind_text(s, stmt, 5, now, e)) != 0)
+        goto out;
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    if (sqlite3_changes(s->db) == 0) {
+        stmt_done(stmt);
+        ret = fence_fail(s, job_id, true, e);
+    }
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
+/* Appends a step to the list, growing it by doubling; takes key and data in every case. */
+static int steps_push(struct store_step_list *list, size_t *cap, char *key, char *data,
+                      struct err *e)
+{
+    if (list->n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 8;
+        struct store_step *items = realloc(list->items, ncap * sizeof *items);
+        if (items == NULL) {
+            free(key);
+            free(data);
+            return err_set(e, ERR_NOMEM, "store: out of memory reading steps");
+        }
+        list->items = items;
+        *cap = ncap;
+    }
+    list->items[list->n++] = (struct store_step){.key = key, .data = data};
+    return 0;
+}
+
+static int job_steps_get(struct store *st, const char *job_id, struct store_step_list *out,
+                         struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *stmt = s->stmt[ST_STEPS_GET];
+    struct store_step_list list = {0};
+    size_t cap = 0;
+    int ret;
+    int rc;
+    *out = list;
+    if (job_id == NULL) {
+        ret = err_set(e, ERR_INVALID, "store: no job_id given");
+        goto out;
+    }
+    if ((ret = bind_text(s, stmt, 1, job_id, e)) != 0)
+        goto out;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        char *key, *data = NULL;
+        if ((ret = col_dup(stmt, 0, false, &key, e)) != 0 ||
+            (ret = col_dup(stmt, 1, false, &data, e)) != 0) {
+            free(key);
+            goto out;
+        }
+        if ((ret = steps_push(&list, &cap, key, data, e)) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    *out = list;
+    list = (struct store_step_list){0};
+out:
+    stmt_done(stmt);
+    store_step_list_cleanup(&list);
+    return ret;
+}
+
+static int job_finish(struct store *st, const char *job_id, const char *owner,
+                      enum store_job_status status, const char *result, const char *error,
+                      long long now_ms, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    enum stmt_id id = owner ? ST_JOB_FINISH_OWNED : ST_JOB_FINISH_ANY;
+    sqlite3_stmt *stmt = s->stmt[id];
+    int ret;
+    if (job_id == NULL) {
+        ret = err_set(e, ERR_INVALID, "store: no job_id given");
+        goto out;
+    }
+    if (status != STORE_JOB_COMPLETED && status != STORE_JOB_FAILED &&
+        status != STORE_JOB_CANCELLED) {
+        ret = err_set(e, ERR_INVALID, "store: a job finishes completed, failed or cancelled");
+        goto out;
+    }
+    char completed[CLOCK_RFC3339_LEN];
+    clock_rfc3339(now_ms, completed);
+    if ((ret = bind_text(s, stmt, 1, job_id, e)) != 0 ||
+        (ret = bind_text(s, stmt, 2, owner, e)) != 0 ||
+        (ret = bind_text(s, stmt, 3, store_job_status_name(status), e)) != 0 ||
+        (ret = bind_text(s, stmt, 4, result, e)) != 0 ||
+        (ret = bind_text(s, stmt, 5, error, e)) != 0 ||
+        (ret = bind_text(s, stmt, 6, completed, e)) != 0)
+        goto out;
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    if (sqlite3_changes(s->db) == 0) {
+        stmt_done(stmt);
+        ret = fence_fail(s, job_id, owner != NULL, e);
+    }
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
 static void close_store(struct store *st)
 {
     struct store_sqlite *s = from_store(st);
@@ -476,6 +992,14 @@ static const struct store_ops SQLITE_OPS = {
     .crew_get = crew_get,
     .crew_list = crew_list,
     .crew_delete = crew_delete,
+    .job_insert = job_insert,
+    .job_get = job_get,
+    .job_claim = job_claim,
+    .job_renew = job_renew,
+    .job_release = job_release,
+    .job_step_put = job_step_put,
+    .job_steps_get = job_steps_get,
+    .job_finish = job_finish,
     .close = close_store,
 };
 

@@ -1,5 +1,5 @@
 """Durability of the crew registry: what a 2xx acknowledged survives a graceful restart and a
-kill -9; the SQLite file is in WAL mode and carries schema_version 1. Each test runs its own
+kill -9; the SQLite file is in WAL mode and carries schema_version 2. Each test runs its own
 server, because each one stops and restarts it."""
 
 import http.client
@@ -199,7 +199,7 @@ class TestStoreFile(DurabilityCase):
         con = self.open_db(srv)
         self.assertEqual(con.execute("PRAGMA journal_mode").fetchone()[0].lower(), "wal")
 
-    def test_schema_version_is_1(self):
+    def test_schema_version_is_2(self):
         srv = self.start_crewd()
         self.assertEqual(srv.stop(), 0, srv.describe())
         con = self.open_db(srv)
@@ -209,7 +209,7 @@ class TestStoreFile(DurabilityCase):
         cols = [r[1] for r in con.execute("PRAGMA table_info(schema_version)")]
         self.assertIn("version", cols)
         versions = [r[0] for r in con.execute("SELECT version FROM schema_version")]
-        self.assertEqual(max(versions), 1, versions)
+        self.assertEqual(max(versions), 2, versions)
 
     def test_reopen_existing_store_keeps_schema(self):
         srv = self.start_crewd()
@@ -218,7 +218,7 @@ class TestStoreFile(DurabilityCase):
         self.assertEqual(srv.stop(), 0, srv.describe())
         con = self.open_db(srv)
         versions = [r[0] for r in con.execute("SELECT version FROM schema_version")]
-        self.assertEqual(max(versions), 1, versions)
+        self.assertEqual(max(versions), 2, versions)
 
     def test_new_store_is_empty(self):
         srv = self.start_crewd()
