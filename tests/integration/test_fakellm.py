@@ -533,6 +533,17 @@ class TestProcess(unittest.TestCase):
             self.assertTrue(all(r["body"] is None for r in reqs))
             self.assertEqual(llm.requests_total(), 5)
 
+    def test_reset(self):
+        with FakeLLM() as llm:
+            d = directive("reply_seq", "A|B")
+            self.assertEqual(llm.chat(d)[2]["choices"][0]["message"]["content"], "A")
+            self.assertEqual(llm.chat(d)[2]["choices"][0]["message"]["content"], "B")
+            llm.reset()
+            self.assertEqual(llm.requests(), [])
+            self.assertEqual(llm.stats()["requests"], 0)
+            self.assertEqual(llm.chat(d)[2]["choices"][0]["message"]["content"], "A")
+            self.assertEqual([r["seq"] for r in llm.requests()], [3])
+
     def test_retry_after_option(self):
         with FakeLLM(["--retry-after", "7"]) as llm:
             resp = llm.chat("x " + directive("status", "429"))
