@@ -47,7 +47,7 @@ struct fake_pending {
     struct evhttp_request *req;
     struct evhttp_connection *evcon;
     struct event *timer;
-    struct event *watch;    /* readable: the client closed, or sent more (pipelining) */
+    struct event *watch; /* readable: the client closed, or sent more (pipelining) */
     uint64_t seq;
     struct prepared prep;
 };
@@ -90,7 +90,8 @@ static void send_prepared(struct fake_app *app, struct evhttp_request *req, uint
     evhttp_send_reply_start(req, 200, "OK");
     size_t i;
     json_t *c;
-    json_array_foreach(p->doc, i, c) {
+    json_array_foreach(p->doc, i, c)
+    {
         char *text = json_dumps(c, JSON_TEXT_FLAGS);
         if (text == NULL)
             break;
@@ -281,8 +282,8 @@ static int decide(struct fake_app *app, const struct fake_chat_input *in, struct
                 memcpy(text, in->d.reply, len);
         } else if (in->d.reply_seq != NULL) {
             uint64_t k = fake_counters_bump(&app->seq_counters, in->d.reply_seq);
-            text = seq_item(in->d.reply_seq_value, in->d.reply_seq_value_len,
-                            k == UINT64_MAX ? 0 : k);
+            text =
+                seq_item(in->d.reply_seq_value, in->d.reply_seq_value_len, k == UINT64_MAX ? 0 : k);
         } else if (in->d.n_tools > 0 && in->tool_results != NULL) {
             size_t len = strlen(in->tool_results) + sizeof "tool results: ";
             text = malloc(len);

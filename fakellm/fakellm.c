@@ -32,7 +32,7 @@
 #include "core/json_text.h"
 #include "core/log.h"
 
-#define LISTEN_BACKLOG 4096   /* 10k clients may connect at once; the kernel caps it anyway */
+#define LISTEN_BACKLOG 4096 /* 10k clients may connect at once; the kernel caps it anyway */
 #define ACCEPT_PAUSE_MS 100
 #define MAX_HEADER_BYTES (64 * 1024)
 #define DEFAULT_MAX_LOG 100000
@@ -78,24 +78,42 @@ bool fake_fail_status_allowed(long status)
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Error";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Error";
     }
 }
 
@@ -113,8 +131,8 @@ json_t *fake_error_json(int status, const char *message)
     } else if (status == 401) {
         code = "invalid_api_key";
     }
-    return json_pack("{s{sssssnss?}}", "error", "message", message, "type", type, "param",
-                     "code", code);
+    return json_pack("{s{sssssnss?}}", "error", "message", message, "type", type, "param", "code",
+                     code);
 }
 
 void fake_send_json(struct evhttp_request *req, int status, json_t *body)
@@ -131,8 +149,7 @@ void fake_send_json(struct evhttp_request *req, int status, json_t *body)
     }
     evbuffer_add(buf, text, strlen(text));
     free(text);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      "application/json");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
     evhttp_send_reply(req, status, reason_phrase(status), buf);
     evbuffer_free(buf);
 }
@@ -168,7 +185,8 @@ static json_t *headers_json(struct evkeyvalq *in)
     if (h == NULL || in == NULL)
         return h;
     struct evkeyval *kv;
-    TAILQ_FOREACH(kv, in, next) {
+    TAILQ_FOREACH(kv, in, next)
+    {
         char name[128];
         size_t n = 0;
         for (; kv->key[n] && n < sizeof name - 1; n++) {
@@ -198,16 +216,26 @@ static json_t *headers_json(struct evkeyvalq *in)
 static const char *method_name(enum evhttp_cmd_type cmd)
 {
     switch (cmd) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_TRACE: return "TRACE";
-    case EVHTTP_REQ_CONNECT: return "CONNECT";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    default: return "?";
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    case EVHTTP_REQ_TRACE:
+        return "TRACE";
+    case EVHTTP_REQ_CONNECT:
+        return "CONNECT";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
+    default:
+        return "?";
     }
 }
 
@@ -225,17 +253,15 @@ static json_t *config_json(const struct fake_app *app)
     json_t *fs = json_array();
     for (size_t i = 0; fs != NULL && i < c->n_fail_status; i++)
         json_array_append_new(fs, json_integer(c->fail_status[i]));
-    return json_pack("{sIsIsfsosIsIsIsb}", "latency_ms", (json_int_t)c->latency_ms,
-                     "jitter_ms", (json_int_t)c->jitter_ms, "fail_rate", c->fail_rate,
-                     "fail_status", fs, "retry_after", (json_int_t)c->retry_after_s, "seed",
-                     (json_int_t)c->seed, "max_log", (json_int_t)c->max_log, "log_bodies",
-                     c->log_bodies);
+    return json_pack("{sIsIsfsosIsIsIsb}", "latency_ms", (json_int_t)c->latency_ms, "jitter_ms",
+                     (json_int_t)c->jitter_ms, "fail_rate", c->fail_rate, "fail_status", fs,
+                     "retry_after", (json_int_t)c->retry_after_s, "seed", (json_int_t)c->seed,
+                     "max_log", (json_int_t)c->max_log, "log_bodies", c->log_bodies);
 }
 
 static bool json_ms(json_t *v, int64_t *out)
 {
-    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-        json_integer_value(v) > MAX_DELAY_MS)
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > MAX_DELAY_MS)
         return false;
     *out = json_integer_value(v);
     return true;
@@ -251,7 +277,8 @@ static int config_update(struct fake_app *app, json_t *body, char *err, size_t e
     struct fake_config c = app->cfg;
     const char *key;
     json_t *v;
-    json_object_foreach(body, key, v) {
+    json_object_foreach(body, key, v)
+    {
         if (strcmp(key, "latency_ms") == 0) {
             if (!json_ms(v, &c.latency_ms))
                 goto bad;
@@ -275,7 +302,8 @@ static int config_update(struct fake_app *app, json_t *body, char *err, size_t e
                 goto bad;
             size_t i;
             json_t *s;
-            json_array_foreach(v, i, s) {
+            json_array_foreach(v, i, s)
+            {
                 if (!json_is_integer(s) || !fake_fail_status_allowed((long)json_integer_value(s)))
                     goto bad;
                 c.fail_status[i] = (int)json_integer_value(s);
@@ -304,8 +332,8 @@ static json_t *stats_json(const struct fake_app *app)
         snprintf(k, sizeof k, "%d", s);
         json_object_set_new(by, k, json_integer((json_int_t)app->stats.by_status[s]));
     }
-    return json_pack("{sIsosIsIsI}", "requests", (json_int_t)app->stats.requests, "by_status",
-                     by, "in_flight", (json_int_t)app->stats.in_flight, "max_in_flight",
+    return json_pack("{sIsosIsIsI}", "requests", (json_int_t)app->stats.requests, "by_status", by,
+                     "in_flight", (json_int_t)app->stats.in_flight, "max_in_flight",
                      (json_int_t)app->stats.max_in_flight, "client_closed",
                      (json_int_t)app->stats.client_closed);
 }
@@ -319,8 +347,10 @@ static void control(struct fake_app *app, struct evhttp_request *req, const char
     bool get = cmd == EVHTTP_REQ_GET, post = cmd == EVHTTP_REQ_POST;
 
     if (strcmp(name, "health") == 0) {
-        if (get)
-            { fake_send_json(req, 200, json_pack("{sb}", "ok", 1)); return; }
+        if (get) {
+            fake_send_json(req, 200, json_pack("{sb}", "ok", 1));
+            return;
+        }
     } else if (strcmp(name, "requests") == 0) {
         if (get) {
             uint64_t since = 0;
@@ -333,28 +363,46 @@ static void control(struct fake_app *app, struct evhttp_request *req, const char
                 unsigned long long v = s ? strtoull(s, &end, 10) : 0;
                 if (s != NULL && (*s == '\0' || *s == '-' || *end != '\0' || errno != 0)) {
                     evhttp_clear_headers(&q);
-                    { fake_send_json(req, 400, fake_error_json(400, "bad 'since'")); return; }
+                    {
+                        fake_send_json(req, 400, fake_error_json(400, "bad 'since'"));
+                        return;
+                    }
                 }
                 since = v;
             }
             evhttp_clear_headers(&q);
-            { fake_send_json(req, 200, fake_log_json(&app->log, since)); return; }
+            {
+                fake_send_json(req, 200, fake_log_json(&app->log, since));
+                return;
+            }
         }
         if (cmd == EVHTTP_REQ_DELETE) {
             fake_log_clear(&app->log);
-            { fake_send_json(req, 200, json_pack("{sb}", "ok", 1)); return; }
+            {
+                fake_send_json(req, 200, json_pack("{sb}", "ok", 1));
+                return;
+            }
         }
     } else if (strcmp(name, "config") == 0) {
-        if (get)
-            { fake_send_json(req, 200, config_json(app)); return; }
+        if (get) {
+            fake_send_json(req, 200, config_json(app));
+            return;
+        }
         if (post) {
-            if (config_update(app, body, err, sizeof err) < 0)
-                { fake_send_json(req, 400, fake_error_json(400, err)); return; }
-            { fake_send_json(req, 200, config_json(app)); return; }
+            if (config_update(app, body, err, sizeof err) < 0) {
+                fake_send_json(req, 400, fake_error_json(400, err));
+                return;
+            }
+            {
+                fake_send_json(req, 200, config_json(app));
+                return;
+            }
         }
     } else if (strcmp(name, "stats") == 0) {
-        if (get)
-            { fake_send_json(req, 200, stats_json(app)); return; }
+        if (get) {
+            fake_send_json(req, 200, stats_json(app));
+            return;
+        }
     } else if (strcmp(name, "reset") == 0) {
         if (post) {
             /* Everything a test may have left behind, except what is still in flight. */
@@ -364,11 +412,17 @@ static void control(struct fake_app *app, struct evhttp_request *req, const char
             uint64_t in_flight = app->stats.in_flight;
             memset(&app->stats, 0, sizeof app->stats);
             app->stats.in_flight = app->stats.max_in_flight = in_flight;
-            { fake_send_json(req, 200, json_pack("{sb}", "ok", 1)); return; }
+            {
+                fake_send_json(req, 200, json_pack("{sb}", "ok", 1));
+                return;
+            }
         }
     } else {
         snprintf(err, sizeof err, "unknown control endpoint %.100s", path);
-        { fake_send_json(req, 404, fake_error_json(404, err)); return; }
+        {
+            fake_send_json(req, 404, fake_error_json(404, err));
+            return;
+        }
     }
     snprintf(err, sizeof err, "method %s not allowed on %.100s", method_name(cmd), path);
     fake_send_json(req, 405, fake_error_json(405, err));
@@ -402,8 +456,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     struct fake_log_entry *e =
         fake_log_add(&app->log, method_name(cmd), path,
-                     headers_json(evhttp_request_get_input_headers(req)), logged,
-                     clock_now_ms());
+                     headers_json(evhttp_request_get_input_headers(req)), logged, clock_now_ms());
     uint64_t seq = e ? e->seq : 0;
 
     if (ends_with(path, "/chat/completions")) {
@@ -428,17 +481,16 @@ void evhttp_send_error(struct evhttp_request *req, int error, const char *reason
     struct fake_app *app = libevent_error_app;
     char msg[160];
     if (error == HTTP_ENTITYTOOLARGE)
-        snprintf(msg, sizeof msg, "request body over the limit of %u bytes",
-                 FAKE_MAX_BODY_BYTES);
+        snprintf(msg, sizeof msg, "request body over the limit of %u bytes", FAKE_MAX_BODY_BYTES);
     else if (error == HTTP_BADREQUEST)
         snprintf(msg, sizeof msg, "malformed HTTP request");
     else
         snprintf(msg, sizeof msg, "%s", reason ? reason : reason_phrase(error));
     if (app != NULL) {
         app->stats.requests++;
-        struct fake_log_entry *e = fake_log_add(
-            &app->log, method_name(evhttp_request_get_command(req)), NULL,
-            headers_json(evhttp_request_get_input_headers(req)), NULL, clock_now_ms());
+        struct fake_log_entry *e =
+            fake_log_add(&app->log, method_name(evhttp_request_get_command(req)), NULL,
+                         headers_json(evhttp_request_get_input_headers(req)), NULL, clock_now_ms());
         fake_note_status(app, e ? e->seq : 0, error);
     }
     /* A request whose first line did not parse has version 0.0; answer in 1.1. */
@@ -546,8 +598,7 @@ static int parse_args(int argc, char **argv, struct fake_config *cfg, int *port)
             if (!parse_u64(val, MAX_DELAY_MS, &u))
                 return die_usage("%s: expected milliseconds from 0 to 3600000, got '%s'", name,
                                  val);
-            *(strcmp(name, "--latency-ms") == 0 ? &cfg->latency_ms : &cfg->jitter_ms) =
-                (int64_t)u;
+            *(strcmp(name, "--latency-ms") == 0 ? &cfg->latency_ms : &cfg->jitter_ms) = (int64_t)u;
         } else if (strcmp(name, "--fail-rate") == 0) {
             char *end = NULL;
             errno = 0;
@@ -558,7 +609,8 @@ static int parse_args(int argc, char **argv, struct fake_config *cfg, int *port)
         } else if (strcmp(name, "--fail-status") == 0) {
             if (!parse_fail_status(val, cfg))
                 return die_usage("--fail-status: expected a comma list of 429, 500, 502, 503, "
-                                 "504, got '%s'", val);
+                                 "504, got '%s'",
+                                 val);
         } else if (strcmp(name, "--retry-after") == 0) {
             if (!parse_u64(val, 86400, &u))
                 return die_usage("--retry-after: expected seconds, got '%s'", val);

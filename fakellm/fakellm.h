@@ -51,10 +51,10 @@ bool fake_fail_status_allowed(long status);
 struct fake_log_entry {
     uint64_t seq;
     char *method;
-    char *path;             /* NULL when libevent rejected the request before parsing it */
-    json_t *headers;        /* object, lowercase names */
-    json_t *body;           /* parsed JSON, a string, or NULL (none / not recorded) */
-    int status;             /* 0 until answered */
+    char *path;      /* NULL when libevent rejected the request before parsing it */
+    json_t *headers; /* object, lowercase names */
+    json_t *body;    /* parsed JSON, a string, or NULL (none / not recorded) */
+    int status;      /* 0 until answered */
     bool client_closed;
     int64_t received_at_ms;
 };
@@ -62,11 +62,11 @@ struct fake_log_entry {
 /* A ring of at most `cap` entries, oldest dropped; seq numbers are consecutive within it. */
 struct fake_log {
     struct fake_log_entry **ring;
-    size_t ring_len;        /* allocated slots (grows by doubling up to cap) */
+    size_t ring_len; /* allocated slots (grows by doubling up to cap) */
     size_t cap;
-    size_t head;            /* slot of the oldest entry */
+    size_t head; /* slot of the oldest entry */
     size_t count;
-    uint64_t next_seq;      /* starts at 1 */
+    uint64_t next_seq; /* starts at 1 */
 };
 
 void fake_log_init(struct fake_log *log, size_t cap);
@@ -102,7 +102,7 @@ uint64_t fake_counters_get(const struct fake_counters *c, const char *key);
 struct fake_pending;
 
 struct fake_stats {
-    uint64_t requests;      /* every request outside /_fake/ */
+    uint64_t requests; /* every request outside /_fake/ */
     uint64_t by_status[600];
     uint64_t in_flight;
     uint64_t max_in_flight;
@@ -114,14 +114,14 @@ struct fake_app {
     struct evhttp *http;
     struct fake_config cfg;
     struct fake_log log;
-    struct fake_counters seq_counters;   /* reply_seq: directive -> requests answered */
-    struct fake_counters fail_counters;  /* fail_times: hash + directive -> requests seen */
+    struct fake_counters seq_counters;  /* reply_seq: directive -> requests answered */
+    struct fake_counters fail_counters; /* fail_times: hash + directive -> requests seen */
     struct fake_stats stats;
-    uint64_t prng;                       /* splitmix64 state */
-    uint64_t n_completions;              /* numbers chatcmpl-fake-<n> */
-    struct fake_pending *pending;        /* replies waiting on a timer (doubly linked) */
+    uint64_t prng;                /* splitmix64 state */
+    uint64_t n_completions;       /* numbers chatcmpl-fake-<n> */
+    struct fake_pending *pending; /* replies waiting on a timer (doubly linked) */
     struct evconnlistener *listener;
-    struct event *accept_resume;         /* re-enables accepting after EMFILE */
+    struct event *accept_resume; /* re-enables accepting after EMFILE */
     bool stopping;
 };
 
@@ -152,12 +152,12 @@ void fake_chat_cancel_all(struct fake_app *app);
 
 struct fake_tool {
     char *name;
-    char *args;             /* the ARGS_JSON text, sent as the "arguments" string */
+    char *args; /* the ARGS_JSON text, sent as the "arguments" string */
 };
 
 struct fake_directives {
-    char *reply;            /* reply=TEXT */
-    char *reply_seq;        /* the whole directive text "[[fake:reply_seq=...]]" */
+    char *reply;                 /* reply=TEXT */
+    char *reply_seq;             /* the whole directive text "[[fake:reply_seq=...]]" */
     const char *reply_seq_value; /* points into reply_seq, after '=' up to the "]]" */
     size_t reply_seq_value_len;
     int status;             /* 0: none */
@@ -174,12 +174,12 @@ struct fake_chat_input {
     const char *model;
     bool stream;
     bool include_usage;
-    uint64_t hash;          /* FNV-1a 64 of role "\n" content "\n" for every message */
-    size_t content_bytes;   /* total bytes of every message's content */
-    char *excerpt;          /* of the last user message, cleaned, <= 60 bytes */
+    uint64_t hash;        /* FNV-1a 64 of role "\n" content "\n" for every message */
+    size_t content_bytes; /* total bytes of every message's content */
+    char *excerpt;        /* of the last user message, cleaned, <= 60 bytes */
     bool has_tool_message;
-    char *tool_results;     /* tool messages after the last assistant message, " | " joined;
-                               NULL when there are none */
+    char *tool_results; /* tool messages after the last assistant message, " | " joined;
+                           NULL when there are none */
     struct fake_directives d;
 };
 
@@ -194,10 +194,10 @@ char *fake_default_text(const struct fake_chat_input *in);
 
 /* What the reply carries: either text or tool calls. */
 struct fake_reply {
-    uint64_t n;             /* chatcmpl-fake-<n> */
+    uint64_t n; /* chatcmpl-fake-<n> */
     int64_t created_s;
     const char *model;
-    const char *text;       /* NULL for tool calls */
+    const char *text; /* NULL for tool calls */
     const struct fake_tool *tools;
     size_t n_tools;
     uint64_t prompt_tokens;

@@ -74,7 +74,8 @@ static void content_text(json_t *msg, struct sbuf *out)
         return;
     size_t i;
     json_t *part;
-    json_array_foreach(c, i, part) {
+    json_array_foreach(c, i, part)
+    {
         json_t *type = json_object_get(part, "type");
         json_t *text = json_object_get(part, "text");
         if (json_is_string(type) && strcmp(json_string_value(type), "text") == 0 &&
@@ -218,8 +219,8 @@ static int scan_directives(struct fake_directives *d, const char *text, size_t l
             snprintf(err, err_len, "fake directive without '=': expected [[fake:NAME=VALUE]]");
             return -1;
         }
-        if (apply_directive(d, start, (size_t)(end + 2 - start), name, (size_t)(eq - name),
-                            eq + 1, (size_t)(end - eq - 1), err, err_len) < 0)
+        if (apply_directive(d, start, (size_t)(end + 2 - start), name, (size_t)(eq - name), eq + 1,
+                            (size_t)(end - eq - 1), err, err_len) < 0)
             return -1;
         pos = (size_t)(end + 2 - text);
     }
@@ -237,7 +238,8 @@ static char *make_excerpt(const char *text, size_t len)
     while (pos < len) {
         const char *start = find(text + pos, len - pos, DIRECTIVE_OPEN, open_len);
         const char *end = start ? find(start + open_len, (size_t)(text + len - start) - open_len,
-                                       DIRECTIVE_CLOSE, 2) : NULL;
+                                       DIRECTIVE_CLOSE, 2)
+                                : NULL;
         if (start == NULL || end == NULL) {
             sb_add(&b, text + pos, len - pos);
             break;
@@ -291,7 +293,8 @@ int fake_chat_input_parse(json_t *body, struct fake_chat_input *in, char *err, s
     }
     size_t i;
     json_t *msg;
-    json_array_foreach(messages, i, msg) {
+    json_array_foreach(messages, i, msg)
+    {
         if (!json_is_object(msg) || !json_is_string(json_object_get(msg, "role"))) {
             snprintf(err, err_len, "messages[%zu] must be an object with a string 'role'", i);
             goto out;
@@ -303,7 +306,8 @@ int fake_chat_input_parse(json_t *body, struct fake_chat_input *in, char *err, s
 
     uint64_t h = FNV64_OFFSET;
     size_t last_user = SIZE_MAX, last_assistant = SIZE_MAX;
-    json_array_foreach(messages, i, msg) {
+    json_array_foreach(messages, i, msg)
+    {
         json_t *role = json_object_get(msg, "role");
         const char *r = json_string_value(role);
         text.len = 0;
@@ -402,8 +406,8 @@ uint64_t fake_tokens(size_t len)
 
 static json_t *usage_json(const struct fake_reply *r)
 {
-    return json_pack("{sIsIsI}", "prompt_tokens", (json_int_t)r->prompt_tokens,
-                     "completion_tokens", (json_int_t)r->completion_tokens, "total_tokens",
+    return json_pack("{sIsIsI}", "prompt_tokens", (json_int_t)r->prompt_tokens, "completion_tokens",
+                     (json_int_t)r->completion_tokens, "total_tokens",
                      (json_int_t)(r->prompt_tokens + r->completion_tokens));
 }
 
@@ -433,14 +437,13 @@ json_t *fake_reply_json(const struct fake_reply *r)
         json_t *calls = json_array();
         for (size_t i = 0; calls != NULL && i < r->n_tools; i++)
             json_array_append_new(calls, tool_call_json(r, i));
-        message = json_pack("{sssnsnso}", "role", "assistant", "content", "refusal",
-                            "tool_calls", calls);
+        message =
+            json_pack("{sssnsnso}", "role", "assistant", "content", "refusal", "tool_calls", calls);
         finish = "tool_calls";
     }
-    return json_pack("{sssssIsss[{sisosnss}]so}", "id", id, "object", "chat.completion",
-                     "created", (json_int_t)r->created_s, "model", r->model, "choices",
-                     "index", 0, "message", message, "logprobs", "finish_reason", finish,
-                     "usage", usage_json(r));
+    return json_pack("{sssssIsss[{sisosnss}]so}", "id", id, "object", "chat.completion", "created",
+                     (json_int_t)r->created_s, "model", r->model, "choices", "index", 0, "message",
+                     message, "logprobs", "finish_reason", finish, "usage", usage_json(r));
 }
 
 static json_t *chunk(const struct fake_reply *r, json_t *delta, const char *finish)
@@ -448,8 +451,8 @@ static json_t *chunk(const struct fake_reply *r, json_t *delta, const char *fini
     char id[64];
     completion_id(r, id);
     return json_pack("{sssssIsss[{sisosnss?}]}", "id", id, "object", "chat.completion.chunk",
-                     "created", (json_int_t)r->created_s, "model", r->model, "choices",
-                     "index", 0, "delta", delta, "logprobs", "finish_reason", finish);
+                     "created", (json_int_t)r->created_s, "model", r->model, "choices", "index", 0,
+                     "delta", delta, "logprobs", "finish_reason", finish);
 }
 
 /* Appends to `chunks`; false when out of memory (json_array_append_new frees on failure). */
@@ -467,8 +470,9 @@ json_t *fake_reply_chunks(const struct fake_reply *r, bool include_usage)
     if (r->text != NULL) {
         /* As recorded from the live API: the role with an empty content first, then the
          * text in small pieces, then an empty delta carrying finish_reason. */
-        ok = push(chunks, chunk(r, json_pack("{sssssn}", "role", "assistant", "content", "",
-                                             "refusal"), NULL));
+        ok = push(
+            chunks,
+            chunk(r, json_pack("{sssssn}", "role", "assistant", "content", "", "refusal"), NULL));
         size_t len = strlen(r->text), pos = 0;
         while (ok && pos < len) {
             size_t n = utf8_prefix_len(r->text + pos, len - pos, STREAM_PIECE_BYTES);
@@ -485,12 +489,11 @@ json_t *fake_reply_chunks(const struct fake_reply *r, bool include_usage)
         for (size_t i = 0; ok && i < r->n_tools; i++) {
             char id[64];
             snprintf(id, sizeof id, "call_fake_%llu_%zu", (unsigned long long)r->n, i);
-            ok = push(chunks,
-                      chunk(r,
-                            json_pack("{s[{sisssss{ssss}}]}", "tool_calls", "index", (int)i,
-                                      "id", id, "type", "function", "function", "name",
-                                      r->tools[i].name, "arguments", ""),
-                            NULL));
+            ok = push(chunks, chunk(r,
+                                    json_pack("{s[{sisssss{ssss}}]}", "tool_calls", "index", (int)i,
+                                              "id", id, "type", "function", "function", "name",
+                                              r->tools[i].name, "arguments", ""),
+                                    NULL));
             const char *a = r->tools[i].args;
             size_t len = strlen(a), pos = 0;
             while (ok && pos < len) {
@@ -498,8 +501,8 @@ json_t *fake_reply_chunks(const struct fake_reply *r, bool include_usage)
                 if (n == 0)
                     n = len - pos;
                 ok = push(chunks, chunk(r,
-                                        json_pack("{s[{sis{ss%}}]}", "tool_calls", "index",
-                                                  (int)i, "function", "arguments", a + pos, n),
+                                        json_pack("{s[{sis{ss%}}]}", "tool_calls", "index", (int)i,
+                                                  "function", "arguments", a + pos, n),
                                         NULL));
                 pos += n;
             }
@@ -509,10 +512,9 @@ json_t *fake_reply_chunks(const struct fake_reply *r, bool include_usage)
     if (ok && include_usage) {
         char id[64];
         completion_id(r, id);
-        ok = push(chunks, json_pack("{sssssIsss[]so}", "id", id, "object",
-                                    "chat.completion.chunk", "created",
-                                    (json_int_t)r->created_s, "model", r->model, "choices",
-                                    "usage", usage_json(r)));
+        ok = push(chunks, json_pack("{sssssIsss[]so}", "id", id, "object", "chat.completion.chunk",
+                                    "created", (json_int_t)r->created_s, "model", r->model,
+                                    "choices", "usage", usage_json(r)));
     }
     if (!ok) {
         json_decref(chunks);

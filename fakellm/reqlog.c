@@ -122,8 +122,8 @@ struct fake_log_entry *fake_log_find(struct fake_log *log, uint64_t seq)
 
 static json_t *entry_json(const struct fake_log_entry *e)
 {
-    return json_pack("{sIsssosososisbsI}", "seq", (json_int_t)e->seq, "method", e->method,
-                     "path", e->path ? json_string(e->path) : json_null(), "headers",
+    return json_pack("{sIsssosososisbsI}", "seq", (json_int_t)e->seq, "method", e->method, "path",
+                     e->path ? json_string(e->path) : json_null(), "headers",
                      e->headers ? json_incref(e->headers) : json_object(), "body",
                      e->body ? json_incref(e->body) : json_null(), "status", e->status,
                      "client_closed", e->client_closed, "received_at_ms",
