@@ -39,7 +39,6 @@ class FakeCase(CrewdTestCase):
     @classmethod
     def setUpClass(cls):
         cls.fake = FakeLLM(cls.FAKE_ARGS)
-        cls.fake.start()
         cls.addClassCleanup(cls.fake.stop)
         super().setUpClass()
 
@@ -324,7 +323,6 @@ class TestParallelCap(CrewdTestCase):
 
     def test_max_parallel_tasks_bounds_calls_in_flight(self):
         fake = FakeLLM([])
-        fake.start()
         self.addCleanup(fake.stop)
         srv = self.start_crewd()
         name = unique_name()

@@ -17,7 +17,6 @@ class TestRecovery(CrewdTestCase):
 
     def setUp(self):
         self.fake = FakeLLM([])
-        self.fake.start()
         self.addCleanup(self.fake.stop)
 
     def calls_by_agent(self, marker):
@@ -94,7 +93,6 @@ class TestRunningCap(CrewdTestCase):
 
     def test_max_running_jobs(self):
         fake = FakeLLM([])
-        fake.start()
         self.addCleanup(fake.stop)
         srv = self.start_crewd(args=["--max-running-jobs", "2"])
         name = unique_name()
