@@ -337,6 +337,22 @@ static long backoff_delay(struct llm_call *call)
     return (long)((double)d * f);
 }
 
+/* glibc declares the GNU strerror_r (returns char *) or the XSI one (returns int) depending on
+ * feature macros other headers may set; _Generic picks the matching reader. */
+static const char *strerror_xsi(int rc, const char *buf)
+{
+    return rc == 0 ? buf : "";
+}
+
+static const char *strerror_gnu(const char *p, const char *buf)
+{
+    return p ? p : "";
+}
+
+#define errno_text(err, buf, cap)                                                                  \
+    _Generic(strerror_r((err), (buf), (cap)), int: strerror_xsi, char *: strerror_gnu)(          \
+        strerror_r((err), (buf), (cap)), (buf))
+
 static void classify_curl(struct llm_call *call, struct err *e, bool *retryable)
 {
     CURLcode r = call->result;
@@ -344,8 +360,7 @@ static void classify_curl(struct llm_call *call, struct err *e, bool *retryable)
     long os_errno = 0;
     char oserr[128] = "";
     curl_easy_getinfo(call->easy, CURLINFO_OS_ERRNO, &os_errno);
-    if (os_errno != 0 && strerror_r((int)os_errno, oserr, sizeof oserr) != 0)
-        oserr[0] = '\0';
+    const char *os_text = os_errno != 0 ? errno_text((int)os_errno, oserr, sizeof oserr) : "";
 
     switch (r) {
     case CURLE_OPERATION_TIMEDOUT: {
@@ -365,7 +380,7 @@ static void classify_curl(struct llm_call *call, struct err *e, bool *retryable)
     case CURLE_SSL_CONNECT_ERROR:
         *retryable = true;
         err_set(e, ERR_IO, "%s: cannot connect to %s: %s", call->provider, call->host_port,
-                r == CURLE_COULDNT_CONNECT && oserr[0] ? oserr : text);
+                r == CURLE_COULDNT_CONNECT && os_text[0] ? os_text : text);
         return;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
