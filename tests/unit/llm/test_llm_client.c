@@ -253,6 +253,8 @@ struct result {
     struct llm_call *to_cancel;
     struct result *chained;
     const struct llm_request *chain_req;
+    struct llm_call *cancel_on_delta; /* cancelled from its first delta */
+    bool free_client;                 /* on_done frees r->client */
 };
 
 static void on_done(void *arg, int rc, struct llm_response *resp, const struct err *e,
@@ -280,6 +282,8 @@ static void on_done(void *arg, int rc, struct llm_response *resp, const struct e
         assert_int_equal(llm_call_start(r->client, r->chain_req, &o, NULL, &e2), 0);
         r->chained = NULL;
     }
+    if (r->free_client)
+        llm_client_free(r->client);
 }
 
 static void on_delta(void *arg, const char *text, size_t len)
@@ -288,6 +292,10 @@ static void on_delta(void *arg, const char *text, size_t len)
     assert_true(r->n_delta_bytes + len < sizeof r->deltas);
     memcpy(r->deltas + r->n_delta_bytes, text, len);
     r->n_delta_bytes += len;
+    if (r->cancel_on_delta != NULL) {
+        llm_call_cancel(r->cancel_on_delta); /* libcurl is on the stack here */
+        r->cancel_on_delta = NULL;
+    }
 }
 
 static void result_free(struct result *r)
@@ -731,6 +739,47 @@ static void test_free_with_calls_in_flight(void **state)
     fx_stop(&f);
 }
 
+static void test_cancel_from_own_delta(void **state)
+{
+    static const struct step steps[] = {{.status = 200, .stream = true}};
+    struct fixture f;
+    fx_start(&f, steps, 1, NULL);
+    f.req.stream = true;
+    struct result r = {0};
+    r.cancel_on_delta = start(&f, &r);
+    run_until(f.base, one_closed, &f.srv, "the connection of a call cancelled from on_delta");
+    spin(f.base);
+    assert_int_equal(r.n_done, 0);
+    assert_true(r.n_delta_bytes > 0);
+    fx_stop(&f);
+}
+
+static bool any_done(void *arg)
+{
+    struct result *r = arg;
+    return r[0].n_done + r[1].n_done + r[2].n_done >= 1;
+}
+
+static void test_free_from_callback(void **state)
+{
+    static const struct step steps[] = {{.status = 200}};
+    struct fixture f;
+    fx_start(&f, steps, 1, NULL);
+    struct result r[3] = {{0}};
+    for (int i = 0; i < 3; i++) {
+        r[i].client = f.client;
+        r[i].free_client = true;
+        start(&f, &r[i]);
+    }
+    run_until(f.base, any_done, r, "the first callback");
+    f.client = NULL; /* freed by that callback */
+    spin(f.base);
+    assert_int_equal(r[0].n_done + r[1].n_done + r[2].n_done, 1);
+    for (int i = 0; i < 3; i++)
+        result_free(&r[i]);
+    fx_stop(&f);
+}
+
 static void test_unsupported_and_invalid(void **state)
 {
     static const struct step steps[] = {{.status = 200}};
@@ -798,6 +847,8 @@ int main(void)
         cmocka_unit_test(test_callback_starts_call),
         cmocka_unit_test(test_callback_cancels_other),
         cmocka_unit_test(test_free_with_calls_in_flight),
+        cmocka_unit_test(test_cancel_from_own_delta),
+        cmocka_unit_test(test_free_from_callback),
         cmocka_unit_test(test_unsupported_and_invalid),
     };
     return cmocka_run_group_tests(tests, load_stream, free_stream);
