@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = w->stream_feed(s, buf, split, count_delta, &delta_bytes, &e);
     if (rc == 0)
         rc = w->stream_feed(s, buf + split, size - split, count_delta, &delta_bytes, &e);
-    if (rc == 0 && w->stream_end(s, &r, &e) == 0) {
+    if (rc == 0 && w->stream_end(s, count_delta, &delta_bytes, &r, &e) == 0) {
         check(r);
         /* Every delta went into the text (and nothing else did). */
         if (strlen(r->text) != delta_bytes)

@@ -51,7 +51,8 @@ enum call_state {
     CALL_BACKOFF,
     CALL_FINISHED,
     CALL_ZOMBIE,
-    CALL_DISPATCHING,
+    CALL_JUDGING,     /* complete_attempt holds it (in no list) */
+    CALL_DISPATCHING, /* its on_done runs (in no list) */
 };
 
 struct call_list {
@@ -110,6 +111,7 @@ struct llm_call {
     bool emitted_delta;
     long retry_after_ms;   /* retry-after-ms header; -1: none */
     long retry_after_s_ms; /* Retry-After header, in ms; -1: none */
+    bool cancelled;        /* cancelled from an on_delta while CALL_JUDGING */
     int abort_rc;          /* the write callback stopped the transfer */
     struct err abort_err;
 };
@@ -129,6 +131,7 @@ static struct call_list *list_of(struct llm_client *c, enum call_state st)
         return &c->finished;
     case CALL_ZOMBIE:
         return &c->zombies;
+    case CALL_JUDGING:
     case CALL_DISPATCHING:
         break;
     }
@@ -423,6 +426,8 @@ static void deliver(struct llm_call *call, int rc, struct llm_response *resp, st
     call_free(call);
 }
 
+static void stream_delta(void *arg, const char *text, size_t len);
+
 /* Judges a finished attempt: success, a retry on the backoff timer, or a failure. */
 static void complete_attempt(struct llm_call *call)
 {
@@ -434,6 +439,8 @@ static void complete_attempt(struct llm_call *call)
     long status = 0;
     curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
     call->last_status = status;
+    call_unlink(call);
+    call->state = CALL_JUDGING;
 
     if (call->abort_rc != 0) {
         rc = call->abort_rc;
@@ -443,7 +450,14 @@ static void complete_attempt(struct llm_call *call)
         classify_curl(call, &e, &retryable);
     } else if (status >= 200 && status < 300) {
         if (call->streaming) {
-            rc = call->wire->stream_end(call->stream, &resp, &e);
+            /* The last event may still hold a delta, and on_delta may cancel this call or
+             * free the client: then the call is only released here. */
+            rc = call->wire->stream_end(call->stream, stream_delta, call, &resp, &e);
+            if (call->cancelled) {
+                llm_response_free(resp);
+                call_free(call);
+                return;
+            }
             retryable = rc == ERR_IO; /* cut short: like a partial transfer */
         } else {
             rc = call->wire->parse_reply(call->body.data ? call->body.data : "", call->body.len,
@@ -598,7 +612,8 @@ static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 static void stream_delta(void *arg, const char *text, size_t len)
 {
     struct llm_call *call = arg;
-    if (call->state != CALL_RUNNING || call->client->dying)
+    if ((call->state != CALL_RUNNING && call->state != CALL_JUDGING) || call->cancelled ||
+        call->client->dying)
         return; /* cancelled by an earlier delta of the same chunk */
     call->emitted_delta = true;
     if (call->opts.on_delta != NULL)
@@ -994,6 +1009,12 @@ void llm_call_cancel(struct llm_call *call)
     switch (call->state) {
     case CALL_DISPATCHING: /* its own callback is running: the contract forbids this */
     case CALL_ZOMBIE:
+        return;
+    case CALL_JUDGING: /* from its on_delta during the stream's end: complete_attempt frees it */
+        if (!call->cancelled) {
+            call->cancelled = true;
+            c->n_calls--;
+        }
         return;
     case CALL_RUNNING:
         c->n_calls--;

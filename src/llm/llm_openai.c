@@ -607,7 +607,8 @@ static int openai_stream_feed(struct llm_stream *s, const char *data, size_t len
     return rc;
 }
 
-static int openai_stream_end(struct llm_stream *s, struct llm_response **out, struct err *e)
+static int openai_stream_end(struct llm_stream *s, llm_delta_cb on_delta, void *arg,
+                             struct llm_response **out, struct err *e)
 {
     int rc = 0;
     bool nomem = false;
@@ -616,7 +617,7 @@ static int openai_stream_end(struct llm_stream *s, struct llm_response **out, st
     if (s->dead)
         return err_set(e, ERR_INVALID, "stream already failed");
     /* A last event without its blank line still counts. */
-    rc = llm_sse_feed(&s->sse, "\n\n", 2, stream_event, s, e);
+    rc = openai_stream_feed(s, "\n\n", 2, on_delta, arg, e);
     if (rc != 0) {
         s->dead = true;
         return rc;

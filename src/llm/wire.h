@@ -60,12 +60,14 @@ struct llm_wire {
     size_t (*error_message)(const char *body, size_t len, char *buf, size_t cap);
 
     /* Streaming: new state per attempt; feed any split of the bytes (deltas go to on_delta,
-     * which may be NULL); end checks the stream was complete and yields the response. After
+     * which may be NULL); end flushes a last event that lacked its blank line (its deltas go
+     * to on_delta too), checks the stream was complete and yields the response. After
      * an error from feed, the stream is dead: only free is valid. */
     int (*stream_new)(struct llm_stream **out);
     int (*stream_feed)(struct llm_stream *s, const char *data, size_t len, llm_delta_cb on_delta,
                        void *arg, struct err *e);
-    int (*stream_end)(struct llm_stream *s, struct llm_response **out, struct err *e);
+    int (*stream_end)(struct llm_stream *s, llm_delta_cb on_delta, void *arg,
+                      struct llm_response **out, struct err *e);
     void (*stream_free)(struct llm_stream *s); /* NULL-safe */
 };
 

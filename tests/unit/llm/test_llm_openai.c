@@ -531,7 +531,7 @@ static struct llm_response *stream_parse(const char *raw, size_t len, size_t ste
         rc = W->stream_feed(s, raw + off, n, col ? collect : NULL, col, e);
     }
     if (rc == 0)
-        rc = W->stream_end(s, &r, e);
+        rc = W->stream_end(s, col ? collect : NULL, col, &r, e);
     W->stream_free(s);
     *rc_out = rc;
     return r;
@@ -673,9 +673,13 @@ static void test_stream_malformed(void **state)
      * finish_reason (some compatible servers) is accepted. */
     ok = "data: {\"choices\":[{\"index\":1,\"delta\":{\"content\":\"no\"}},{\"index\":0,"
          "\"delta\":{\"content\":\"yes\"},\"finish_reason\":\"stop\"}]}";
-    r = stream_parse(ok, strlen(ok), 0, NULL, &rc, &e);
+    struct collected col2 = {0};
+    r = stream_parse(ok, strlen(ok), 0, &col2, &rc, &e);
     assert_int_equal(rc, 0);
     assert_string_equal(r->text, "yes");
+    /* Regression (fuzzer): the delta of a last event without its blank line reached the text
+     * but not on_delta. */
+    assert_string_equal(col2.text, "yes");
     llm_response_free(r);
 
     /* Too many distinct tool-call indexes. */
