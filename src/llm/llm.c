@@ -528,7 +528,8 @@ static void after_curl(struct llm_client *c)
 static void on_socket(evutil_socket_t fd, short what, void *arg)
 {
     struct llm_client *c = arg;
-    int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int action =
+        ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running = 0;
     busy_enter(c);
     c->in_curl++;
@@ -838,9 +839,7 @@ static const struct llm_wire *wire_for(const char *provider)
         const char *provider;
         const struct llm_wire *wire;
     } table[] = {
-        {"openai", &llm_wire_openai},
-        {"groq", &llm_wire_openai},
-        {"ollama", &llm_wire_openai},
+        {"openai", &llm_wire_openai}, {"groq", &llm_wire_openai}, {"ollama", &llm_wire_openai},
         /* anthropic, google: one file each (llm_anthropic.c, llm_google.c), then a line here */
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
@@ -947,10 +946,10 @@ int llm_call_start(struct llm_client *client, const struct llm_request *req,
         return err_set(e, ERR_INVALID, "llm: client, request and on_done are required");
     const struct llm_provider_info *prov = llm_provider_find(req->provider);
     if (prov == NULL)
-        return err_set(e, ERR_UNSUPPORTED, "llm: unknown provider '%.*s'",
-                       req->provider ? (int)utf8_prefix_len(req->provider, strlen(req->provider), 64)
-                                     : 6,
-                       req->provider ? req->provider : "(none)");
+        return err_set(
+            e, ERR_UNSUPPORTED, "llm: unknown provider '%.*s'",
+            req->provider ? (int)utf8_prefix_len(req->provider, strlen(req->provider), 64) : 6,
+            req->provider ? req->provider : "(none)");
     const struct llm_wire *wire = wire_for(prov->name);
     if (wire == NULL)
         return err_set(e, ERR_UNSUPPORTED, "%s: not supported by this build yet", prov->name);

@@ -109,7 +109,7 @@ static int build_message(const struct llm_message *m, size_t i, json_t **out, st
             const struct llm_tool_call *tc = &m->tool_calls[k];
             json_t *c = json_object(), *fn = NULL;
             NOMEM_IF(c == NULL || json_array_append_new(calls, c) != 0); /* steals c */
-            NOMEM_IF(json_object_set_new(c, "id", json_null()) != 0);   /* keeps key order */
+            NOMEM_IF(json_object_set_new(c, "id", json_null()) != 0);    /* keeps key order */
             NOMEM_IF(json_object_set_new(c, "type", json_string("function")) != 0);
             fn = json_object();
             NOMEM_IF(fn == NULL || json_object_set_new(c, "function", fn) != 0);
@@ -530,8 +530,7 @@ static int stream_tool_delta(struct llm_stream *s, const json_t *d, size_t pos, 
     return 0;
 }
 
-static int stream_event(void *arg, const char *event, const char *data, size_t len,
-                        struct err *e)
+static int stream_event(void *arg, const char *event, const char *data, size_t len, struct err *e)
 {
     struct llm_stream *s = arg;
     int rc = 0;
@@ -570,8 +569,7 @@ static int stream_event(void *arg, const char *event, const char *data, size_t l
         const json_t *jidx = json_object_get(choice, "index");
         if (json_is_integer(jidx) && json_integer_value(jidx) != 0)
             continue;
-        NOMEM_IF(replace_string(&s->finish_reason, json_object_get(choice, "finish_reason")) !=
-                 0);
+        NOMEM_IF(replace_string(&s->finish_reason, json_object_get(choice, "finish_reason")) != 0);
         const json_t *delta = json_object_get(choice, "delta");
         const json_t *content = json_object_get(delta, "content");
         if (json_is_string(content) && json_string_length(content) > 0) {

@@ -197,8 +197,7 @@ int llm_sse_feed(struct llm_sse *s, const char *buf, size_t len, llm_sse_event_c
             j++;
         if (j > i) {
             if (s->line.len + (j - i) > s->max_line)
-                return err_set(e, ERR_TOO_LARGE, "stream line longer than %zu bytes",
-                               s->max_line);
+                return err_set(e, ERR_TOO_LARGE, "stream line longer than %zu bytes", s->max_line);
             if (llm_buf_append(&s->line, buf + i, j - i) != 0)
                 return err_set(e, ERR_NOMEM, "out of memory");
         }

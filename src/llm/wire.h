@@ -25,8 +25,8 @@
 #include "llm/llm.h"
 
 #define LLM_WIRE_MAX_HEADERS 8
-#define LLM_WIRE_ERRMSG_MAX 300     /* bytes of a provider's error message kept in e.msg */
-#define LLM_SSE_MAX_LINE (1 << 20)  /* one SSE line (one event's data) */
+#define LLM_WIRE_ERRMSG_MAX 300       /* bytes of a provider's error message kept in e.msg */
+#define LLM_SSE_MAX_LINE (1 << 20)    /* one SSE line (one event's data) */
 #define LLM_STREAM_MAX_TOOL_CALLS 128 /* distinct tool-call indexes in one streamed reply */
 
 /* The HTTP request a wire builds. Header strings are "Name: value"; the Authorization header
@@ -82,7 +82,7 @@ struct llm_buf {
 };
 
 int llm_buf_append(struct llm_buf *b, const char *data, size_t len); /* 0 or ERR_NOMEM */
-void llm_buf_reset(struct llm_buf *b);                              /* keeps the memory */
+void llm_buf_reset(struct llm_buf *b);                               /* keeps the memory */
 void llm_buf_free(struct llm_buf *b);
 char *llm_buf_steal(struct llm_buf *b); /* the data ("" if empty) or NULL on ENOMEM */
 

@@ -36,12 +36,12 @@
 
 struct step {
     int status;
-    const char *header;  /* "Name: value" or NULL */
-    const char *body;    /* NULL: the OK body */
-    size_t body_len;     /* 0: strlen(body) */
-    bool hold;           /* never answer */
-    long delay_ms;       /* answer later */
-    bool stream;         /* text/event-stream, sent in chunks */
+    const char *header; /* "Name: value" or NULL */
+    const char *body;   /* NULL: the OK body */
+    size_t body_len;    /* 0: strlen(body) */
+    bool hold;          /* never answer */
+    long delay_ms;      /* answer later */
+    bool stream;        /* text/event-stream, sent in chunks */
 };
 
 #define MAX_CONNS 512
@@ -68,7 +68,8 @@ struct srv {
 };
 
 static const char OK_BODY[] =
-    "{\"id\":\"c1\",\"object\":\"chat.completion\",\"model\":\"gpt-test\",\"choices\":[{\"index\":0,"
+    "{\"id\":\"c1\",\"object\":\"chat.completion\",\"model\":\"gpt-test\",\"choices\":[{\"index\":"
+    "0,"
     "\"message\":{\"role\":\"assistant\",\"content\":\"Hello there\"},\"finish_reason\":\"stop\"}],"
     "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7,"
     "\"prompt_tokens_details\":{\"cached_tokens\":3}}}";
@@ -357,9 +358,13 @@ static void fx_start(struct fixture *f, const struct step *steps, size_t n_steps
     assert_int_equal(llm_client_new(f->base, opts, &f->client, &e), 0);
     snprintf(f->base_url, sizeof f->base_url, "http://127.0.0.1:%d/v1/", f->srv.port);
     f->msg = (struct llm_message){.role = LLM_ROLE_USER, .content = "Hi"};
-    f->req = (struct llm_request){.provider = "openai", .model = "gpt-test",
-                                  .base_url = f->base_url, .api_key = "sk-test-secret-123",
-                                  .messages = &f->msg, .n_messages = 1, .temperature = -1};
+    f->req = (struct llm_request){.provider = "openai",
+                                  .model = "gpt-test",
+                                  .base_url = f->base_url,
+                                  .api_key = "sk-test-secret-123",
+                                  .messages = &f->msg,
+                                  .n_messages = 1,
+                                  .temperature = -1};
 }
 
 static void fx_stop(struct fixture *f)
@@ -460,12 +465,12 @@ static void test_429_retry_after(void **state)
 {
     /* Backoff is set far beyond the guard: only the server's header can make this pass. */
     struct llm_client_opts o = {.backoff_base_ms = 60000, .backoff_max_ms = 60000};
-    static const struct step s1[] = {
-        {.status = 429, .header = "Retry-After: 0", .body = "{\"error\":{\"message\":\"slow down\"}}"},
-        {.status = 200}};
-    static const struct step s2[] = {
-        {.status = 429, .header = "retry-after-ms: 20", .body = "{}"},
-        {.status = 200}};
+    static const struct step s1[] = {{.status = 429,
+                                      .header = "Retry-After: 0",
+                                      .body = "{\"error\":{\"message\":\"slow down\"}}"},
+                                     {.status = 200}};
+    static const struct step s2[] = {{.status = 429, .header = "retry-after-ms: 20", .body = "{}"},
+                                     {.status = 200}};
     const struct step *scripts[] = {s1, s2};
     for (int i = 0; i < 2; i++) {
         struct fixture f;
@@ -506,8 +511,9 @@ static void test_400_not_retried(void **state)
 static void test_key_never_in_message(void **state)
 {
     static const struct step steps[] = {
-        {.status = 401, .body = "{\"error\":{\"message\":\"Incorrect API key provided: "
-                                "sk-test-secret-123. Check it.\"}}"}};
+        {.status = 401,
+         .body = "{\"error\":{\"message\":\"Incorrect API key provided: "
+                 "sk-test-secret-123. Check it.\"}}"}};
     struct fixture f;
     fx_start(&f, steps, 1, NULL);
     struct result r = {0};

@@ -80,8 +80,11 @@ static void test_build_default_example(void **state)
         {.role = LLM_ROLE_SYSTEM, .content = "You are a helpful assistant."},
         {.role = LLM_ROLE_USER, .content = "Hello!"},
     };
-    struct llm_request req = {.provider = "openai", .model = "VAR_chat_model_id",
-                              .api_key = "sk-test", .messages = msgs, .n_messages = 2,
+    struct llm_request req = {.provider = "openai",
+                              .model = "VAR_chat_model_id",
+                              .api_key = "sk-test",
+                              .messages = msgs,
+                              .n_messages = 2,
                               .temperature = -1};
     struct llm_wire_http h;
     struct err e = {0};
@@ -124,8 +127,13 @@ static void test_build_functions_example(void **state)
         .description = json_string_value(json_object_get(fn, "description")),
         .parameters = json_object_get(fn, "parameters"),
     }};
-    struct llm_request req = {.provider = "openai", .model = "gpt-5.4", .api_key = "k",
-                              .messages = msgs, .n_messages = 1, .tools = tools, .n_tools = 1,
+    struct llm_request req = {.provider = "openai",
+                              .model = "gpt-5.4",
+                              .api_key = "k",
+                              .messages = msgs,
+                              .n_messages = 1,
+                              .tools = tools,
+                              .n_tools = 1,
                               .temperature = -1};
     struct llm_wire_http h;
     struct err e = {0};
@@ -148,8 +156,11 @@ static void test_build_streaming_example(void **state)
         {.role = LLM_ROLE_SYSTEM, .content = "You are a helpful assistant."},
         {.role = LLM_ROLE_USER, .content = "Hello!"},
     };
-    struct llm_request req = {.provider = "openai", .model = "VAR_chat_model_id",
-                              .messages = msgs, .n_messages = 2, .temperature = -1,
+    struct llm_request req = {.provider = "openai",
+                              .model = "VAR_chat_model_id",
+                              .messages = msgs,
+                              .n_messages = 2,
+                              .temperature = -1,
                               .stream = true};
     struct llm_wire_http h;
     struct err e = {0};
@@ -172,9 +183,8 @@ static void test_build_streaming_example(void **state)
 /* The schema's "required" list of components.schemas[name]. */
 static const json_t *schema(const json_t *spec, const char *name)
 {
-    const json_t *s = json_object_get(json_object_get(json_object_get(spec, "components"),
-                                                      "schemas"),
-                                      name);
+    const json_t *s =
+        json_object_get(json_object_get(json_object_get(spec, "components"), "schemas"), name);
     if (s == NULL)
         fail_msg("schema %s missing", name);
     return s;
@@ -229,9 +239,10 @@ static void test_build_all_fields_against_schema(void **state)
     /* The spec holds an int64 bound jansson refuses as an integer (seed's minimum). */
     json_t *spec = load_fixture_flags(FIXTURES "chat-completions.openapi-subset.json",
                                       JSON_DECODE_INT_AS_REAL);
-    json_t *params = json_pack("{s:s,s:{s:{s:s}}}", "type", "object", "properties", "q", "type",
-                               "string");
-    struct llm_tool_call calls[] = {{.id = "call_1", .name = "search", .arguments = "{\"q\":\"x\"}"}};
+    json_t *params =
+        json_pack("{s:s,s:{s:{s:s}}}", "type", "object", "properties", "q", "type", "string");
+    struct llm_tool_call calls[] = {
+        {.id = "call_1", .name = "search", .arguments = "{\"q\":\"x\"}"}};
     struct llm_message msgs[] = {
         {.role = LLM_ROLE_SYSTEM, .content = "sys"},
         {.role = LLM_ROLE_USER, .content = "héllo \xe2\x9c\x93"},
@@ -239,11 +250,18 @@ static void test_build_all_fields_against_schema(void **state)
         {.role = LLM_ROLE_TOOL, .content = "result", .tool_call_id = "call_1"},
         {.role = LLM_ROLE_ASSISTANT, .content = "done"},
     };
-    struct llm_tool_def tools[] = {{.name = "search", .description = "Search", .parameters = params},
-                                   {.name = "noargs"}};
-    struct llm_request req = {.provider = "groq", .model = "m", .api_key = "k", .messages = msgs,
-                              .n_messages = 5, .tools = tools, .n_tools = 2, .temperature = 0.2,
-                              .max_tokens = 100, .stream = true};
+    struct llm_tool_def tools[] = {
+        {.name = "search", .description = "Search", .parameters = params}, {.name = "noargs"}};
+    struct llm_request req = {.provider = "groq",
+                              .model = "m",
+                              .api_key = "k",
+                              .messages = msgs,
+                              .n_messages = 5,
+                              .tools = tools,
+                              .n_tools = 2,
+                              .temperature = 0.2,
+                              .max_tokens = 100,
+                              .stream = true};
     struct llm_wire_http h;
     struct err e = {0};
     assert_int_equal(W->build(&req, "http://localhost:8080/openai/v1//", &h, &e), 0);
@@ -293,9 +311,8 @@ static void test_build_all_fields_against_schema(void **state)
         assert_keys_known(spec, json_object_get(t, "function"), schema(spec, "FunctionObject"),
                           "function");
     }
-    assert_null(json_object_get(json_object_get(json_array_get(json_object_get(b, "tools"), 1),
-                                                "function"),
-                                "parameters"));
+    assert_null(json_object_get(
+        json_object_get(json_array_get(json_object_get(b, "tools"), 1), "function"), "parameters"));
     /* The caller's schema object is borrowed, not consumed. */
     assert_int_equal(params->refcount, 1);
     json_decref(b);
@@ -380,8 +397,8 @@ static void test_parse_default_example(void **state)
     llm_response_free(r);
 
     /* The spec's object example of CreateChatCompletionResponse. */
-    const json_t *obj = json_object_get(json_object_get(ex_all, "object_examples"),
-                                        "CreateChatCompletionResponse");
+    const json_t *obj =
+        json_object_get(json_object_get(ex_all, "object_examples"), "CreateChatCompletionResponse");
     r = parse_ok(json_string_value(json_object_get(obj, "raw")));
     assert_string_equal(r->model, "gpt-4o-2024-08-06");
     assert_true(strncmp(r->text, "The image shows a wooden boardwalk", 34) == 0);
@@ -393,8 +410,8 @@ static void test_parse_default_example(void **state)
 static void test_parse_functions_example(void **state)
 {
     json_t *ex_all = load_fixture(FIXTURES "chat-completions.examples.json");
-    struct llm_response *r = parse_ok(
-        json_string_value(json_object_get(example(ex_all, "Functions"), "response_raw")));
+    struct llm_response *r =
+        parse_ok(json_string_value(json_object_get(example(ex_all, "Functions"), "response_raw")));
     assert_string_equal(r->text, ""); /* content: null */
     assert_string_equal(r->finish_reason, "tool_calls");
     assert_int_equal(r->n_tool_calls, 1);
@@ -550,12 +567,31 @@ static const struct want_stream WANT[] = {
     {"text",
      "I'm unable to provide real-time weather updates. To get the current weather in San "
      "Francisco, I recommend checking a reliable weather website or a weather app.",
-     "stop", 14, 30, 44, 0, {NULL}, {NULL}, {NULL}},
-    {"single_tool_call", "", "tool_calls", 76, 24, 100, 1,
+     "stop",
+     14,
+     30,
+     44,
+     0,
+     {NULL},
+     {NULL},
+     {NULL}},
+    {"single_tool_call",
+     "",
+     "tool_calls",
+     76,
+     24,
+     100,
+     1,
      {"call_c91SqDXlYFuETYv8mUHzz6pp"},
      {"GetWeatherArgs"},
      {"{\"city\":\"Edinburgh\",\"country\":\"UK\",\"units\":\"c\"}"}},
-    {"parallel_tool_calls", "", "tool_calls", 149, 60, 209, 2,
+    {"parallel_tool_calls",
+     "",
+     "tool_calls",
+     149,
+     60,
+     209,
+     2,
      {"call_JMW1whyEaYG438VE1OIflxA2", "call_DNYTawLBoN8fj3KN6qU9N1Ou"},
      {"GetWeatherArgs", "get_stock_price"},
      {"{\"city\": \"Edinburgh\", \"country\": \"GB\", \"units\": \"c\"}",
