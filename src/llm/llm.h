@@ -97,6 +97,20 @@ struct llm_call_info {
  * "openai: timed out after 30000 ms", "openai: cannot connect to 127.0.0.1:9: Connection
  * refused", "openai: reply is not valid JSON". Called exactly once unless the call was
  * cancelled first; the call handle is freed right after the callback returns.
+ *
+ * The codes, by what went wrong on the last attempt:
+ *   ERR_IO        transport or HTTP failure: connect, timeout, connection lost, a non-2xx status
+ *                 (message "<provider>: HTTP <status>: <provider's message>", at most ~300
+ *                 bytes of it), an error the provider reported inside a 200 reply or stream, a
+ *                 stream cut short;
+ *   ERR_TOO_LARGE the reply passed max_reply_bytes, or one SSE line passed 1 MiB (not retried);
+ *   ERR_INVALID   a 2xx reply that does not parse ("reply is not valid JSON", "reply has no
+ *                 choices[0].message", ...; not retried);
+ *   ERR_NOMEM, ERR_INTERNAL (libcurl refused the transfer).
+ * info->retryable says whether the last failure was of a retried kind (408, 409, 429, 5xx,
+ * timeouts, connection errors); such a failure reaches the callback only once max_attempts
+ * are spent, or when streamed text had already gone to on_delta (it cannot be taken back, so
+ * that call is not retried). The API key is scrubbed from every message ("[redacted]").
  */
 typedef void (*llm_done_cb)(void *arg, int rc, struct llm_response *resp, const struct err *e,
                             const struct llm_call_info *info);
@@ -125,11 +139,15 @@ struct llm_client_opts {
 struct llm_client;
 struct llm_call;
 
-/* Returns 0, ERR_NOMEM, or ERR_INTERNAL (curl could not start). */
+/* Returns 0, ERR_NOMEM, or ERR_INTERNAL (curl could not start). The first call in the process
+ * runs curl_global_init (under pthread_once): create the first client before starting other
+ * threads that use libcurl. The client lives on `base` and must be freed before it. */
 int llm_client_new(struct event_base *base, const struct llm_client_opts *opts,
                    struct llm_client **out, struct err *e);
 
-/* Aborts every call in flight without calling their callbacks. NULL-safe. */
+/* Aborts every call in flight without calling their callbacks (their connections close).
+ * May be called from inside a callback of this client: the calls are silenced at once and the
+ * memory is released when the client's event callback returns. NULL-safe. */
 void llm_client_free(struct llm_client *client);
 
 /*
@@ -142,7 +160,8 @@ int llm_call_start(struct llm_client *client, const struct llm_request *req,
                    const struct llm_call_opts *opts, struct llm_call **out, struct err *e);
 
 /* Aborts the call (closing its connection if a transfer is in flight); its callback is not
- * called. Must not be called from inside that call's own callback. NULL-safe. */
+ * called. Must not be called from inside that call's own on_done (it is ignored there); may be
+ * called from any other callback, including the call's own on_delta. NULL-safe. */
 void llm_call_cancel(struct llm_call *call);
 
 /* Calls in flight or waiting for a retry or a connection slot. */

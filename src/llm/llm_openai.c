@@ -1,0 +1,678 @@
+/*
+ * llm_openai.c - the OpenAI Chat Completions wire (POST {base_url}/chat/completions), used
+ * for the providers openai, groq and ollama and for any OpenAI-compatible base_url.
+ *
+ * Reference shapes: tests/fixtures/openai/ (copied from the published OpenAPI spec, its
+ * examples and streams recorded by the official SDK). Choices made here:
+ * - system turns go out with role "system", not "developer": every OpenAI-compatible server
+ *   knows "system" and OpenAI maps it to "developer" for the models that want that.
+ * - the output cap goes out as "max_tokens". OpenAI's newer name is max_completion_tokens
+ *   (and its reasoning models refuse max_tokens), but groq, ollama and most compatible servers
+ *   only know max_tokens; a per-model switch can come when an agent needs it.
+ * - streaming asks for stream_options.include_usage so a streamed call is billed like any.
+ * - only choices[0] is read (crewd never asks for n > 1).
+ * Everything here is pure: bytes in, structs out; llm.c does the transport.
+ */
+#include "llm/wire.h"
+
+#include "core/json_text.h"
+#include "core/utf8.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHAT_PATH "/chat/completions"
+
+/* ---- request ---- */
+
+static const char *role_name(enum llm_role role)
+{
+    switch (role) {
+    case LLM_ROLE_SYSTEM:
+        return "system";
+    case LLM_ROLE_USER:
+        return "user";
+    case LLM_ROLE_ASSISTANT:
+        return "assistant";
+    case LLM_ROLE_TOOL:
+        return "tool";
+    }
+    return NULL;
+}
+
+/* Sets o[key] = the string v. When v is not UTF-8 (jansson would refuse it), fails with
+ * "<field>: not valid UTF-8", the field named by fmt. */
+static int set_string(json_t *o, const char *key, const char *v, struct err *e, const char *fmt,
+                      ...) __attribute__((format(printf, 5, 6)));
+
+static int set_string(json_t *o, const char *key, const char *v, struct err *e, const char *fmt,
+                      ...)
+{
+    if (!utf8_valid(v, strlen(v))) {
+        char field[128];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(field, sizeof field, fmt, ap);
+        va_end(ap);
+        return err_set(e, ERR_INVALID, "%s: not valid UTF-8", field);
+    }
+    if (json_object_set_new(o, key, json_string(v)) != 0)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    return 0;
+}
+
+#define NOMEM_IF(cond)                                                                             \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            rc = err_set(e, ERR_NOMEM, "out of memory");                                           \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        rc = (expr);                                                                               \
+        if (rc != 0)                                                                               \
+            goto out;                                                                              \
+    } while (0)
+
+static int build_message(const struct llm_message *m, size_t i, json_t **out, struct err *e)
+{
+    int rc = 0;
+    json_t *o = json_object(), *calls = NULL;
+    NOMEM_IF(o == NULL);
+    const char *role = role_name(m->role);
+    if (role == NULL) {
+        rc = err_set(e, ERR_INVALID, "messages[%zu].role: unknown", i);
+        goto out;
+    }
+    NOMEM_IF(json_object_set_new(o, "role", json_string(role)) != 0);
+
+    if (m->content != NULL) {
+        TRY(set_string(o, "content", m->content, e, "messages[%zu].content", i));
+    } else if (m->role == LLM_ROLE_ASSISTANT) {
+        NOMEM_IF(json_object_set_new(o, "content", json_null()) != 0);
+    } else if (m->role == LLM_ROLE_TOOL) {
+        NOMEM_IF(json_object_set_new(o, "content", json_string("")) != 0);
+    } else {
+        rc = err_set(e, ERR_INVALID, "messages[%zu].content: required", i);
+        goto out;
+    }
+
+    if (m->role == LLM_ROLE_ASSISTANT && m->n_tool_calls > 0) {
+        calls = json_array();
+        NOMEM_IF(calls == NULL);
+        for (size_t k = 0; k < m->n_tool_calls; k++) {
+            const struct llm_tool_call *tc = &m->tool_calls[k];
+            json_t *c = json_object(), *fn = NULL;
+            NOMEM_IF(c == NULL || json_array_append_new(calls, c) != 0); /* steals c */
+            NOMEM_IF(json_object_set_new(c, "id", json_null()) != 0);    /* keeps key order */
+            NOMEM_IF(json_object_set_new(c, "type", json_string("function")) != 0);
+            fn = json_object();
+            NOMEM_IF(fn == NULL || json_object_set_new(c, "function", fn) != 0);
+            if (tc->id == NULL || tc->name == NULL) {
+                rc = err_set(e, ERR_INVALID, "messages[%zu].tool_calls[%zu]: id and name required",
+                             i, k);
+                goto out;
+            }
+            TRY(set_string(c, "id", tc->id, e, "messages[%zu].tool_calls[%zu].id", i, k));
+            TRY(set_string(fn, "name", tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k));
+            TRY(set_string(fn, "arguments", tc->arguments ? tc->arguments : "{}", e,
+                           "messages[%zu].tool_calls[%zu].arguments", i, k));
+        }
+        int set = json_object_set_new(o, "tool_calls", calls); /* steals calls */
+        calls = NULL;
+        NOMEM_IF(set != 0);
+    }
+
+    if (m->role == LLM_ROLE_TOOL) {
+        if (m->tool_call_id == NULL) {
+            rc = err_set(e, ERR_INVALID, "messages[%zu].tool_call_id: required", i);
+            goto out;
+        }
+        TRY(set_string(o, "tool_call_id", m->tool_call_id, e, "messages[%zu].tool_call_id", i));
+    }
+    *out = o;
+    o = NULL;
+out:
+    json_decref(calls);
+    json_decref(o);
+    return rc;
+}
+
+static int build_tool(const struct llm_tool_def *t, size_t i, json_t **out, struct err *e)
+{
+    int rc = 0;
+    json_t *o = json_object(), *fn = json_object();
+    NOMEM_IF(o == NULL || fn == NULL);
+    NOMEM_IF(json_object_set_new(o, "type", json_string("function")) != 0);
+    NOMEM_IF(json_object_set(o, "function", fn) != 0);
+    if (t->name == NULL || t->name[0] == '\0') {
+        rc = err_set(e, ERR_INVALID, "tools[%zu].name: required", i);
+        goto out;
+    }
+    TRY(set_string(fn, "name", t->name, e, "tools[%zu].name", i));
+    if (t->description != NULL)
+        TRY(set_string(fn, "description", t->description, e, "tools[%zu].description", i));
+    if (t->parameters != NULL) {
+        if (!json_is_object(t->parameters)) {
+            rc = err_set(e, ERR_INVALID, "tools[%zu].parameters: must be an object", i);
+            goto out;
+        }
+        /* Borrowed: the body is serialized before build returns, so a reference (not a deep
+         * copy) is enough; the caller's object is never modified. */
+        NOMEM_IF(json_object_set(fn, "parameters", (json_t *)t->parameters) != 0);
+    }
+    *out = o;
+    o = NULL;
+out:
+    json_decref(fn);
+    json_decref(o);
+    return rc;
+}
+
+static bool has_control_char(const char *s)
+{
+    for (; *s; s++) {
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    }
+    return false;
+}
+
+static int openai_build(const struct llm_request *req, const char *base_url,
+                        struct llm_wire_http *out, struct err *e)
+{
+    int rc = 0;
+    json_t *body = NULL, *arr = NULL;
+    memset(out, 0, sizeof *out);
+
+    if (req->model == NULL || req->model[0] == '\0')
+        return err_set(e, ERR_INVALID, "model: required");
+    if (req->n_messages == 0 || req->messages == NULL)
+        return err_set(e, ERR_INVALID, "messages: at least one is required");
+    if (base_url == NULL || base_url[0] == '\0')
+        return err_set(e, ERR_INVALID, "base_url: required");
+    if (has_control_char(base_url))
+        return err_set(e, ERR_INVALID, "base_url: contains control characters");
+    /* A CR or LF in the key would inject header lines; the message must not quote it. */
+    if (req->api_key != NULL && has_control_char(req->api_key))
+        return err_set(e, ERR_INVALID, "api_key: contains control characters");
+
+    size_t blen = strlen(base_url);
+    while (blen > 0 && base_url[blen - 1] == '/')
+        blen--;
+    out->url = malloc(blen + sizeof CHAT_PATH);
+    NOMEM_IF(out->url == NULL);
+    memcpy(out->url, base_url, blen);
+    memcpy(out->url + blen, CHAT_PATH, sizeof CHAT_PATH);
+
+    out->headers[out->n_headers] = llm_strdup("Content-Type: application/json", &(bool){false});
+    NOMEM_IF(out->headers[out->n_headers] == NULL);
+    out->n_headers++;
+    if (req->api_key != NULL && req->api_key[0] != '\0') {
+        size_t n = strlen(req->api_key) + sizeof "Authorization: Bearer ";
+        char *h = malloc(n);
+        NOMEM_IF(h == NULL);
+        snprintf(h, n, "Authorization: Bearer %s", req->api_key);
+        out->headers[out->n_headers++] = h;
+    }
+
+    body = json_object();
+    NOMEM_IF(body == NULL);
+    TRY(set_string(body, "model", req->model, e, "model"));
+
+    arr = json_array();
+    NOMEM_IF(arr == NULL);
+    for (size_t i = 0; i < req->n_messages; i++) {
+        json_t *m = NULL;
+        TRY(build_message(&req->messages[i], i, &m, e));
+        NOMEM_IF(json_array_append_new(arr, m) != 0);
+    }
+    int set = json_object_set_new(body, "messages", arr); /* steals arr */
+    arr = NULL;
+    NOMEM_IF(set != 0);
+
+    if (req->n_tools > 0) {
+        arr = json_array();
+        NOMEM_IF(arr == NULL);
+        for (size_t i = 0; i < req->n_tools; i++) {
+            json_t *t = NULL;
+            TRY(build_tool(&req->tools[i], i, &t, e));
+            NOMEM_IF(json_array_append_new(arr, t) != 0);
+        }
+        set = json_object_set_new(body, "tools", arr);
+        arr = NULL;
+        NOMEM_IF(set != 0);
+    }
+    if (req->temperature >= 0)
+        NOMEM_IF(json_object_set_new(body, "temperature", json_real(req->temperature)) != 0);
+    if (req->max_tokens > 0)
+        NOMEM_IF(json_object_set_new(body, "max_tokens", json_integer(req->max_tokens)) != 0);
+    if (req->stream) {
+        json_t *so = json_pack("{s:b}", "include_usage", 1);
+        NOMEM_IF(so == NULL);
+        NOMEM_IF(json_object_set_new(body, "stream", json_true()) != 0);
+        NOMEM_IF(json_object_set_new(body, "stream_options", so) != 0);
+    }
+    out->body = json_dumps(body, JSON_TEXT_FLAGS);
+    NOMEM_IF(out->body == NULL);
+    out->body_len = strlen(out->body);
+out:
+    json_decref(arr);
+    json_decref(body);
+    if (rc != 0)
+        llm_wire_http_cleanup(out);
+    return rc;
+}
+
+/* ---- reply ---- */
+
+static char *dup_json_string(const json_t *v, bool *failed)
+{
+    return json_is_string(v) ? llm_strdup(json_string_value(v), failed) : NULL;
+}
+
+static long int_field(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    return json_is_integer(v) ? (long)json_integer_value(v) : 0;
+}
+
+static void parse_usage(const json_t *u, struct llm_usage *out)
+{
+    if (!json_is_object(u))
+        return;
+    out->prompt_tokens = int_field(u, "prompt_tokens");
+    out->completion_tokens = int_field(u, "completion_tokens");
+    out->total_tokens = int_field(u, "total_tokens");
+    out->cached_tokens = int_field(json_object_get(u, "prompt_tokens_details"), "cached_tokens");
+    out->reasoning_tokens =
+        int_field(json_object_get(u, "completion_tokens_details"), "reasoning_tokens");
+}
+
+/* The message of an {"error": ...} value: {"message": "..."} (OpenAI) or a bare string
+ * (some compatible servers). */
+static size_t error_value_message(const json_t *err, char *buf, size_t cap)
+{
+    const json_t *m = json_is_object(err) ? json_object_get(err, "message") : err;
+    if (!json_is_string(m) || json_string_length(m) == 0)
+        return 0;
+    return llm_copy_bounded(buf, cap, json_string_value(m), json_string_length(m),
+                            LLM_WIRE_ERRMSG_MAX);
+}
+
+/* Arguments are a JSON string in OpenAI's replies; a few compatible servers send an object. */
+static char *arguments_text(const json_t *v, bool *failed)
+{
+    if (json_is_string(v))
+        return llm_strdup(json_string_value(v), failed);
+    if (json_is_object(v)) {
+        char *s = json_dumps(v, JSON_TEXT_FLAGS);
+        if (s == NULL)
+            *failed = true;
+        return s;
+    }
+    return llm_strdup("{}", failed);
+}
+
+static int openai_parse_reply(const char *body, size_t len, struct llm_response **out,
+                              struct err *e)
+{
+    int rc = 0;
+    bool nomem = false;
+    json_error_t je;
+    struct llm_response *r = NULL;
+    *out = NULL;
+
+    json_t *root = json_loadb(body, len, 0, &je);
+    if (!json_is_object(root)) {
+        rc = err_set(e, ERR_INVALID, "reply is not valid JSON");
+        goto out;
+    }
+    const json_t *errv = json_object_get(root, "error");
+    if (errv != NULL && !json_is_null(errv)) {
+        char msg[LLM_WIRE_ERRMSG_MAX + 1];
+        if (error_value_message(errv, msg, sizeof msg) == 0)
+            snprintf(msg, sizeof msg, "(no message)");
+        rc = err_set(e, ERR_IO, "error in reply: %s", msg);
+        goto out;
+    }
+    const json_t *choices = json_object_get(root, "choices");
+    const json_t *choice = json_array_get(choices, 0);
+    const json_t *msg = json_object_get(choice, "message");
+    if (!json_is_object(msg)) {
+        rc = err_set(e, ERR_INVALID, "reply has no choices[0].message");
+        goto out;
+    }
+    const json_t *content = json_object_get(msg, "content");
+    if (content != NULL && !json_is_null(content) && !json_is_string(content)) {
+        rc = err_set(e, ERR_INVALID, "reply: choices[0].message.content is not a string");
+        goto out;
+    }
+
+    r = calloc(1, sizeof *r);
+    NOMEM_IF(r == NULL);
+    r->text = llm_strdup(json_is_string(content) ? json_string_value(content) : "", &nomem);
+    r->finish_reason = dup_json_string(json_object_get(choice, "finish_reason"), &nomem);
+    r->model = dup_json_string(json_object_get(root, "model"), &nomem);
+    NOMEM_IF(nomem);
+    parse_usage(json_object_get(root, "usage"), &r->usage);
+
+    const json_t *calls = json_object_get(msg, "tool_calls");
+    if (json_is_array(calls) && json_array_size(calls) > 0) {
+        size_t n = json_array_size(calls);
+        r->tool_calls = calloc(n, sizeof *r->tool_calls);
+        NOMEM_IF(r->tool_calls == NULL);
+        for (size_t i = 0; i < n; i++) {
+            const json_t *c = json_array_get(calls, i);
+            const json_t *fn = json_object_get(c, "function");
+            const json_t *name = json_object_get(fn, "name");
+            if (!json_is_string(name)) {
+                rc = err_set(e, ERR_INVALID, "reply: tool_calls[%zu].function.name missing", i);
+                goto out;
+            }
+            struct llm_tool_call *tc = &r->tool_calls[r->n_tool_calls++];
+            const json_t *id = json_object_get(c, "id");
+            if (json_is_string(id)) {
+                tc->id = llm_strdup(json_string_value(id), &nomem);
+            } else {
+                char synth[32];
+                snprintf(synth, sizeof synth, "call_%zu", i);
+                tc->id = llm_strdup(synth, &nomem);
+            }
+            tc->name = llm_strdup(json_string_value(name), &nomem);
+            tc->arguments = arguments_text(json_object_get(fn, "arguments"), &nomem);
+            NOMEM_IF(nomem);
+        }
+    }
+    *out = r;
+    r = NULL;
+out:
+    llm_response_free(r);
+    json_decref(root);
+    return rc;
+}
+
+static size_t openai_error_message(const char *body, size_t len, char *buf, size_t cap)
+{
+    if (cap > 0)
+        buf[0] = '\0';
+    if (body == NULL || len == 0 || cap == 0)
+        return 0;
+    json_error_t je;
+    json_t *root = json_loadb(body, len, 0, &je);
+    if (root != NULL) {
+        size_t n = 0;
+        if (json_is_object(root)) {
+            n = error_value_message(json_object_get(root, "error"), buf, cap);
+            if (n == 0)
+                n = error_value_message(root, buf, cap); /* {"message": "..."} */
+        }
+        json_decref(root);
+        return n;
+    }
+    /* Not JSON (a proxy's page): quote the first line when it is text and not HTML. */
+    while (len > 0 && (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')) {
+        body++;
+        len--;
+    }
+    if (len == 0 || *body == '<')
+        return 0;
+    const char *nl = memchr(body, '\n', len);
+    size_t line = nl ? (size_t)(nl - body) : len;
+    while (line > 0 && (body[line - 1] == '\r' || body[line - 1] == ' '))
+        line--;
+    if (line == 0 || !utf8_valid(body, line))
+        return 0;
+    return llm_copy_bounded(buf, cap, body, line, LLM_WIRE_ERRMSG_MAX);
+}
+
+/* ---- stream ---- */
+
+struct stream_tool {
+    long index;
+    struct llm_buf id, name, args;
+};
+
+struct llm_stream {
+    struct llm_sse sse;
+    struct llm_buf text;
+    struct stream_tool *tools;
+    size_t n_tools;
+    char *finish_reason;
+    char *model;
+    struct llm_usage usage;
+    bool done;
+    bool dead;
+    llm_delta_cb on_delta;
+    void *arg;
+};
+
+static int openai_stream_new(struct llm_stream **out)
+{
+    struct llm_stream *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return ERR_NOMEM;
+    llm_sse_init(&s->sse, LLM_SSE_MAX_LINE);
+    *out = s;
+    return 0;
+}
+
+static void openai_stream_free(struct llm_stream *s)
+{
+    if (s == NULL)
+        return;
+    llm_sse_cleanup(&s->sse);
+    llm_buf_free(&s->text);
+    for (size_t i = 0; i < s->n_tools; i++) {
+        llm_buf_free(&s->tools[i].id);
+        llm_buf_free(&s->tools[i].name);
+        llm_buf_free(&s->tools[i].args);
+    }
+    free(s->tools);
+    free(s->finish_reason);
+    free(s->model);
+    free(s);
+}
+
+static int replace_string(char **slot, const json_t *v)
+{
+    if (!json_is_string(v))
+        return 0;
+    bool nomem = false;
+    char *p = llm_strdup(json_string_value(v), &nomem);
+    if (nomem)
+        return ERR_NOMEM;
+    free(*slot);
+    *slot = p;
+    return 0;
+}
+
+static int append_string(struct llm_buf *b, const json_t *v)
+{
+    if (!json_is_string(v))
+        return 0;
+    return llm_buf_append(b, json_string_value(v), json_string_length(v));
+}
+
+static int stream_tool_delta(struct llm_stream *s, const json_t *d, size_t pos, struct err *e)
+{
+    const json_t *jidx = json_object_get(d, "index");
+    long index = json_is_integer(jidx) ? (long)json_integer_value(jidx) : (long)pos;
+    struct stream_tool *t = NULL;
+    for (size_t i = 0; i < s->n_tools; i++) {
+        if (s->tools[i].index == index) {
+            t = &s->tools[i];
+            break;
+        }
+    }
+    if (t == NULL) {
+        if (s->n_tools >= LLM_STREAM_MAX_TOOL_CALLS)
+            return err_set(e, ERR_INVALID, "stream has more than %d tool calls",
+                           LLM_STREAM_MAX_TOOL_CALLS);
+        struct stream_tool *p = realloc(s->tools, (s->n_tools + 1) * sizeof *p);
+        if (p == NULL)
+            return err_set(e, ERR_NOMEM, "out of memory");
+        s->tools = p;
+        t = &s->tools[s->n_tools++];
+        memset(t, 0, sizeof *t);
+        t->index = index;
+    }
+    const json_t *fn = json_object_get(d, "function");
+    if (append_string(&t->id, json_object_get(d, "id")) != 0 ||
+        append_string(&t->name, json_object_get(fn, "name")) != 0 ||
+        append_string(&t->args, json_object_get(fn, "arguments")) != 0)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    return 0;
+}
+
+static int stream_event(void *arg, const char *event, const char *data, size_t len, struct err *e)
+{
+    struct llm_stream *s = arg;
+    int rc = 0;
+    json_error_t je;
+    json_t *root = NULL;
+
+    if (s->done)
+        return 0; /* nothing after [DONE] counts */
+    if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+        s->done = true;
+        return 0;
+    }
+    root = json_loadb(data, len, 0, &je);
+    if (!json_is_object(root)) {
+        rc = err_set(e, ERR_INVALID, "stream event is not valid JSON");
+        goto out;
+    }
+    const json_t *errv = json_object_get(root, "error");
+    if (errv != NULL && !json_is_null(errv)) {
+        char msg[LLM_WIRE_ERRMSG_MAX + 1];
+        if (error_value_message(errv, msg, sizeof msg) == 0)
+            snprintf(msg, sizeof msg, "(no message)");
+        rc = err_set(e, ERR_IO, "error in stream: %s", msg);
+        goto out;
+    }
+    NOMEM_IF(replace_string(&s->model, json_object_get(root, "model")) != 0);
+    const json_t *usage = json_object_get(root, "usage");
+    if (json_is_object(usage))
+        parse_usage(usage, &s->usage);
+
+    const json_t *choices = json_object_get(root, "choices");
+    size_t ci;
+    const json_t *choice;
+    json_array_foreach(choices, ci, choice)
+    {
+        const json_t *jidx = json_object_get(choice, "index");
+        if (json_is_integer(jidx) && json_integer_value(jidx) != 0)
+            continue;
+        NOMEM_IF(replace_string(&s->finish_reason, json_object_get(choice, "finish_reason")) != 0);
+        const json_t *delta = json_object_get(choice, "delta");
+        const json_t *content = json_object_get(delta, "content");
+        if (json_is_string(content) && json_string_length(content) > 0) {
+            NOMEM_IF(append_string(&s->text, content) != 0);
+            if (s->on_delta != NULL)
+                s->on_delta(s->arg, json_string_value(content), json_string_length(content));
+        }
+        const json_t *calls = json_object_get(delta, "tool_calls");
+        size_t ti;
+        const json_t *call;
+        json_array_foreach(calls, ti, call)
+        {
+            TRY(stream_tool_delta(s, call, ti, e));
+        }
+    }
+out:
+    json_decref(root);
+    return rc;
+}
+
+static int openai_stream_feed(struct llm_stream *s, const char *data, size_t len,
+                              llm_delta_cb on_delta, void *arg, struct err *e)
+{
+    if (s->dead)
+        return err_set(e, ERR_INVALID, "stream already failed");
+    s->on_delta = on_delta;
+    s->arg = arg;
+    int rc = llm_sse_feed(&s->sse, data, len, stream_event, s, e);
+    s->on_delta = NULL;
+    s->arg = NULL;
+    if (rc != 0)
+        s->dead = true;
+    return rc;
+}
+
+static int openai_stream_end(struct llm_stream *s, llm_delta_cb on_delta, void *arg,
+                             struct llm_response **out, struct err *e)
+{
+    int rc = 0;
+    bool nomem = false;
+    struct llm_response *r = NULL;
+    *out = NULL;
+    if (s->dead)
+        return err_set(e, ERR_INVALID, "stream already failed");
+    /* A last event without its blank line still counts. */
+    rc = openai_stream_feed(s, "\n\n", 2, on_delta, arg, e);
+    if (rc != 0) {
+        s->dead = true;
+        return rc;
+    }
+    if (!s->done && s->finish_reason == NULL)
+        return err_set(e, ERR_IO, "stream ended before [DONE]");
+
+    r = calloc(1, sizeof *r);
+    NOMEM_IF(r == NULL);
+    r->text = llm_buf_steal(&s->text);
+    NOMEM_IF(r->text == NULL);
+    r->finish_reason = s->finish_reason;
+    s->finish_reason = NULL;
+    r->model = s->model;
+    s->model = NULL;
+    r->usage = s->usage;
+    if (s->n_tools > 0) {
+        /* Indexes arrive in order in practice; sort anyway (few entries: insertion sort). */
+        for (size_t i = 1; i < s->n_tools; i++) {
+            struct stream_tool t = s->tools[i];
+            size_t j = i;
+            for (; j > 0 && s->tools[j - 1].index > t.index; j--)
+                s->tools[j] = s->tools[j - 1];
+            s->tools[j] = t;
+        }
+        r->tool_calls = calloc(s->n_tools, sizeof *r->tool_calls);
+        NOMEM_IF(r->tool_calls == NULL);
+        for (size_t i = 0; i < s->n_tools; i++) {
+            struct stream_tool *t = &s->tools[i];
+            struct llm_tool_call *tc = &r->tool_calls[r->n_tool_calls++];
+            if (t->id.len == 0) {
+                char synth[32];
+                snprintf(synth, sizeof synth, "call_%ld", t->index);
+                tc->id = llm_strdup(synth, &nomem);
+            } else {
+                tc->id = llm_buf_steal(&t->id);
+                nomem |= tc->id == NULL;
+            }
+            tc->name = llm_buf_steal(&t->name);
+            tc->arguments = t->args.len ? llm_buf_steal(&t->args) : llm_strdup("{}", &nomem);
+            NOMEM_IF(nomem || tc->name == NULL || tc->arguments == NULL);
+        }
+    }
+    *out = r;
+    r = NULL;
+out:
+    llm_response_free(r);
+    return rc;
+}
+
+const struct llm_wire llm_wire_openai = {
+    .name = "openai-chat",
+    .build = openai_build,
+    .parse_reply = openai_parse_reply,
+    .error_message = openai_error_message,
+    .stream_new = openai_stream_new,
+    .stream_feed = openai_stream_feed,
+    .stream_end = openai_stream_end,
+    .stream_free = openai_stream_free,
+};

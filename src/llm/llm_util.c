@@ -1,0 +1,214 @@
+/*
+ * llm_util.c - helpers every wire shares (wire.h): the byte buffer, the SSE splitter, bounded
+ * copies of provider text, and the response/HTTP-request destructors. No transport here.
+ */
+#include "llm/wire.h"
+
+#include "core/utf8.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int llm_buf_append(struct llm_buf *b, const char *data, size_t len)
+{
+    if (b->data != NULL && len <= b->cap - b->len - 1) {
+        memcpy(b->data + b->len, data, len);
+        b->len += len;
+        b->data[b->len] = '\0';
+        return 0;
+    }
+    if (len > SIZE_MAX / 2 - b->len - 1)
+        return ERR_NOMEM;
+    size_t want = b->len + len + 1;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < want)
+        cap *= 2;
+    char *p = realloc(b->data, cap);
+    if (p == NULL)
+        return ERR_NOMEM;
+    b->data = p;
+    b->cap = cap;
+    if (len > 0)
+        memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+void llm_buf_reset(struct llm_buf *b)
+{
+    b->len = 0;
+    if (b->data != NULL)
+        b->data[0] = '\0';
+}
+
+void llm_buf_free(struct llm_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+char *llm_buf_steal(struct llm_buf *b)
+{
+    if (b->data == NULL && llm_buf_append(b, "", 0) != 0)
+        return NULL;
+    char *p = b->data;
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return p;
+}
+
+size_t llm_copy_bounded(char *buf, size_t cap, const char *s, size_t len, size_t max)
+{
+    if (cap == 0)
+        return 0;
+    if (max > cap - 1)
+        max = cap - 1;
+    size_t n = utf8_prefix_len(s, len, max);
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return n;
+}
+
+char *llm_strdup(const char *s, bool *failed)
+{
+    if (s == NULL)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (p == NULL) {
+        *failed = true;
+        return NULL;
+    }
+    memcpy(p, s, n);
+    return p;
+}
+
+/* memset that the compiler may not drop (the buffer is freed right after). */
+static void wipe(void *p, size_t n)
+{
+    volatile unsigned char *v = p;
+    while (n-- > 0)
+        *v++ = 0;
+}
+
+void llm_wire_http_cleanup(struct llm_wire_http *h)
+{
+    if (h == NULL)
+        return;
+    free(h->url);
+    for (size_t i = 0; i < h->n_headers; i++) {
+        if (h->headers[i] != NULL) {
+            wipe(h->headers[i], strlen(h->headers[i]));
+            free(h->headers[i]);
+        }
+    }
+    free(h->body);
+    memset(h, 0, sizeof *h);
+}
+
+void llm_response_free(struct llm_response *resp)
+{
+    if (resp == NULL)
+        return;
+    free(resp->text);
+    free(resp->finish_reason);
+    free(resp->model);
+    for (size_t i = 0; i < resp->n_tool_calls; i++) {
+        free(resp->tool_calls[i].id);
+        free(resp->tool_calls[i].name);
+        free(resp->tool_calls[i].arguments);
+    }
+    free(resp->tool_calls);
+    free(resp);
+}
+
+/* ---- SSE ---- */
+
+void llm_sse_init(struct llm_sse *s, size_t max_line)
+{
+    memset(s, 0, sizeof *s);
+    s->max_line = max_line;
+}
+
+void llm_sse_cleanup(struct llm_sse *s)
+{
+    llm_buf_free(&s->line);
+    llm_buf_free(&s->data);
+}
+
+static int sse_line(struct llm_sse *s, llm_sse_event_cb cb, void *arg, struct err *e)
+{
+    const char *line = s->line.data ? s->line.data : "";
+    size_t len = s->line.len;
+    int rc = 0;
+
+    if (len == 0) {
+        if (s->have_data)
+            rc = cb(arg, s->event[0] ? s->event : "message", s->data.data ? s->data.data : "",
+                    s->data.len, e);
+        llm_buf_reset(&s->data);
+        s->have_data = false;
+        s->event[0] = '\0';
+        return rc;
+    }
+    if (line[0] == ':')
+        return 0; /* comment (keep-alive) */
+
+    const char *colon = memchr(line, ':', len);
+    size_t flen = colon ? (size_t)(colon - line) : len;
+    const char *value = colon ? colon + 1 : line + len;
+    if (colon && *value == ' ')
+        value++;
+    size_t vlen = len - (size_t)(value - line);
+
+    if (flen == 4 && memcmp(line, "data", 4) == 0) {
+        if (s->data.len + vlen + 1 > s->max_line)
+            return err_set(e, ERR_TOO_LARGE, "stream event longer than %zu bytes", s->max_line);
+        if (s->have_data && llm_buf_append(&s->data, "\n", 1) != 0)
+            return err_set(e, ERR_NOMEM, "out of memory");
+        if (llm_buf_append(&s->data, value, vlen) != 0)
+            return err_set(e, ERR_NOMEM, "out of memory");
+        s->have_data = true;
+    } else if (flen == 5 && memcmp(line, "event", 5) == 0) {
+        size_t n = vlen < sizeof s->event - 1 ? vlen : sizeof s->event - 1;
+        memcpy(s->event, value, n);
+        s->event[n] = '\0';
+    }
+    return 0;
+}
+
+int llm_sse_feed(struct llm_sse *s, const char *buf, size_t len, llm_sse_event_cb cb, void *arg,
+                 struct err *e)
+{
+    size_t i = 0;
+    while (i < len) {
+        if (s->after_cr) {
+            s->after_cr = false;
+            if (buf[i] == '\n') {
+                i++;
+                continue;
+            }
+        }
+        size_t j = i;
+        while (j < len && buf[j] != '\n' && buf[j] != '\r')
+            j++;
+        if (j > i) {
+            if (s->line.len + (j - i) > s->max_line)
+                return err_set(e, ERR_TOO_LARGE, "stream line longer than %zu bytes", s->max_line);
+            if (llm_buf_append(&s->line, buf + i, j - i) != 0)
+                return err_set(e, ERR_NOMEM, "out of memory");
+        }
+        if (j == len)
+            break;
+        s->after_cr = buf[j] == '\r';
+        int rc = sse_line(s, cb, arg, e);
+        llm_buf_reset(&s->line);
+        if (rc != 0)
+            return rc;
+        i = j + 1;
+    }
+    return 0;
+}

@@ -1,0 +1,120 @@
+/*
+ * wire.h - internal to llm/: the provider wire vtable, and the small helpers the wire files
+ * share (a bounded byte buffer, an SSE line splitter).
+ *
+ * llm.c owns transport (libcurl on the loop, retries, error classification); a wire owns the
+ * bytes: it turns a struct llm_request into an HTTP request (URL, headers, body), a reply body
+ * into a struct llm_response, an error body into a message, and streamed bytes into deltas
+ * plus a final response. A wire never sees a socket, so each one is unit-tested and fuzzed
+ * without a network. Adding a provider is one file that defines a `struct llm_wire` and one
+ * line in llm_wire_find() (llm.c).
+ *
+ * Messages a wire puts in `struct err` carry no provider prefix ("reply is not valid JSON");
+ * the client adds "<provider>: " because one wire serves several providers (openai, groq,
+ * ollama). Return codes: ERR_INVALID for a request that cannot be built or a reply that does
+ * not parse, ERR_IO for an error the provider reported inside a 200 reply or stream,
+ * ERR_TOO_LARGE for an SSE line over the limit, ERR_NOMEM.
+ */
+#ifndef CREWD_LLM_WIRE_H
+#define CREWD_LLM_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/err.h"
+#include "llm/llm.h"
+
+#define LLM_WIRE_MAX_HEADERS 8
+#define LLM_WIRE_ERRMSG_MAX 300       /* bytes of a provider's error message kept in e.msg */
+#define LLM_SSE_MAX_LINE (1 << 20)    /* one SSE line (one event's data) */
+#define LLM_STREAM_MAX_TOOL_CALLS 128 /* distinct tool-call indexes in one streamed reply */
+
+/* The HTTP request a wire builds. Header strings are "Name: value"; the Authorization header
+ * holds the API key, so llm_wire_http_cleanup wipes every header before freeing it. */
+struct llm_wire_http {
+    char *url;
+    char *headers[LLM_WIRE_MAX_HEADERS];
+    size_t n_headers;
+    char *body;
+    size_t body_len;
+};
+
+void llm_wire_http_cleanup(struct llm_wire_http *h); /* NULL-safe; leaves *h zeroed */
+
+/* Streamed-reply state of one attempt; each wire defines its own. */
+struct llm_stream;
+
+struct llm_wire {
+    const char *name; /* "openai-chat" */
+
+    /* Fills *out from req; `base_url` is already resolved (request or provider default). */
+    int (*build)(const struct llm_request *req, const char *base_url, struct llm_wire_http *out,
+                 struct err *e);
+
+    /* Parses a complete 2xx reply body. *out is a new response on success, NULL otherwise. */
+    int (*parse_reply)(const char *body, size_t len, struct llm_response **out, struct err *e);
+
+    /* Copies the provider's message out of an error body into buf (NUL-terminated, at most
+     * LLM_WIRE_ERRMSG_MAX bytes, never cut inside a UTF-8 character). Returns its length,
+     * 0 when the body holds no usable message. */
+    size_t (*error_message)(const char *body, size_t len, char *buf, size_t cap);
+
+    /* Streaming: new state per attempt; feed any split of the bytes (deltas go to on_delta,
+     * which may be NULL); end flushes a last event that lacked its blank line (its deltas go
+     * to on_delta too), checks the stream was complete and yields the response. After
+     * an error from feed, the stream is dead: only free is valid. */
+    int (*stream_new)(struct llm_stream **out);
+    int (*stream_feed)(struct llm_stream *s, const char *data, size_t len, llm_delta_cb on_delta,
+                       void *arg, struct err *e);
+    int (*stream_end)(struct llm_stream *s, llm_delta_cb on_delta, void *arg,
+                      struct llm_response **out, struct err *e);
+    void (*stream_free)(struct llm_stream *s); /* NULL-safe */
+};
+
+extern const struct llm_wire llm_wire_openai;
+
+/* ---- shared helpers (llm_util.c) ---- */
+
+/* A growable byte buffer, always NUL-terminated when data != NULL. */
+struct llm_buf {
+    char *data;
+    size_t len, cap;
+};
+
+int llm_buf_append(struct llm_buf *b, const char *data, size_t len); /* 0 or ERR_NOMEM */
+void llm_buf_reset(struct llm_buf *b);                               /* keeps the memory */
+void llm_buf_free(struct llm_buf *b);
+char *llm_buf_steal(struct llm_buf *b); /* the data ("" if empty) or NULL on ENOMEM */
+
+/*
+ * A text/event-stream splitter (WHATWG "server-sent events" framing): lines end with LF, CRLF
+ * or CR; "data:" lines of one event are joined with LF; a blank line dispatches the event;
+ * comments and the fields "id" and "retry" are ignored. A line longer than max_line fails with
+ * ERR_TOO_LARGE before it is buffered whole.
+ */
+typedef int (*llm_sse_event_cb)(void *arg, const char *event, const char *data, size_t len,
+                                struct err *e);
+
+struct llm_sse {
+    struct llm_buf line;
+    struct llm_buf data;
+    char event[64];
+    bool have_data;
+    bool after_cr; /* the previous byte was CR: a following LF belongs to the same line end */
+    size_t max_line;
+};
+
+void llm_sse_init(struct llm_sse *s, size_t max_line);
+void llm_sse_cleanup(struct llm_sse *s);
+/* Feeds bytes; calls `cb` per complete event. Stops at the first non-zero return of cb. */
+int llm_sse_feed(struct llm_sse *s, const char *buf, size_t len, llm_sse_event_cb cb, void *arg,
+                 struct err *e);
+
+/* Copies at most `max` bytes of s[0..len) into buf (cap bytes) without cutting a UTF-8
+ * character; returns the length copied. */
+size_t llm_copy_bounded(char *buf, size_t cap, const char *s, size_t len, size_t max);
+
+/* Duplicates a string (NULL for NULL). Sets *failed on ENOMEM. */
+char *llm_strdup(const char *s, bool *failed);
+
+#endif
