@@ -118,7 +118,7 @@ class TestExecuteAndStatus(FakeCase):
 
     def test_execute_checks_in_order(self):
         name = unique_name()
-        self.srv.create({"name": name, "agents": [fake_agent("a", self.fake),
+        self.srv.create({"name": name, "agents": [fake_agent("a", self.fake, extra_prompt=name),
                                                   fake_agent("b", self.fake)]})
         ex = lambda body: self.srv.request("POST", "/api/v1/crew/execute", body=body)
         self.assertJsonError(ex({}), 400, "crew_id or name is required")
@@ -141,7 +141,7 @@ class TestExecuteAndStatus(FakeCase):
                              "zz")
         self.assertJsonError(self.srv.request("POST", "/api/v1/crew/execute"), 400, "body")
         # A refused execute stores nothing: no job ran on the fake.
-        self.assertEqual(self.requests_for("You are a."), [])
+        self.assertEqual(self.requests_for(name), [])
 
     def test_execute_on_crew_path_and_by_id(self):
         name = unique_name()

@@ -47,7 +47,7 @@ static void test_405_lists_allowed(void **state)
     assert_null(m.route);
     char buf[128];
     http_methods_format(m.allowed, buf, sizeof buf);
-    assert_string_equal(buf, "GET, HEAD, PUT, DELETE");
+    assert_string_equal(buf, "GET, HEAD, PUT, POST, DELETE");
 }
 
 static void test_404(void **state)
