@@ -3,16 +3,18 @@
  * program), a 3-agent sequential crew, N jobs submitted over HTTP with at most C running at
  * once (--max-running-jobs C), against the fake at a given latency.
  *
- * Prints "jobs.<metric> <value>" lines: jobs/s and agent steps/s (from the first job's
+ * Jobs are submitted by SUBMITTERS client threads at once. Prints "jobs.<metric> <value>" lines: jobs/s and agent steps/s (from the first job's
  * created_at to the last one's completed_at, server-side times), p50/p99 job latency (started
- * to completed, and created to completed), crewd's peak RSS, and peak RSS growth per job in
- * flight.
+ * to completed, and created to completed), the most jobs running at once (sampled from
+ * /healthz) and LLM calls at the fake at once, crewd's peak RSS, and peak RSS growth per job
+ * running.
  *
  * Usage: bench_jobs [N [C [LATENCY_MS [STORE_DIR]]]]   (defaults 3000, 256, 0, a temp dir)
  */
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdint.h>
@@ -114,6 +116,64 @@ static json_t *http(CURL *c, const char *method, int port, const char *path, con
     return j;
 }
 
+#define SUBMITTERS 4
+#define LLM_HOST_CONNECTIONS 512
+
+/* Samples crewd's /healthz for the most jobs running at once, until told to stop. */
+struct sampler {
+    pthread_t thread;
+    int port;
+    volatile int stop;
+    long max_running;
+};
+
+static json_t *http(CURL *c, const char *method, int port, const char *path, const char *body,
+                    long *status);
+
+static void *sample(void *arg)
+{
+    struct sampler *s = arg;
+    CURL *c = curl_easy_init();
+    long st;
+    while (!s->stop) {
+        json_t *h = http(c, "GET", s->port, "/healthz", NULL, &st);
+        long r = (long)json_integer_value(json_object_get(h, "jobs_running"));
+        if (r > s->max_running)
+            s->max_running = r;
+        json_decref(h);
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+struct submitter {
+    pthread_t thread;
+    int port;
+    long first, count;
+    char **ids;
+};
+
+/* Submits jobs first..first+count-1 on its own keep-alive connection. */
+static void *submit(void *arg)
+{
+    struct submitter *s = arg;
+    CURL *c = curl_easy_init();
+    char body[256];
+    long st;
+    for (long i = s->first; i < s->first + s->count; i++) {
+        snprintf(body, sizeof body, "{\"crew_id\":\"bench\",\"query\":\"question %ld\"}", i);
+        json_t *r = http(c, "POST", s->port, "/api/v1/crew/execute", body, &st);
+        if (st != 202 || r == NULL)
+            die("execute failed");
+        s->ids[i] = strdup(json_string_value(json_object_get(r, "job_id")));
+        json_decref(r);
+    }
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
 static long rss_kb(pid_t pid, const char *field)
 {
     char path[64], line[256];
@@ -162,7 +222,9 @@ int main(int argc, char **argv)
     snprintf(lat, sizeof lat, "%ld", latency);
     snprintf(store, sizeof store, "sqlite:%s/bench.db", dir);
     snprintf(cap, sizeof cap, "%ld", conc);
-    snprintf(conns, sizeof conns, "%ld", conc < 64 ? 64 : conc);
+    /* A realistic per-host cap: jobs beyond it wait for a connection inside crewd, as they
+     * would for a provider's concurrency limit. */
+    snprintf(conns, sizeof conns, "%d", LLM_HOST_CONNECTIONS);
     char *fake_argv[] = {fake_bin, "--latency-ms", lat, "--log-bodies", "0", NULL};
     struct proc fake = spawn_server(fake_argv);
     char *crewd_argv[] = {crewd_bin,
@@ -197,16 +259,21 @@ int main(int argc, char **argv)
         die("crew create failed");
     long rss_base = rss_kb(crewd.pid, "VmRSS:");
 
+    struct sampler sampler = {.port = crewd.port};
+    pthread_create(&sampler.thread, NULL, sample, &sampler);
     char **ids = calloc((size_t)n, sizeof *ids);
     int64_t t0 = clock_mono_ms();
-    for (long i = 0; i < n; i++) {
-        snprintf(body, sizeof body, "{\"crew_id\":\"bench\",\"query\":\"question %ld\"}", i);
-        json_t *r = http(c, "POST", crewd.port, "/api/v1/crew/execute", body, &st);
-        if (st != 202 || r == NULL)
-            die("execute failed");
-        ids[i] = strdup(json_string_value(json_object_get(r, "job_id")));
-        json_decref(r);
+    /* Several clients, so that submitting is not what limits the figures. */
+    struct submitter subs[SUBMITTERS];
+    for (int k = 0; k < SUBMITTERS; k++) {
+        subs[k] = (struct submitter){.port = crewd.port,
+                                     .first = n * k / SUBMITTERS,
+                                     .count = n * (k + 1) / SUBMITTERS - n * k / SUBMITTERS,
+                                     .ids = ids};
+        pthread_create(&subs[k].thread, NULL, submit, &subs[k]);
     }
+    for (int k = 0; k < SUBMITTERS; k++)
+        pthread_join(subs[k].thread, NULL);
     int64_t t_submit = clock_mono_ms() - t0;
 
     double *run_lat = calloc((size_t)n, sizeof *run_lat);
@@ -240,10 +307,18 @@ int main(int argc, char **argv)
         }
     }
     long rss_peak = rss_kb(crewd.pid, "VmHWM:");
+    sampler.stop = 1;
+    pthread_join(sampler.thread, NULL);
+    /* Jobs in flight at once: crewd's own count of running jobs (sampled), and the fake's
+     * peak of concurrent calls (bounded by the per-host connection cap). */
+    json_t *fs = http(c, "GET", fake.port, "/_fake/stats", NULL, &st);
+    long max_calls = (long)json_integer_value(json_object_get(fs, "max_in_flight"));
+    json_decref(fs);
+    long max_in_flight = sampler.max_running;
     double span_s = (double)(last_completed - first_created) / 1000.0;
     qsort(run_lat, (size_t)n, sizeof *run_lat, cmp_double);
     qsort(e2e_lat, (size_t)n, sizeof *e2e_lat, cmp_double);
-    long in_flight = conc < n ? conc : n;
+    long in_flight = max_in_flight > 0 ? max_in_flight : 1;
 
     printf("jobs.n %ld\njobs.concurrency %ld\njobs.llm_latency_ms %ld\n", n, conc, latency);
     printf("jobs.failed %ld\n", failed);
@@ -254,8 +329,10 @@ int main(int argc, char **argv)
            pct(run_lat, n, .99));
     printf("jobs.e2e_latency_p50_ms %.0f\njobs.e2e_latency_p99_ms %.0f\n", pct(e2e_lat, n, .5),
            pct(e2e_lat, n, .99));
+    printf("jobs.max_jobs_running %ld\njobs.max_llm_calls_at_fake %ld\n", max_in_flight,
+           max_calls);
     printf("jobs.rss_base_kb %ld\njobs.rss_peak_kb %ld\n", rss_base, rss_peak);
-    printf("jobs.rss_per_inflight_job_kb %.1f\n",
+    printf("jobs.rss_per_running_job_kb %.1f\n",
            (double)(rss_peak - rss_base) / (double)in_flight);
 
     for (long i = 0; i < n; i++)

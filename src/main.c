@@ -89,6 +89,9 @@ int main(int argc, char **argv)
 
     struct llm_client_opts llm_opts = {
         .max_host_connections = cfg.llm_max_host_connections,
+        /* never below the per-host cap: one fast local server may use all of it */
+        .max_total_connections =
+            cfg.llm_max_host_connections > 1024 ? cfg.llm_max_host_connections : 1024,
         .default_timeout_ms = cfg.llm_timeout_ms,
         .max_attempts = (int)cfg.llm_max_attempts,
     };

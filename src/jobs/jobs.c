@@ -17,6 +17,7 @@
 #include "core/json_text.h"
 #include "core/log.h"
 #include "engine/crew_run.h"
+#include "llm/llm.h"
 #include "model/job.h"
 #include "model/plan.h"
 #include "store/store.h"
@@ -342,6 +343,11 @@ void jobs_wake(struct jobs *jobs)
 size_t jobs_running(const struct jobs *jobs)
 {
     return jobs->n_running;
+}
+
+size_t jobs_llm_calls(const struct jobs *jobs)
+{
+    return llm_client_active(jobs->llm);
 }
 
 const char *jobs_owner(const struct jobs *jobs)

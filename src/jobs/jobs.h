@@ -50,6 +50,9 @@ void jobs_free(struct jobs *jobs);
 /* Jobs running in this instance now. */
 size_t jobs_running(const struct jobs *jobs);
 
+/* LLM calls this instance has in flight or waiting for a connection. */
+size_t jobs_llm_calls(const struct jobs *jobs);
+
 /* This instance's lease owner id. */
 const char *jobs_owner(const struct jobs *jobs);
 
