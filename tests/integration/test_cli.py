@@ -47,7 +47,9 @@ class TestHelpVersion(CliCase):
         self.assertEqual(rc, 0, err)
         self.assertIn("usage", out.lower())
         for opt in ("--listen", "--store", "--config", "--log-level", "--api-key",
-                    "--cors-origin", "--max-body-bytes", "--default-provider"):
+                    "--cors-origin", "--max-body-bytes", "--default-provider",
+                    "--max-running-jobs", "--job-lease-ms", "--llm-max-host-connections",
+                    "--llm-timeout-ms", "--llm-max-attempts"):
             self.assertIn(opt, out)
         self.assertNotIn("listening on", out)
 
@@ -94,6 +96,15 @@ class TestBadArguments(CliCase):
     def test_bad_default_provider(self):
         self.assertExit(["--listen", "127.0.0.1:0", "--default-provider", "skynet"]
                         + self.store_arg, 2, stderr_contains="skynet")
+
+    def test_bad_job_and_llm_numbers(self):
+        cases = [("--max-running-jobs", "0"), ("--max-running-jobs", "x"),
+                 ("--job-lease-ms", "10"), ("--llm-max-host-connections", "-3"),
+                 ("--llm-timeout-ms", "1e3"), ("--llm-max-attempts", "21")]
+        for opt, v in cases:
+            with self.subTest(option=opt, value=v):
+                self.assertExit(["--listen", "127.0.0.1:0", opt, v] + self.store_arg, 2,
+                                stderr_contains=opt)
 
     def test_empty_api_key_refused(self):
         self.assertExit(["--listen", "127.0.0.1:0", "--api-key", ""] + self.store_arg, 2)
@@ -175,7 +186,12 @@ class TestConfigFile(CliCase):
             "api_keys": ["cfg-key-1", "cfg-key-2"],
             "cors_origins": ["http://cfg.example"],
             "max_body_bytes": 8192,
-            "default_provider": "anthropic"})
+            "default_provider": "anthropic",
+            "max_running_jobs": 3,
+            "job_lease_ms": 5000,
+            "llm_max_host_connections": 8,
+            "llm_timeout_ms": 60000,
+            "llm_max_attempts": 2})
         srv = self.start_crewd(listen=None, store=None, args=["--config", cfg])
         # api_keys
         st = srv.request("GET", "/api/v1/crew")[0]
@@ -206,7 +222,8 @@ class TestConfigFile(CliCase):
     def test_bad_value_exits_2(self):
         cases = [("max_body_bytes", "big"), ("max_body_bytes", -1), ("log_level", "loud"),
                  ("api_keys", "k1,k2"), ("cors_origins", [1]), ("listen", 8080),
-                 ("default_provider", "skynet")]
+                 ("default_provider", "skynet"), ("max_running_jobs", 0),
+                 ("job_lease_ms", "soon"), ("llm_max_attempts", 1.5)]
         for key, value in cases:
             with self.subTest(key=key, value=value):
                 cfg = self.write_config({"listen": "127.0.0.1:0", key: value}

@@ -5,7 +5,7 @@ hands running jobs to the next start at once."""
 import json
 import unittest
 
-from crewd_harness import CrewdTestCase, check_clean_exit, unique_name, wait_until
+from crewd_harness import PG_MODE, CrewdTestCase, unique_name, wait_until
 from fakellm_harness import FakeLLM
 from test_jobs import fake_agent, system_message
 
@@ -86,6 +86,36 @@ class TestRecovery(CrewdTestCase):
         job = srv.wait_job(job_id)
         self.assertEqual(job["status"], "completed", job)
         self.assertEqual(len(self.calls_by_agent(name)["a"]), 1)
+
+
+class TestTwoInstances(CrewdTestCase):
+    """Two crewd on one store share one queue: every job runs once, on one of them, and a job
+    started on one is visible on the other."""
+    SHARED_SERVER = False
+
+    def test_shared_queue_runs_each_job_once(self):
+        fake = FakeLLM([])
+        self.addCleanup(fake.stop)
+        a = self.start_crewd(args=["--max-running-jobs", "4"])
+        b = self.start_crewd(args=["--max-running-jobs", "4"],
+                             **({"store": a.pg_url} if PG_MODE else {"store_dir": a.store_dir}))
+        name = unique_name()
+        a.create({"name": name, "agents": [
+            fake_agent("x", fake, extra_prompt=" [[fake:delay_ms=30]]"),
+            fake_agent("y", fake, extra_prompt=" [[fake:delay_ms=30]]")]})
+        ids = [(a if i % 2 else b).execute({"crew_id": name, "query": "two %s %d" % (name, i)})
+               ["job_id"] for i in range(24)]
+        for i, job_id in enumerate(ids):
+            job = (b if i % 2 else a).wait_job(job_id)  # read through the other instance
+            self.assertEqual(job["status"], "completed", job)
+        per_query = {}
+        for r in fake.requests():
+            body = json.dumps(r.get("body"))
+            for i in range(24):
+                if "two %s %d\"" % (name, i) in body or "two %s %d\\n" % (name, i) in body:
+                    per_query[i] = per_query.get(i, 0) + 1
+        self.assertEqual(sorted(per_query), list(range(24)))
+        self.assertTrue(all(n == 2 for n in per_query.values()), per_query)
 
 
 class TestRunningCap(CrewdTestCase):

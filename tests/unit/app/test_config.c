@@ -43,6 +43,11 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.max_body_bytes, 1024 * 1024);
     assert_int_equal(cfg.n_api_keys, 0);
     assert_string_equal(cfg.default_provider, "openai");
+    assert_int_equal(cfg.max_running_jobs, 256);
+    assert_int_equal(cfg.job_lease_ms, 30000);
+    assert_int_equal(cfg.llm_max_host_connections, 64);
+    assert_int_equal(cfg.llm_timeout_ms, 120000);
+    assert_int_equal(cfg.llm_max_attempts, 3);
     config_cleanup(&cfg);
 }
 
