@@ -188,7 +188,9 @@ static int apply_directive(struct fake_directives *d, const char *whole, size_t 
         if (t->name == NULL || t->args == NULL)
             goto oom;
     } else {
-        int shown = name_len > 40 ? 40 : (int)name_len;
+        /* At most 40 bytes of the name, not ending inside a character: the message goes
+         * back in a JSON error body, which jansson refuses to build from broken UTF-8. */
+        int shown = (int)utf8_prefix_len(name, name_len, 40);
         snprintf(err, err_len, "unknown fake directive '%.*s'", shown, name);
         utf8_trim_cut(err);
         return -1;
