@@ -332,8 +332,8 @@ static void on_llm_done(void *arg, int rc, struct llm_response *resp, const stru
  * it cannot be sent, else an LLM call. Returns true if it finished synchronously.
  */
 static bool start_step(struct crew_run *run, struct step *s, const char *system_prompt,
-                       const char *api_key, const char *base_url, double temperature,
-                       long max_tokens, long timeout_ms)
+                       const char *api_key, const char *key_env, const char *base_url,
+                       double temperature, long max_tokens, long timeout_ms)
 {
     json_t *old = json_object_get(run->replay, s->key);
     if (old != NULL) {
@@ -349,14 +349,14 @@ static bool start_step(struct crew_run *run, struct step *s, const char *system_
         finish_step(s, NULL);
         return true;
     }
-    const struct plan_agent *a = &run->plan->agents[s->agent];
-    if (api_key == NULL && base_url == NULL && a->api_key_env != NULL &&
-        strcmp(s->provider, a->provider) == 0) {
+    /* A provider's own endpoint without a key can only answer 401: say what to set. (A
+     * base_url may be a local server that needs none.) */
+    if (api_key == NULL && base_url == NULL && key_env != NULL) {
         char msg[300];
         snprintf(msg, sizeof msg,
                  "no API key for provider '%s': set %s in crewd's environment, or name "
                  "another variable in config.api_key_env",
-                 s->provider, a->api_key_env);
+                 s->provider, key_env);
         finish_step(s, make_record(s, NULL, msg, NULL));
         return true;
     }
@@ -438,8 +438,9 @@ static bool start_agent(struct crew_run *run, size_t i, long pass, size_t pos, c
     long max_tokens = r->max_tokens > 0   ? r->max_tokens
                       : a->max_tokens > 0 ? a->max_tokens
                                           : JOB_DEFAULT_MAX_TOKENS;
-    return start_step(run, s, a->system_prompt, agent_key_value(run, i), a->base_url, temp,
-                      max_tokens, a->timeout_s > 0 ? (long)(a->timeout_s * 1000) : 0);
+    return start_step(run, s, a->system_prompt, agent_key_value(run, i), a->api_key_env,
+                      a->base_url, temp, max_tokens,
+                      a->timeout_s > 0 ? (long)(a->timeout_s * 1000) : 0);
 }
 
 /* The judge or synthesis call: the first agent's LLM (the judge's may be named by
@@ -456,6 +457,7 @@ static bool start_aux(struct crew_run *run, enum step_kind kind, long pass, char
         return true;
     }
     const char *key = agent_key_value(run, 0);
+    const char *key_env = a->api_key_env;
     const char *base_url = a->base_url;
     if (kind == STEP_JUDGE && run->req->condition_llm != NULL) {
         struct llm_choice choice = {.llm = run->req->condition_llm};
@@ -466,10 +468,12 @@ static bool start_aux(struct crew_run *run, enum step_kind kind, long pass, char
             memcpy(s->model_buf, res.model, sizeof s->model_buf);
             s->model = s->model_buf;
             if (strcmp(res.provider->name, a->provider) != 0) {
+                /* Another provider: its own endpoint and key variable. */
                 base_url = NULL;
-                key = res.provider->api_key_env && run->env.getenv_fn
-                          ? run->env.getenv_fn(res.provider->api_key_env)
-                          : NULL;
+                key_env = res.provider->api_key_env;
+                key = key_env && run->env.getenv_fn ? run->env.getenv_fn(key_env) : NULL;
+                if (key != NULL && key[0] == '\0')
+                    key = NULL;
             }
         }
     }
@@ -481,8 +485,9 @@ static bool start_aux(struct crew_run *run, enum step_kind kind, long pass, char
                       : run->req->max_tokens > 0 ? run->req->max_tokens
                       : a->max_tokens > 0        ? a->max_tokens
                                                  : JOB_DEFAULT_MAX_TOKENS;
-    return start_step(run, s, kind == STEP_JUDGE ? PROMPT_JUDGE_SYSTEM : NULL, key, base_url,
-                      temp, max_tokens, a->timeout_s > 0 ? (long)(a->timeout_s * 1000) : 0);
+    return start_step(run, s, kind == STEP_JUDGE ? PROMPT_JUDGE_SYSTEM : NULL, key, key_env,
+                      base_url, temp, max_tokens,
+                      a->timeout_s > 0 ? (long)(a->timeout_s * 1000) : 0);
 }
 
 /* ---- the modes ------------------------------------------------------------------------- */

@@ -3,8 +3,9 @@
  *
  * One claim statement per loop turn takes every job inserted since the last one (up to the
  * free slots), which batches the store's work under load; an idle instance costs one claim
- * query per poll. Store errors are logged and never lose a job: a job the manager could not
- * start or finish stays in the store, and its lease expiring hands it to the next claim.
+ * query per poll. Store errors never lose a job: a run stopped by one gives its lease back
+ * (the job resumes from its checkpoints), and an end the store did not take is written again
+ * on a timer, the job held meanwhile (see struct job_slot).
  */
 #include "jobs/jobs.h"
 
@@ -27,14 +28,33 @@
 #define JOBS_DEFAULT_POLL_MS 1000
 #define JOBS_DEFAULT_CLAIM_BATCH 64
 
+/*
+ * A slot is one job this instance holds the lease of. It stays in the list, counted and
+ * renewed, until the store has taken the job's outcome: while its run is going (RUNNING),
+ * while its end is being written (FINISHING) or its lease given back (RELEASING), retried
+ * on a timer when the store fails. So a job is never left running under this instance's
+ * lease with nothing to finish it (renewal would keep it from everyone else).
+ */
+enum slot_state { SLOT_RUNNING, SLOT_FINISHING, SLOT_RELEASING };
+
+#define RETRY_FIRST_MS 100
+#define RETRY_MAX_MS 10000
+
 struct job_slot {
     struct jobs *jobs;
     char job_id[ID_UUID_LEN];
+    enum slot_state state;
     struct plan *plan;
     struct job_request *req;
     char **inline_keys; /* per agent */
     size_t n_keys;
     struct crew_run *run;
+    /* FINISHING: what to write */
+    enum store_job_status final_status;
+    json_t *result; /* NULL for a job that failed before running */
+    char *error;
+    struct event *retry_ev;
+    long retry_ms;
     struct job_slot *prev, *next;
 };
 
@@ -54,13 +74,10 @@ struct jobs {
 
 static void schedule_claim(struct jobs *jobs, long delay_ms)
 {
-    if (!jobs->started)
-        return;
-    if (delay_ms == 0) {
-        if (jobs->claim_soon)
-            return;
+    if (!jobs->started || jobs->claim_soon)
+        return; /* a claim is due this turn: nothing sooner, and not to be put off */
+    if (delay_ms == 0)
         jobs->claim_soon = true;
-    }
     struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
     event_add(jobs->claim_ev, &tv); /* re-adding replaces the pending timeout */
 }
@@ -80,7 +97,21 @@ static void slot_free(struct job_slot *slot)
         }
     }
     free(slot->inline_keys);
+    json_decref(slot->result);
+    free(slot->error);
+    if (slot->retry_ev)
+        event_free(slot->retry_ev);
     free(slot);
+}
+
+static void slot_link(struct jobs *jobs, struct job_slot *slot)
+{
+    slot->prev = NULL;
+    slot->next = jobs->slots;
+    if (jobs->slots)
+        jobs->slots->prev = slot;
+    jobs->slots = slot;
+    jobs->n_running++;
 }
 
 static void slot_unlink(struct jobs *jobs, struct job_slot *slot)
@@ -94,14 +125,95 @@ static void slot_unlink(struct jobs *jobs, struct job_slot *slot)
     jobs->n_running--;
 }
 
-/* Ends a job that cannot run (a row that does not parse): failed, with the reason. */
-static void fail_job(struct jobs *jobs, const char *job_id, const char *why)
+/* The store has the job's outcome (or another instance has the job): the slot goes. */
+static void slot_done(struct job_slot *slot, long claim_delay_ms)
 {
+    struct jobs *jobs = slot->jobs;
+    slot_unlink(jobs, slot);
+    slot_free(slot);
+    schedule_claim(jobs, claim_delay_ms);
+}
+
+static void try_store(struct job_slot *slot);
+
+static void on_slot_retry(evutil_socket_t fd, short what, void *arg)
+{
+    try_store(arg);
+}
+
+/* The store failed: try again later, backing off, keeping the lease meanwhile. */
+static void retry_later(struct job_slot *slot, const struct err *e)
+{
+    slot->retry_ms = slot->retry_ms == 0 ? RETRY_FIRST_MS : slot->retry_ms * 2;
+    if (slot->retry_ms > RETRY_MAX_MS)
+        slot->retry_ms = RETRY_MAX_MS;
+    log_error("jobs", "job %s: cannot %s: %s; retrying in %ld ms", slot->job_id,
+              slot->state == SLOT_FINISHING ? "record its end" : "give its lease back",
+              err_text(e), slot->retry_ms);
+    if (slot->retry_ev == NULL &&
+        (slot->retry_ev = evtimer_new(slot->jobs->base, on_slot_retry, slot)) == NULL) {
+        log_error("jobs", "job %s: out of memory arming a retry; the lease expires at the "
+                          "next restart", slot->job_id);
+        return;
+    }
+    struct timeval tv = {slot->retry_ms / 1000, (slot->retry_ms % 1000) * 1000};
+    evtimer_add(slot->retry_ev, &tv);
+}
+
+/* Writes the slot's end (FINISHING) or gives its lease back (RELEASING). */
+static void try_store(struct job_slot *slot)
+{
+    struct jobs *jobs = slot->jobs;
     struct err e = {0};
-    log_error("jobs", "job %s cannot run: %s", job_id, why);
-    if (store_job_finish(jobs->store, job_id, jobs->owner, STORE_JOB_FAILED, NULL, why,
-                         clock_now_ms(), &e) != 0)
-        log_error("jobs", "job %s: cannot record its failure: %s", job_id, err_text(&e));
+    int rc;
+    if (slot->state == SLOT_RELEASING) {
+        if ((rc = store_job_release(jobs->store, jobs->owner, slot->job_id, &e)) != 0) {
+            retry_later(slot, &e);
+            return;
+        }
+        log_info("jobs", "job %s: lease given back; it resumes from its checkpoints",
+                 slot->job_id);
+        slot_done(slot, jobs->opts.poll_ms); /* not at once: the store just failed */
+        return;
+    }
+    char *text = slot->result ? json_dumps(slot->result, JSON_TEXT_FLAGS) : NULL;
+    if (slot->result != NULL && text == NULL) {
+        err_set(&e, ERR_NOMEM, "out of memory writing the result");
+        retry_later(slot, &e);
+        return;
+    }
+    rc = store_job_finish(jobs->store, slot->job_id, jobs->owner, slot->final_status, text,
+                          slot->error, clock_now_ms(), &e);
+    free(text);
+    if (rc == ERR_CONFLICT || rc == ERR_NOT_FOUND) {
+        /* Another instance took the job over (our lease expired), or it is gone. */
+        log_warn("jobs", "job %s: %s; its end is not ours to write", slot->job_id, err_text(&e));
+    } else if (rc != 0) {
+        retry_later(slot, &e);
+        return;
+    } else {
+        log_info("jobs", "job %s %s", slot->job_id, store_job_status_name(slot->final_status));
+    }
+    slot_done(slot, 0);
+}
+
+/* Ends the slot's job as failed with `why` (a row that cannot run). */
+static void finish_failed(struct job_slot *slot, const char *why)
+{
+    log_error("jobs", "job %s cannot run: %s", slot->job_id, why);
+    slot->state = SLOT_FINISHING;
+    slot->final_status = STORE_JOB_FAILED;
+    free(slot->error);
+    slot->error = strdup(why);
+    try_store(slot);
+}
+
+/* Gives the job back to the queue (its run could not go on because of the store or memory,
+ * which may be back later): it resumes from its checkpoints. */
+static void release_job(struct job_slot *slot)
+{
+    slot->state = SLOT_RELEASING;
+    try_store(slot);
 }
 
 static int on_checkpoint(void *arg, const char *key, const json_t *data, struct err *e)
@@ -121,42 +233,30 @@ static void on_done(void *arg, int rc, enum crew_run_status status, json_t *resu
                     const char *error, const struct err *why)
 {
     struct job_slot *slot = arg;
-    struct jobs *jobs = slot->jobs;
-    struct err e = {0};
-    int64_t now = clock_now_ms();
-    if (rc != 0) {
-        if (rc == ERR_CONFLICT) {
-            /* Another instance took the job over (our lease expired): it is theirs now. */
-            log_warn("jobs", "job %s: %s; leaving it to its new owner", slot->job_id,
-                     err_text(why));
-        } else {
-            log_error("jobs", "job %s: %s", slot->job_id, err_text(why));
-            char msg[ERR_MSG_MAX + 64];
-            snprintf(msg, sizeof msg, "crewd could not run the job: %s", err_default_msg(rc));
-            if (store_job_finish(jobs->store, slot->job_id, jobs->owner, STORE_JOB_FAILED, NULL,
-                                 msg, now, &e) != 0)
-                log_error("jobs", "job %s: cannot record its failure: %s", slot->job_id,
-                          err_text(&e));
-        }
-    } else {
-        char *text = json_dumps(result, JSON_TEXT_FLAGS);
-        enum store_job_status st =
-            status == CREW_RUN_FAILED ? STORE_JOB_FAILED : STORE_JOB_COMPLETED;
-        if (text == NULL) {
-            log_error("jobs", "job %s: out of memory writing its result", slot->job_id);
-        } else if (store_job_finish(jobs->store, slot->job_id, jobs->owner, st, text, error, now,
-                                    &e) != 0) {
-            log_error("jobs", "job %s: cannot record its result: %s", slot->job_id, err_text(&e));
-        } else {
-            log_info("jobs", "job %s %s (%s)", slot->job_id, store_job_status_name(st),
-                     crew_run_status_name(status));
-        }
-        free(text);
+    /* The run is over: free it now (allowed from its done hook), keep the slot. */
+    crew_run_free(slot->run);
+    slot->run = NULL;
+    if (rc == ERR_CONFLICT) {
+        /* Another instance took the job over (our lease expired): it is theirs now. */
+        log_warn("jobs", "job %s: %s; leaving it to its new owner", slot->job_id, err_text(why));
+        json_decref(result);
+        slot_done(slot, 0);
+        return;
     }
-    json_decref(result);
-    slot_unlink(jobs, slot);
-    slot_free(slot); /* frees the run: allowed from its done hook */
-    schedule_claim(jobs, 0);
+    if (rc != 0) {
+        log_error("jobs", "job %s: run stopped: %s", slot->job_id, err_text(why));
+        json_decref(result);
+        release_job(slot);
+        return;
+    }
+    log_debug("jobs", "job %s: crew result %s", slot->job_id, crew_run_status_name(status));
+    slot->state = SLOT_FINISHING;
+    slot->final_status = status == CREW_RUN_FAILED ? STORE_JOB_FAILED : STORE_JOB_COMPLETED;
+    slot->result = result;
+    slot->error = error ? strdup(error) : NULL;
+    if (error != NULL && slot->error == NULL)
+        log_error("jobs", "job %s: out of memory copying its error: %s", slot->job_id, error);
+    try_store(slot);
 }
 
 /* config.api_key of each agent of the definition snapshot (secrets stay in memory only). */
@@ -181,7 +281,16 @@ static int read_inline_keys(struct job_slot *slot, const char *definition, struc
     return rc;
 }
 
-/* Builds and starts the run of a claimed job; on failure the job is failed in the store. */
+static bool holding(const struct jobs *jobs, const char *job_id)
+{
+    for (const struct job_slot *s = jobs->slots; s != NULL; s = s->next)
+        if (strcmp(s->job_id, job_id) == 0)
+            return true;
+    return false;
+}
+
+/* Builds and starts the run of a claimed job. The slot is linked first, so that whatever
+ * happens the job ends, goes back to the queue, or runs: never held with nothing to do. */
 static void start_job(struct jobs *jobs, const struct store_job *row)
 {
     struct err e = {0};
@@ -189,29 +298,35 @@ static void start_job(struct jobs *jobs, const struct store_job *row)
     struct job_slot *slot = calloc(1, sizeof *slot);
     json_t *plan_json = NULL, *req_json = NULL;
     if (slot == NULL) {
-        fail_job(jobs, row->job_id, "crewd could not start the job: out of memory");
+        /* Nothing to hold it with: its lease lapses and a later claim (ours or another
+         * instance's) takes it again. */
+        log_error("jobs", "job %s: out of memory starting it; it waits for its lease to lapse",
+                  row->job_id);
         return;
     }
     slot->jobs = jobs;
     memcpy(slot->job_id, row->job_id, ID_UUID_LEN);
+    slot_link(jobs, slot);
     json_error_t jerr;
     plan_json = json_loads(row->plan ? row->plan : "", 0, &jerr);
     req_json = json_loads(row->request ? row->request : "", 0, &jerr);
     if (plan_json == NULL || plan_from_json(plan_json, &slot->plan, &e) != 0) {
-        fail_job(jobs, row->job_id, "the job's stored plan does not parse");
-        goto fail;
+        finish_failed(slot, "the job's stored plan does not parse");
+        goto out;
     }
     if (req_json == NULL || job_request_parse(req_json, slot->plan, &slot->req, &e) != 0) {
         char msg[ERR_MSG_MAX + 64];
         snprintf(msg, sizeof msg, "the job's stored request is invalid: %s", err_text(&e));
-        fail_job(jobs, row->job_id, msg);
-        goto fail;
+        finish_failed(slot, msg);
+        goto out;
     }
-    if (read_inline_keys(slot, row->definition, &e) != 0)
-        goto cannot_start;
     /* A job claimed before (its owner died or stopped) may have finished steps. */
-    if (row->attempts > 1 && store_job_steps_get(jobs->store, row->job_id, &steps, &e) != 0)
-        goto cannot_start;
+    if (read_inline_keys(slot, row->definition, &e) != 0 ||
+        (row->attempts > 1 && store_job_steps_get(jobs->store, row->job_id, &steps, &e) != 0)) {
+        log_error("jobs", "job %s: %s", row->job_id, err_text(&e));
+        release_job(slot);
+        goto out;
+    }
     int64_t started_ms = clock_now_ms();
     if (row->started_at[0] != '\0')
         clock_parse_rfc3339(row->started_at, &started_ms);
@@ -224,36 +339,20 @@ static void start_job(struct jobs *jobs, const struct store_job *row)
                                  .started_ms = started_ms};
     struct crew_run_hooks hooks = {.checkpoint = on_checkpoint, .done = on_done, .arg = slot};
     if (crew_run_new(&env, &spec, &hooks, &slot->run, &e) != 0) {
-        if (e.code == ERR_INVALID) {
-            fail_job(jobs, row->job_id, err_text(&e));
-            goto fail;
-        }
-        goto cannot_start;
+        if (e.code == ERR_INVALID)
+            finish_failed(slot, err_text(&e)); /* a stored checkpoint that does not parse */
+        else
+            release_job(slot);
+        goto out;
     }
-    store_step_list_cleanup(&steps);
-    json_decref(plan_json);
-    json_decref(req_json);
-    slot->next = jobs->slots;
-    if (jobs->slots)
-        jobs->slots->prev = slot;
-    jobs->slots = slot;
-    jobs->n_running++;
     if (row->attempts > 1)
         log_info("jobs", "job %s resumed (attempt %ld, %zu step(s) done)", row->job_id,
                  row->attempts, steps.n);
     crew_run_start(slot->run);
-    return;
-cannot_start:
-    /* Out of memory or a store error reading its checkpoints. Leases are renewed per
-     * instance, not per job, so a job left running here would never be handed over: it ends
-     * failed with a reason instead, which its client can see. */
-    log_error("jobs", "job %s: %s", row->job_id, err_text(&e));
-    fail_job(jobs, row->job_id, "crewd could not start the job (see the server log)");
-fail:
+out:
     store_step_list_cleanup(&steps);
     json_decref(plan_json);
     json_decref(req_json);
-    slot_free(slot);
 }
 
 static void on_claim(evutil_socket_t fd, short what, void *arg)
@@ -273,8 +372,17 @@ static void on_claim(evutil_socket_t fd, short what, void *arg)
         return;
     }
     size_t got = batch.n;
-    for (size_t i = 0; i < batch.n; i++)
+    for (size_t i = 0; i < batch.n; i++) {
+        /* Our own job, claimed back because its lease lapsed while this instance was stalled
+         * (a store lock, a long loop turn): the claim renewed it, the run goes on. Running it
+         * twice would be invisible to the fences, which compare owners. */
+        if (batch.items[i]->attempts > 1 && holding(jobs, batch.items[i]->job_id)) {
+            log_warn("jobs", "job %s: lease lapsed while this instance held it; renewed",
+                     batch.items[i]->job_id);
+            continue;
+        }
         start_job(jobs, batch.items[i]);
+    }
     store_job_batch_cleanup(&batch);
     /* A full batch means more may be waiting: claim again next turn, after the loop has
      * served what is ready (HTTP, LLM replies). */
@@ -359,6 +467,14 @@ void jobs_free(struct jobs *jobs)
 {
     if (jobs == NULL)
         return;
+    jobs->started = false; /* no more claims */
+    /* Ends already computed are written if the store takes them now; everything else goes
+     * back to the queue below and resumes from its checkpoints at the next start. */
+    for (struct job_slot *slot = jobs->slots, *next; slot != NULL; slot = next) {
+        next = slot->next;
+        if (slot->state == SLOT_FINISHING)
+            try_store(slot); /* frees the slot when the store took it */
+    }
     size_t n = jobs->n_running;
     while (jobs->slots != NULL) {
         struct job_slot *slot = jobs->slots;
@@ -367,7 +483,7 @@ void jobs_free(struct jobs *jobs)
     }
     if (n > 0) {
         struct err e = {0};
-        if (store_job_release(jobs->store, jobs->owner, &e) != 0)
+        if (store_job_release(jobs->store, jobs->owner, NULL, &e) != 0)
             log_error("jobs", "cannot release %zu job lease(s): %s; they resume when the "
                               "leases expire", n, err_text(&e));
         else

@@ -90,6 +90,7 @@ struct llm_client {
     struct call_list running, backoff, finished, zombies;
     struct host_slot *hosts; /* each holds its queued calls */
     long in_multi;           /* transfers in libcurl, all hosts */
+    size_t n_queued;         /* calls in the hosts' queues, all hosts */
     struct sock_ctx *socks;
     size_t n_calls; /* started, not yet delivered or cancelled */
     int in_curl;    /* > 0 while curl_multi_socket_action is on the stack */
@@ -164,6 +165,8 @@ static void call_unlink(struct llm_call *call)
     struct call_list *l = list_of(call, call->state);
     if (l == NULL)
         return;
+    if (call->state == CALL_QUEUED)
+        call->client->n_queued--;
     if (call->prev)
         call->prev->next = call->next;
     else
@@ -181,6 +184,8 @@ static void call_push(struct llm_call *call, enum call_state st)
     struct call_list *l = list_of(call, st);
     if (l == NULL)
         return;
+    if (st == CALL_QUEUED)
+        call->client->n_queued++;
     call->prev = l->tail;
     call->next = NULL;
     if (l->tail)
@@ -250,7 +255,8 @@ static void multi_remove(struct llm_call *call)
     call->in_multi = false;
     call->host->in_multi--;
     c->in_multi--;
-    if (call->host->queued.head != NULL)
+    /* Any host may be waiting: this one for its own cap, the others for the total one. */
+    if (c->n_queued > 0)
         schedule_add(c);
 }
 
@@ -852,6 +858,19 @@ static void on_add(evutil_socket_t fd, short what, void *arg)
     }
     if (more)
         schedule_add(c); /* the rest next loop turn, after other events had theirs */
+    /* Round robin: the host served first this turn goes last, so that hosts early in the
+     * list cannot take the whole total cap or batch turn after turn. */
+    struct host_slot *first = c->hosts;
+    if (first != NULL && first->next != NULL) {
+        c->hosts = first->next;
+        c->hosts->prev = NULL;
+        struct host_slot *last = c->hosts;
+        while (last->next != NULL)
+            last = last->next;
+        last->next = first;
+        first->prev = last;
+        first->next = NULL;
+    }
     process_finished(c);
     busy_leave(c);
 }

@@ -9,6 +9,7 @@
 
 #include "core/clock.h"
 #include "core/utf8.h"
+#include "llm/provider.h"
 #include "model/model_util.h"
 #include "model/plan.h"
 #include "store/store.h"
@@ -159,6 +160,38 @@ static int parse_query(const json_t *q, const struct plan *plan, struct job_requ
     return 0;
 }
 
+/* kwargs.agent_sequence: agent keys (or agent_ids), normalized to keys in `norm`. */
+static int parse_sequence(const json_t *kw, const struct plan *plan, struct job_request *r,
+                          json_t *norm, struct err *e)
+{
+    const json_t *v;
+    if ((v = json_object_get(kw, "agent_sequence")) != NULL && !json_is_null(v)) {
+        if (!json_is_array(v) || json_array_size(v) == 0 ||
+            json_array_size(v) > (size_t)CREW_MAX_AGENTS * 10)
+            return err_set(e, ERR_INVALID,
+                           "kwargs.agent_sequence: must be a non-empty array of agent keys");
+        size_t n = json_array_size(v);
+        if ((r->sequence = calloc(n, sizeof *r->sequence)) == NULL)
+            return err_set(e, ERR_NOMEM, "out of memory");
+        json_t *keys = json_array();
+        if (keys == NULL || json_object_set_new(norm, "agent_sequence", keys) != 0)
+            return err_set(e, ERR_NOMEM, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+            const json_t *s = json_array_get(v, i);
+            if (!json_is_string(s))
+                return err_set(e, ERR_INVALID, "kwargs.agent_sequence[%zu]: must be a string", i);
+            long idx = find_agent(plan, json_string_value(s));
+            if (idx < 0)
+                return unknown_agent(plan, "kwargs.agent_sequence", json_string_value(s), e);
+            r->sequence[i] = (size_t)idx;
+            if (json_array_append_new(keys, json_string(plan->agents[idx].key)) != 0)
+                return err_set(e, ERR_NOMEM, "out of memory");
+        }
+        r->n_sequence = n;
+    }
+    return 0;
+}
+
 static int parse_kwargs(const json_t *kw, const struct plan *plan, struct job_request *r,
                         json_t *norm, struct err *e)
 {
@@ -192,29 +225,14 @@ static int parse_kwargs(const json_t *kw, const struct plan *plan, struct job_re
         (rc = dup_opt_string(kw, "condition_llm", "kwargs.condition_llm", &r->condition_llm,
                              e)) != 0)
         return rc;
-    if ((v = json_object_get(kw, "agent_sequence")) != NULL && !json_is_null(v)) {
-        if (!json_is_array(v) || json_array_size(v) == 0 ||
-            json_array_size(v) > (size_t)CREW_MAX_AGENTS * 10)
-            return err_set(e, ERR_INVALID,
-                           "kwargs.agent_sequence: must be a non-empty array of agent keys");
-        size_t n = json_array_size(v);
-        if ((r->sequence = calloc(n, sizeof *r->sequence)) == NULL)
-            return err_set(e, ERR_NOMEM, "out of memory");
-        json_t *keys = json_array();
-        if (keys == NULL || json_object_set_new(norm, "agent_sequence", keys) != 0)
-            return err_set(e, ERR_NOMEM, "out of memory");
-        for (size_t i = 0; i < n; i++) {
-            const json_t *s = json_array_get(v, i);
-            if (!json_is_string(s))
-                return err_set(e, ERR_INVALID, "kwargs.agent_sequence[%zu]: must be a string", i);
-            long idx = find_agent(plan, json_string_value(s));
-            if (idx < 0)
-                return unknown_agent(plan, "kwargs.agent_sequence", json_string_value(s), e);
-            r->sequence[i] = (size_t)idx;
-            if (json_array_append_new(keys, json_string(plan->agents[idx].key)) != 0)
-                return err_set(e, ERR_NOMEM, "out of memory");
+    if (r->condition_llm != NULL) {
+        /* Judged now, not when the loop first needs it: a typo is the client's 400. */
+        struct llm_choice choice = {.llm = r->condition_llm};
+        struct llm_resolved res;
+        if ((rc = llm_resolve(&choice, plan->agents[0].provider, &res, e)) != 0) {
+            err_prefix(e, "kwargs.condition_llm");
+            return rc;
         }
-        r->n_sequence = n;
     }
     return 0;
 }
@@ -228,8 +246,6 @@ int job_request_parse(const json_t *body, const struct plan *plan, struct job_re
     *out = NULL;
     if (!json_is_object(body))
         return err_set(e, ERR_INVALID, "request body must be a JSON object");
-    if ((rc = check_fields(body, e)) != 0)
-        return rc;
     rc = ERR_NOMEM;
     if ((r = calloc(1, sizeof *r)) == NULL ||
         (r->agent_query = calloc(plan->n_agents, sizeof *r->agent_query)) == NULL) {
@@ -241,8 +257,9 @@ int job_request_parse(const json_t *body, const struct plan *plan, struct job_re
     r->max_iterations = JOB_DEFAULT_MAX_ITERATIONS;
     r->mode = plan->mode;
 
-    /* API.md's order: mode, loop condition, per-agent query names (query presence and the
-     * crew were checked by the caller). */
+    /* API.md's order: mode, loop condition, agent names (in the query and the loop's
+     * sequence); then types and ranges; then unknown fields. Query presence and the crew
+     * were checked by the caller. */
     const json_t *mode = json_object_get(body, "execution_mode");
     if (mode != NULL && !json_is_null(mode)) {
         if (!json_is_string(mode) || crew_mode_parse(json_string_value(mode), &r->mode) != 0) {
@@ -254,10 +271,6 @@ int job_request_parse(const json_t *body, const struct plan *plan, struct job_re
         }
     }
     const json_t *kw = json_object_get(body, "kwargs");
-    if (kw != NULL && !json_is_null(kw) && !json_is_object(kw)) {
-        rc = err_set(e, ERR_INVALID, "kwargs: must be an object");
-        goto out;
-    }
     json_t *kwnorm = (kw != NULL && json_is_object(kw)) ? json_deep_copy(kw) : json_object();
     if (kwnorm == NULL || (r->normalized = json_object()) == NULL ||
         json_object_set_new(r->normalized, "kwargs", kwnorm) != 0) {
@@ -265,7 +278,7 @@ int job_request_parse(const json_t *body, const struct plan *plan, struct job_re
         goto out;
     }
     if (r->mode == CREW_MODE_LOOP) {
-        const json_t *c = kw ? json_object_get(kw, "condition") : NULL;
+        const json_t *c = json_is_object(kw) ? json_object_get(kw, "condition") : NULL;
         if (!json_is_string(c) || json_string_length(c) == 0) {
             rc = err_set(e, ERR_INVALID,
                          "loop mode needs kwargs.condition: a non-empty string that an LLM "
@@ -276,7 +289,13 @@ int job_request_parse(const json_t *body, const struct plan *plan, struct job_re
     const json_t *q = json_object_get(body, "query");
     if ((rc = parse_query(q, plan, r, &qnorm, e)) != 0)
         goto out;
-    if (kw != NULL && json_is_object(kw) && (rc = parse_kwargs(kw, plan, r, kwnorm, e)) != 0)
+    if (json_is_object(kw) && (rc = parse_sequence(kw, plan, r, kwnorm, e)) != 0)
+        goto out;
+    if (kw != NULL && !json_is_null(kw) && !json_is_object(kw)) {
+        rc = err_set(e, ERR_INVALID, "kwargs: must be an object");
+        goto out;
+    }
+    if (json_is_object(kw) && (rc = parse_kwargs(kw, plan, r, kwnorm, e)) != 0)
         goto out;
     if ((rc = dup_opt_string(body, "user_id", "user_id", &r->user_id, e)) != 0 ||
         (rc = dup_opt_string(body, "session_id", "session_id", &r->session_id, e)) != 0 ||
@@ -292,6 +311,8 @@ int job_request_parse(const json_t *body, const struct plan *plan, struct job_re
         rc = err_set(e, ERR_INVALID, "kwargs.condition: must not be empty");
         goto out;
     }
+    if ((rc = check_fields(body, e)) != 0)
+        goto out;
 
     rc = ERR_NOMEM;
     if (!model_put(r->normalized, "query", qnorm)) {

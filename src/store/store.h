@@ -152,9 +152,10 @@ struct store_ops {
     /* Extends to now_ms + lease_ms the lease of every running job held by `owner`. */
     int (*job_renew)(struct store *st, const char *owner, long long now_ms, long long lease_ms,
                      struct err *e);
-    /* Gives up `owner`'s leases at once (graceful shutdown): its running jobs stay running
-     * with an expired lease, so the next claim by any instance resumes them. */
-    int (*job_release)(struct store *st, const char *owner, struct err *e);
+    /* Gives up `owner`'s lease on job `job_id`, or on all its jobs when job_id is NULL
+     * (graceful shutdown): they stay running with an expired lease and no owner, so the next
+     * claim by any instance resumes them, and late writes of `owner` are refused. */
+    int (*job_release)(struct store *st, const char *owner, const char *job_id, struct err *e);
     /* Writes (or replaces) the checkpoint `key` of a running job leased to `owner`.
      * ERR_CONFLICT if the job is not running under that owner any more (lease lost). */
     int (*job_step_put)(struct store *st, const char *job_id, const char *owner,
@@ -231,9 +232,10 @@ static inline int store_job_renew(struct store *st, const char *owner, long long
 {
     return st->ops->job_renew(st, owner, now_ms, lease_ms, e);
 }
-static inline int store_job_release(struct store *st, const char *owner, struct err *e)
+static inline int store_job_release(struct store *st, const char *owner, const char *job_id,
+                                    struct err *e)
 {
-    return st->ops->job_release(st, owner, e);
+    return st->ops->job_release(st, owner, job_id, e);
 }
 static inline int store_job_step_put(struct store *st, const char *job_id, const char *owner,
                                      const char *key, const char *data, struct err *e)

@@ -219,7 +219,8 @@ static const struct {
      * off even before another instance claims the job. */
     [PG_JOB_RELEASE] = {"crewd_job_release",
                         "UPDATE jobs SET lease_owner = NULL, lease_expires_ms = 0"
-                        " WHERE status = 'running' AND lease_owner = $1"},
+                        " WHERE status = 'running' AND lease_owner = $1"
+                        " AND ($2::uuid IS NULL OR job_id = $2::uuid)"},
     /* FOR SHARE makes the fence exact: a claim of this job in flight is waited for, and
      * the row is re-checked against its new owner before anything is written. */
     [PG_STEP_PUT] = {"crewd_step_put",
@@ -900,7 +901,8 @@ static int pg_job_renew(struct store *st, const char *owner, long long now_ms, l
     return pg_command(s, PG_JOB_RENEW, 2, params, "renew leases", NULL, e);
 }
 
-static int pg_job_release(struct store *st, const char *owner, struct err *e)
+static int pg_job_release(struct store *st, const char *owner, const char *job_id,
+                          struct err *e)
 {
     struct pg_store *s = (struct pg_store *)st;
     if (owner == NULL || owner[0] == '\0')
@@ -908,8 +910,8 @@ static int pg_job_release(struct store *st, const char *owner, struct err *e)
     int rc = pg_ensure_conn(s, e);
     if (rc != 0)
         return rc;
-    const char *params[1] = {owner};
-    return pg_command(s, PG_JOB_RELEASE, 1, params, "release leases", NULL, e);
+    const char *params[2] = {owner, job_id};
+    return pg_command(s, PG_JOB_RELEASE, 2, params, "release leases", NULL, e);
 }
 
 /*

@@ -172,7 +172,8 @@ static const char *const STMT_SQL[ST_COUNT_] = {
     /* The owner is cleared too, so that a late write of the instance that let go is fenced
      * off even before another instance claims the job. */
     [ST_JOB_RELEASE] = "UPDATE jobs SET lease_owner = NULL, lease_expires_ms = 0"
-                       " WHERE status = 'running' AND lease_owner = ?1",
+                       " WHERE status = 'running' AND lease_owner = ?1"
+                       " AND (?2 IS NULL OR job_id = ?2)",
     /* One statement, so the fence and the write are one atomic step under the write lock.
      * The WHERE on the SELECT also keeps SQLite from reading ON CONFLICT as a join. */
     [ST_STEP_PUT] = "INSERT INTO job_steps (job_id, key, data, seq, created_at)"
@@ -811,9 +812,28 @@ static int job_renew(struct store *st, const char *owner, long long now_ms, long
     return lease_update(from_store(st), ST_JOB_RENEW, owner, true, now_ms + lease_ms, e);
 }
 
-static int job_release(struct store *st, const char *owner, struct err *e)
+static int job_release(struct store *st, const char *owner, const char *job_id, struct err *e)
 {
-    return lease_update(from_store(st), ST_JOB_RELEASE, owner, false, 0, e);
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *stmt = s->stmt[ST_JOB_RELEASE];
+    int ret, rc;
+    if (owner == NULL || owner[0] == '\0') {
+        ret = err_set(e, ERR_INVALID, "store: no lease owner given");
+        goto out;
+    }
+    if ((ret = bind_text(s, stmt, 1, owner, e)) != 0)
+        goto out;
+    if (job_id != NULL && (ret = bind_text(s, stmt, 2, job_id, e)) != 0)
+        goto out;
+    if (job_id == NULL && (rc = sqlite3_bind_null(stmt, 2)) != SQLITE_OK) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    if ((rc = sqlite3_step(stmt)) != SQLITE_DONE)
+        ret = fail(s->db, rc, e);
+out:
+    stmt_done(stmt);
+    return ret;
 }
 
 /*

@@ -140,6 +140,19 @@ class TestExecuteAndStatus(FakeCase):
                                  "kwargs": {"condition": "c", "agent_sequence": ["zz"]}}), 400,
                              "zz")
         self.assertJsonError(self.srv.request("POST", "/api/v1/crew/execute"), 400, "body")
+        # The contract's checks come before types, ranges and unknown fields.
+        self.assertJsonError(ex({"crew_id": name, "query": "q", "execution_mode": "bogus",
+                                 "extra": 1}), 400, "Invalid execution mode: bogus")
+        self.assertJsonError(ex({"crew_id": name, "query": "q", "execution_mode": "loop",
+                                 "extra": 1}), 400, "kwargs.condition")
+        self.assertJsonError(ex({"crew_id": name, "query": "q", "execution_mode": "loop",
+                                 "kwargs": "x"}), 400, "kwargs.condition")
+        self.assertJsonError(ex({"crew_id": name, "query": "q", "execution_mode": "loop",
+                                 "kwargs": {"condition": "c", "max_tokens": 0,
+                                            "agent_sequence": ["zz"]}}), 400, "'zz'")
+        self.assertJsonError(ex({"crew_id": name, "query": "q", "execution_mode": "loop",
+                                 "kwargs": {"condition": "c", "condition_llm": "skynet"}}), 400,
+                             ["kwargs.condition_llm", "skynet"])
         # A refused execute stores nothing: no job ran on the fake.
         self.assertEqual(self.requests_for(name), [])
 

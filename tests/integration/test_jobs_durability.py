@@ -3,6 +3,9 @@ got a 202 reaches a terminal state; agents that had finished are not called agai
 LLM's request log is the witness). Also: the cap on running jobs, and a graceful stop that
 hands running jobs to the next start at once."""
 import json
+import sqlite3
+import threading
+import time
 import unittest
 
 from crewd_harness import PG_MODE, CrewdTestCase, unique_name, wait_until
@@ -86,6 +89,69 @@ class TestRecovery(CrewdTestCase):
         job = srv.wait_job(job_id)
         self.assertEqual(job["status"], "completed", job)
         self.assertEqual(len(self.calls_by_agent(name)["a"]), 1)
+
+
+@unittest.skipIf(PG_MODE, "holds a SQLite write lock from outside")
+class TestStoreErrors(CrewdTestCase):
+    """A store that refuses writes for a while (another process holds SQLite's write lock past
+    crewd's 5 s busy timeout) stalls jobs but loses none and runs none twice."""
+    SHARED_SERVER = False
+    HOLD_S = 6.0  # longer than crewd's busy timeout (5 s): its writes fail meanwhile
+
+    def setUp(self):
+        self.fake = FakeLLM([])
+        self.addCleanup(self.fake.stop)
+
+    def hold_write_lock(self, path):
+        """Takes the database's write lock from this process for HOLD_S seconds (the fault
+        being injected lasts that long by design); returns the thread holding it."""
+        taken = threading.Event()
+
+        def hold():
+            db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            db.execute("BEGIN IMMEDIATE")
+            taken.set()
+            time.sleep(self.HOLD_S)
+            db.execute("ROLLBACK")
+            db.close()
+        t = threading.Thread(target=hold, daemon=True)
+        t.start()
+        self.assertTrue(taken.wait(30), "could not take the write lock")
+        return t
+
+    def calls(self, marker):
+        return [r for r in self.fake.requests()
+                if isinstance(r.get("body"), dict) and marker in json.dumps(r["body"])]
+
+    def test_failed_checkpoint_gives_the_job_back(self):
+        srv = self.start_crewd()
+        name = unique_name()
+        srv.create({"name": name, "agents": [
+            fake_agent("a", self.fake, reply="A", extra_prompt=" [[fake:delay_ms=300]]"),
+            fake_agent("b", self.fake, reply="B")]})
+        job_id = srv.execute({"crew_id": name, "query": "busy " + name})["job_id"]
+        wait_until(lambda: self.calls("busy " + name), 30, "agent a's call")
+        self.hold_write_lock(srv.db_path).join(60)
+        job = srv.wait_job(job_id)
+        self.assertEqual(job["status"], "completed", job)
+        self.assertEqual(job["result"]["results"], ["A", "B"])
+        self.assertIn("lease given back", srv.stderr_text())
+
+    def test_own_lapsed_lease_is_not_run_twice(self):
+        srv = self.start_crewd(args=["--job-lease-ms", "1000"])
+        name = unique_name()
+        srv.create({"name": name, "agents": [
+            fake_agent("a", self.fake, reply="A", extra_prompt=" [[fake:delay_ms=9000]]")]})
+        job_id = srv.execute({"crew_id": name, "query": "lapse " + name})["job_id"]
+        wait_until(lambda: self.calls("lapse " + name), 30, "agent a's call")
+        self.hold_write_lock(srv.db_path).join(60)  # renewals fail: the lease lapses
+        job = srv.wait_job(job_id)
+        self.assertEqual(job["status"], "completed", job)
+        self.assertEqual(len(self.calls("lapse " + name)), 1, "the job ran twice")
+        # The lease did lapse. Whether the next store call after the lock is a renewal (which
+        # revives the lease) or a claim (which takes the job back, and must leave it to the
+        # run in progress: "lease lapsed while this instance held it") is up to the timers.
+        self.assertIn("lease renewal failed", srv.stderr_text())
 
 
 class TestTwoInstances(CrewdTestCase):

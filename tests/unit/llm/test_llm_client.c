@@ -835,9 +835,34 @@ static int free_stream(void **state)
     return 0;
 }
 
+/* Host A takes the total cap; host B's queued call must still run once A's transfer ends
+ * (admission used to be re-armed only for the finishing call's own host). */
+static void test_total_cap_shared_by_hosts(void **state)
+{
+    static const struct step steps[] = {{.status = 200, .delay_ms = 5}};
+    struct llm_client_opts o = {.max_host_connections = 1, .max_total_connections = 1};
+    struct fixture f;
+    fx_start(&f, steps, 1, &o);
+    char url2[64];
+    snprintf(url2, sizeof url2, "http://localhost:%d/v1/", f.srv.port);
+    struct result a = {0}, b = {0};
+    start(&f, &a); /* host 127.0.0.1:P */
+    struct llm_request r2 = f.req;
+    r2.base_url = url2; /* host localhost:P: another host key, same server */
+    struct llm_call_opts ob = {.on_done = on_done, .arg = &b};
+    struct err e = {0};
+    assert_int_equal(llm_call_start(f.client, &r2, &ob, NULL, &e), 0);
+    run_until(f.base, done_1, &b, "call on host B");
+    run_until(f.base, done_1, &a, "call on host A (queued behind the total cap)");
+    result_free(&a);
+    result_free(&b);
+    fx_stop(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_total_cap_shared_by_hosts),
         cmocka_unit_test(test_plain_call),
         cmocka_unit_test(test_connection_cap_and_reuse),
         cmocka_unit_test(test_429_retry_after),

@@ -484,7 +484,13 @@ static void test_release(void **state)
     claim_is(st, "a", T0, 2, (int[]){1, 2}, 2);
     claim_is(st, "b", T0, 1, (int[]){3}, 1);
     struct err e = {0};
-    assert_int_equal(store_job_release(st, "a", &e), 0);
+    /* One job first: only that one becomes claimable. */
+    char one[ID_UUID_LEN];
+    job_id_of(1, one);
+    assert_int_equal(store_job_release(st, "a", one, &e), 0);
+    claim_is(st, "c", T0 + 1, 5, (int[]){1}, 1);
+    assert_int_equal(store_job_release(st, "c", one, &e), 0);
+    assert_int_equal(store_job_release(st, "a", NULL, &e), 0);
 
     /* a's jobs stay running and are claimable at once; b's live lease is untouched. */
     struct store_job *j = get_ok(st, 1);
@@ -499,7 +505,7 @@ static void test_release(void **state)
     char id[ID_UUID_LEN];
     job_id_of(2, id);
     assert_lease_lost(store_job_step_put(st, id, "a", "k", "{}", &e), &e, 2);
-    assert_int_equal(store_job_release(st, "nobody", &e), 0);
+    assert_int_equal(store_job_release(st, "nobody", NULL, &e), 0);
 }
 
 static void test_steps(void **state)
