@@ -32,6 +32,13 @@ static const struct provider_entry providers[] = {
      "gemini"},
     {{"groq", "llama-3.3-70b-versatile", "GROQ_API_KEY", "https://api.groq.com/openai/v1"}, NULL},
     {{"ollama", "llama3.1", NULL, "http://127.0.0.1:11434/v1"}, NULL},
+    /* More OpenAI-compatible services, each with its usual endpoint and key variable; local
+     * servers (vLLM, llama.cpp) need no key unless started with one (config.api_key_env). */
+    {{"openrouter", "openai/gpt-4o-mini", "OPENROUTER_API_KEY", "https://openrouter.ai/api/v1"},
+     NULL},
+    {{"deepseek", "deepseek-chat", "DEEPSEEK_API_KEY", "https://api.deepseek.com/v1"}, NULL},
+    {{"vllm", "default", NULL, "http://127.0.0.1:8000/v1"}, NULL},
+    {{"llamacpp", "default", NULL, "http://127.0.0.1:8080/v1"}, "llama.cpp"},
 };
 
 #define N_PROVIDERS (sizeof providers / sizeof providers[0])
@@ -51,7 +58,7 @@ const struct llm_provider_info *llm_provider_find(const char *name)
 
 const char *llm_provider_known_list(void)
 {
-    return "openai, anthropic, google, groq, ollama";
+    return "openai, anthropic, google, groq, ollama, openrouter, deepseek, vllm, llamacpp";
 }
 
 static bool has_prefix_ci(const char *s, const char *prefix)

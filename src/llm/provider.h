@@ -22,7 +22,7 @@
 #include "core/err.h"
 
 struct llm_provider_info {
-    const char *name; /* canonical: "openai", "anthropic", "google", "groq", "ollama" */
+    const char *name; /* canonical: "openai", "anthropic", "google", "groq", ... */
     const char *default_model;
     const char *api_key_env; /* NULL when the provider needs no key (ollama) */
     const char *default_base_url;
@@ -31,7 +31,7 @@ struct llm_provider_info {
 /* The provider named `name` or one of its aliases (case-insensitive); NULL if unknown. */
 const struct llm_provider_info *llm_provider_find(const char *name);
 
-/* "openai, anthropic, google, groq, ollama": for error messages. */
+/* "openai, anthropic, google, groq, ollama, ...": for error messages. */
 const char *llm_provider_known_list(void);
 
 /* What an agent's config says about its LLM; every field may be NULL. */

@@ -29,7 +29,7 @@ struct plan_agent {
     char *key; /* the agent's key in the crew (name, else agent_id) */
     char *agent_id;
     char *agent_class;
-    char *provider;      /* canonical provider: openai, anthropic, google, groq, ollama */
+    char *provider;      /* canonical provider name (llm/provider.h) */
     char *model;         /* resolved model name */
     char *base_url;      /* NULL: the provider's default endpoint */
     char *api_key_env;   /* environment variable holding the key; NULL for keyless (ollama) */

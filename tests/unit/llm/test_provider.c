@@ -43,6 +43,10 @@ static void test_table(void **state)
          "https://generativelanguage.googleapis.com/v1beta"},
         {"groq", "llama-3.3-70b-versatile", "GROQ_API_KEY", "https://api.groq.com/openai/v1"},
         {"ollama", "llama3.1", NULL, "http://127.0.0.1:11434/v1"},
+        {"openrouter", "openai/gpt-4o-mini", "OPENROUTER_API_KEY", "https://openrouter.ai/api/v1"},
+        {"deepseek", "deepseek-chat", "DEEPSEEK_API_KEY", "https://api.deepseek.com/v1"},
+        {"vllm", "default", NULL, "http://127.0.0.1:8000/v1"},
+        {"llamacpp", "default", NULL, "http://127.0.0.1:8080/v1"},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const struct llm_provider_info *p = llm_provider_find(want[i].name);
@@ -57,11 +61,12 @@ static void test_table(void **state)
     }
     assert_ptr_equal(llm_provider_find("claude"), llm_provider_find("anthropic"));
     assert_ptr_equal(llm_provider_find("gemini"), llm_provider_find("google"));
+    assert_ptr_equal(llm_provider_find("llama.cpp"), llm_provider_find("llamacpp"));
     assert_ptr_equal(llm_provider_find("OpenAI"), llm_provider_find("openai"));
     assert_null(llm_provider_find("mistral"));
     assert_null(llm_provider_find(""));
     assert_null(llm_provider_find(NULL));
-    assert_string_equal(llm_provider_known_list(), "openai, anthropic, google, groq, ollama");
+    assert_string_equal(llm_provider_known_list(), "openai, anthropic, google, groq, ollama, openrouter, deepseek, vllm, llamacpp");
 }
 
 /* API.md section 1: an agent with only config.model. */
@@ -109,12 +114,12 @@ static void test_errors(void **state)
 {
     resolve_err("mistral", NULL,
                 "llm: unknown provider 'mistral' (known: openai, anthropic, google, groq, "
-                "ollama)");
+                "ollama, openrouter, deepseek, vllm, llamacpp)");
     resolve_err("mistral:large", NULL,
                 "llm: unknown provider 'mistral' (known: openai, anthropic, google, groq, "
-                "ollama)");
+                "ollama, openrouter, deepseek, vllm, llamacpp)");
     resolve_err(":gpt-4", NULL,
-                "llm: unknown provider '' (known: openai, anthropic, google, groq, ollama)");
+                "llm: unknown provider '' (known: openai, anthropic, google, groq, ollama, openrouter, deepseek, vllm, llamacpp)");
     resolve_err("openai:", NULL, "llm: no model after 'openai:'");
     resolve_err("anthropic:claude-a", "claude-b",
                 "llm: names model 'claude-a' but model is 'claude-b'");

@@ -166,7 +166,7 @@ static void test_llm_errors(void **state)
                        "{'name':'c','agents':[{'agent_id':'a'},{'agent_id':'b','config':{'llm':"
                        "'mistral'}}]}",
                        "agents[1].config.llm: unknown provider 'mistral' (known: openai, "
-                       "anthropic, google, groq, ollama)");
+                       "anthropic, google, groq, ollama, openrouter, deepseek, vllm, llamacpp)");
     expect_compile_err(state,
                        "{'name':'c','agents':[{'agent_id':'a','config':{'llm':'anthropic:a',"
                        "'model':'b'}}]}",
