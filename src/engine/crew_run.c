@@ -21,6 +21,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/utf8.h"
+#include "engine/agent_step.h"
 #include "engine/prompt.h"
 #include "llm/llm.h"
 #include "llm/provider.h"
@@ -45,7 +46,7 @@ struct step {
     const char *provider, *model; /* borrowed from the plan, or model_buf */
     char model_buf[256];
     int64_t t0_ms;
-    struct llm_call *call;
+    struct agent_step *as; /* in flight */
     struct step *prev, *next; /* the run's list of steps in flight */
 };
 
@@ -175,37 +176,47 @@ static void active_remove(struct crew_run *run, struct step *s)
 
 static json_t *usage_json(const struct llm_usage *u)
 {
-    return json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)u->prompt_tokens,
+    return json_pack("{s:I,s:I,s:I,s:I,s:I}", "prompt_tokens", (json_int_t)u->prompt_tokens,
                      "completion_tokens", (json_int_t)u->completion_tokens, "total_tokens",
-                     (json_int_t)u->total_tokens);
+                     (json_int_t)u->total_tokens, "cached_tokens", (json_int_t)u->cached_tokens,
+                     "reasoning_tokens", (json_int_t)u->reasoning_tokens);
 }
 
-/* The record of a finished step. `resp` NULL means it failed with `error`. */
-static json_t *make_record(const struct step *s, const struct llm_response *resp,
-                           const char *error, const struct llm_call_info *info)
+/* The record of a finished step: res->rc 0 is a success with res->text. Takes the result's
+ * tool calls. */
+static json_t *make_record(const struct step *s, struct agent_step_result *res)
 {
     const struct crew_run *run = s->run;
     const struct plan_agent *a = &run->plan->agents[s->agent];
     double secs = (double)(clock_mono_ms() - s->t0_ms) / 1000.0;
-    struct llm_usage none = {0};
-    json_t *r = json_pack("{s:s,s:s,s:I,s:s,s:s?,s:s?,s:b,s:f,s:o,s:I,s:I,s:s,s:s}", "agent_key",
-                          a->key, "agent_id", a->agent_id, "agent_index", (json_int_t)s->agent,
-                          "input", s->input ? s->input : "", "output",
-                          resp ? resp->text : NULL, "error", resp ? NULL : error, "success",
-                          resp != NULL, "execution_time", secs < 0 ? 0.0 : secs, "usage",
-                          usage_json(resp ? &resp->usage : &none), "llm_calls",
-                          (json_int_t)(info != NULL ? 1 : 0), "attempts",
-                          (json_int_t)(info ? info->attempts : 0), "llm_provider", s->provider,
-                          "model", s->model);
+    bool ok = res->rc == 0;
+    json_t *tools = res->tool_calls ? res->tool_calls : json_array();
+    res->tool_calls = NULL;
+    json_t *r = json_pack("{s:s,s:s,s:I,s:s,s:s?,s:s?,s:b,s:f,s:o,s:I,s:I,s:s,s:s,s:o}",
+                          "agent_key", a->key, "agent_id", a->agent_id, "agent_index",
+                          (json_int_t)s->agent, "input", s->input ? s->input : "", "output",
+                          ok ? (res->text ? res->text : "") : NULL, "error",
+                          ok ? NULL : err_text(&res->err), "success", ok, "execution_time",
+                          secs < 0 ? 0.0 : secs, "usage", usage_json(&res->usage), "llm_calls",
+                          (json_int_t)res->llm_calls, "attempts", (json_int_t)res->attempts,
+                          "llm_provider", s->provider, "model", s->model, "tool_calls", tools);
     if (r == NULL)
         return NULL;
     if (s->pass > 0)
         json_object_set_new(r, "pass", json_integer(s->pass));
     if (s->kind == STEP_JUDGE) {
-        int yes = resp ? prompt_judge_says_yes(resp->text) : 0;
+        int yes = ok ? prompt_judge_says_yes(res->text) : 0;
         json_object_set_new(r, "yes", json_boolean(yes));
     }
     return r;
+}
+
+/* The record of a step that failed before any LLM call. */
+static json_t *failed_record(const struct step *s, const char *why)
+{
+    struct agent_step_result res = {.rc = ERR_INVALID};
+    err_set(&res.err, ERR_INVALID, "%s", why);
+    return make_record(s, &res);
 }
 
 /* ---- applying a finished step --------------------------------------------------------- */
@@ -288,7 +299,7 @@ static void abandon(struct crew_run *run, const struct err *e)
     while (run->active != NULL) {
         struct step *s = run->active;
         active_remove(run, s);
-        llm_call_cancel(s->call);
+        agent_step_cancel(s->as);
         step_free(s);
     }
 }
@@ -314,16 +325,13 @@ static void finish_step(struct step *s, json_t *rec)
     step_free(s);
 }
 
-static void on_llm_done(void *arg, int rc, struct llm_response *resp, const struct err *e,
-                        const struct llm_call_info *info)
+static void on_agent_done(void *arg, struct agent_step_result *res)
 {
     struct step *s = arg;
     struct crew_run *run = s->run;
-    s->call = NULL;
+    s->as = NULL; /* the agent step frees itself after this callback */
     active_remove(run, s);
-    json_t *rec = make_record(s, rc == 0 ? resp : NULL, rc == 0 ? NULL : err_text(e), info);
-    llm_response_free(resp);
-    finish_step(s, rec);
+    finish_step(s, make_record(s, res));
     advance(run);
 }
 
@@ -333,7 +341,8 @@ static void on_llm_done(void *arg, int rc, struct llm_response *resp, const stru
  */
 static bool start_step(struct crew_run *run, struct step *s, const char *system_prompt,
                        const char *api_key, const char *key_env, const char *base_url,
-                       double temperature, long max_tokens, long timeout_ms)
+                       double temperature, long max_tokens, long timeout_ms,
+                       char *const *tools, size_t n_tools, int tool_rounds)
 {
     json_t *old = json_object_get(run->replay, s->key);
     if (old != NULL) {
@@ -357,29 +366,28 @@ static bool start_step(struct crew_run *run, struct step *s, const char *system_
                  "no API key for provider '%s': set %s in crewd's environment, or name "
                  "another variable in config.api_key_env",
                  s->provider, key_env);
-        finish_step(s, make_record(s, NULL, msg, NULL));
+        finish_step(s, failed_record(s, msg));
         return true;
     }
-    struct llm_message msgs[2];
-    size_t n = 0;
-    if (system_prompt != NULL)
-        msgs[n++] = (struct llm_message){.role = LLM_ROLE_SYSTEM, .content = system_prompt};
-    msgs[n++] = (struct llm_message){.role = LLM_ROLE_USER, .content = s->input};
-    struct llm_request lreq = {
+    struct agent_step_params p = {
+        .llm = run->env.llm,
+        .tools = run->env.tools,
         .provider = s->provider,
         .model = s->model,
         .base_url = base_url,
         .api_key = api_key,
-        .messages = msgs,
-        .n_messages = n,
+        .system_prompt = system_prompt,
+        .input = s->input,
+        .tool_names = tools,
+        .n_tool_names = n_tools,
+        .max_tool_rounds = tool_rounds,
         .temperature = temperature,
         .max_tokens = max_tokens,
         .timeout_ms = timeout_ms,
     };
-    struct llm_call_opts opts = {.on_done = on_llm_done, .arg = s};
     struct err e = {0};
-    if (llm_call_start(run->env.llm, &lreq, &opts, &s->call, &e) != 0) {
-        finish_step(s, make_record(s, NULL, err_text(&e), NULL));
+    if (agent_step_start(&p, on_agent_done, s, &s->as, &e) != 0) {
+        finish_step(s, failed_record(s, err_text(&e)));
         return true;
     }
     active_add(run, s);
@@ -438,9 +446,13 @@ static bool start_agent(struct crew_run *run, size_t i, long pass, size_t pos, c
     long max_tokens = r->max_tokens > 0   ? r->max_tokens
                       : a->max_tokens > 0 ? a->max_tokens
                                           : JOB_DEFAULT_MAX_TOKENS;
+    int rounds = run->spec.tool_rounds != NULL && run->spec.tool_rounds[i] >= 0
+                     ? run->spec.tool_rounds[i]
+                     : CREW_DEFAULT_TOOL_ITERATIONS;
     return start_step(run, s, a->system_prompt, agent_key_value(run, i), a->api_key_env,
                       a->base_url, temp, max_tokens,
-                      a->timeout_s > 0 ? (long)(a->timeout_s * 1000) : 0);
+                      a->timeout_s > 0 ? (long)(a->timeout_s * 1000) : 0, a->tools, a->n_tools,
+                      rounds);
 }
 
 /* The judge or synthesis call: the first agent's LLM (the judge's may be named by
@@ -487,7 +499,7 @@ static bool start_aux(struct crew_run *run, enum step_kind kind, long pass, char
                                                  : JOB_DEFAULT_MAX_TOKENS;
     return start_step(run, s, kind == STEP_JUDGE ? PROMPT_JUDGE_SYSTEM : NULL, key, key_env,
                       base_url, temp, max_tokens,
-                      a->timeout_s > 0 ? (long)(a->timeout_s * 1000) : 0);
+                      a->timeout_s > 0 ? (long)(a->timeout_s * 1000) : 0, NULL, 0, 0);
 }
 
 /* ---- the modes ------------------------------------------------------------------------- */
@@ -650,11 +662,20 @@ static bool mode_over(const struct crew_run *run)
 
 /* ---- the result ------------------------------------------------------------------------- */
 
+/* A usage object with every counter at 0. */
+static json_t *usage_zero(void)
+{
+    return json_pack("{s:i,s:i,s:i,s:i,s:i,s:i}", "prompt_tokens", 0, "completion_tokens", 0,
+                     "total_tokens", 0, "cached_tokens", 0, "reasoning_tokens", 0, "llm_calls",
+                     0);
+}
+
 static void add_usage(json_t *total, const json_t *rec)
 {
     const json_t *u = json_object_get(rec, "usage");
-    static const char *const fields[] = {"prompt_tokens", "completion_tokens", "total_tokens"};
-    for (size_t k = 0; k < 3; k++) {
+    static const char *const fields[] = {"prompt_tokens", "completion_tokens", "total_tokens",
+                                         "cached_tokens", "reasoning_tokens"};
+    for (size_t k = 0; k < sizeof fields / sizeof fields[0]; k++) {
         json_int_t v = json_integer_value(json_object_get(total, fields[k])) +
                        json_integer_value(json_object_get(u, fields[k]));
         json_object_set_new(total, fields[k], json_integer(v));
@@ -788,8 +809,7 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
     const struct plan *p = run->plan;
     json_t *recs = ordered_records(run);
     json_t *outs = final_outputs(run);
-    json_t *usage = json_pack("{s:i,s:i,s:i,s:i}", "prompt_tokens", 0, "completion_tokens", 0,
-                              "total_tokens", 0, "llm_calls", 0);
+    json_t *usage = usage_zero();
     json_t *results = json_array(), *agent_ids = json_array(), *response = json_object();
     json_t *agents = json_array(), *errors = json_object(), *log = json_array();
     json_t *metadata = json_pack("{s:s}", "mode", crew_mode_name(run->req->mode));
@@ -822,25 +842,17 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
         const struct plan_agent *a = &p->agents[i];
         if (run->status[i] == AGENT_IDLE)
             continue; /* not in the loop's sequence */
-        json_t *u = json_pack("{s:i,s:i,s:i}", "prompt_tokens", 0, "completion_tokens", 0,
-                              "total_tokens", 0);
+        json_t *u = usage_zero(), *calls = json_array();
         double secs = 0;
         json_array_foreach(recs, k, r)
         {
             if ((size_t)json_integer_value(json_object_get(r, "agent_index")) != i)
                 continue;
             secs += json_real_value(json_object_get(r, "execution_time"));
-            json_t *tmp = json_pack("{s:i,s:i,s:i,s:i}", "prompt_tokens", 0, "completion_tokens",
-                                    0, "total_tokens", 0, "llm_calls", 0);
-            add_usage(tmp, r);
-            for (int f = 0; f < 3; f++) {
-                static const char *const fields[] = {"prompt_tokens", "completion_tokens",
-                                                     "total_tokens"};
-                json_object_set_new(u, fields[f],
-                                    json_integer(json_integer_value(json_object_get(u, fields[f])) +
-                                                 json_integer_value(json_object_get(tmp, fields[f]))));
-            }
-            json_decref(tmp);
+            add_usage(u, r);
+            json_t *tc = json_object_get(r, "tool_calls");
+            if (json_is_array(tc))
+                json_array_extend(calls, tc);
         }
         const char *st = run->status[i] == AGENT_DONE     ? "completed"
                          : run->status[i] == AGENT_FAILED ? "failed"
@@ -855,10 +867,10 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
             err = json_string("skipped: a source agent failed or was skipped");
         }
         json_array_append_new(
-            agents, json_pack("{s:s,s:s,s:s,s:s,s:f,s:[],s:s,s:o,s:o}", "agent_id", a->agent_id,
+            agents, json_pack("{s:s,s:s,s:s,s:s,s:f,s:o,s:s,s:o,s:o}", "agent_id", a->agent_id,
                               "agent_name", a->key, "llm_provider", a->provider, "model", a->model,
-                              "execution_time", secs, "tool_calls", "status", st, "error", err,
-                              "usage", u));
+                              "execution_time", secs, "tool_calls", calls, "status", st, "error",
+                              err, "usage", u));
         n_counted++;
         if (run->status[i] == AGENT_DONE)
             n_done++;
@@ -1092,7 +1104,7 @@ void crew_run_free(struct crew_run *run)
     while (run->active != NULL) {
         struct step *s = run->active;
         active_remove(run, s);
-        llm_call_cancel(s->call);
+        agent_step_cancel(s->as);
         step_free(s);
     }
     if (run->kick)

@@ -52,9 +52,12 @@ struct crew_run_hooks {
     void *arg;
 };
 
+struct agent_tools;
+
 struct crew_run_env {
     struct event_base *base;
     struct llm_client *llm;
+    const struct agent_tools *tools;            /* NULL: agents' tools are not offered */
     const char *(*getenv_fn)(const char *name); /* reads API key variables */
 };
 
@@ -62,6 +65,8 @@ struct crew_run_spec {
     const struct plan *plan;           /* borrowed for the run's life */
     const struct job_request *req;     /* borrowed for the run's life */
     char *const *inline_keys;          /* per agent: config.api_key, or NULL; borrowed */
+    const int *tool_rounds;             /* per agent: config.max_tool_iterations, or -1 for
+                                           the default; NULL: all default; borrowed */
     const struct store_step_list *done; /* checkpoints of an earlier run, or NULL; read
                                            during crew_run_new only */
     int64_t started_ms;                 /* the job's started_at, for total_time */

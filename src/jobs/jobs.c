@@ -47,6 +47,7 @@ struct job_slot {
     struct plan *plan;
     struct job_request *req;
     char **inline_keys; /* per agent */
+    int *tool_rounds;   /* per agent: config.max_tool_iterations, -1 when not set */
     size_t n_keys;
     struct crew_run *run;
     /* FINISHING: what to write */
@@ -97,6 +98,7 @@ static void slot_free(struct job_slot *slot)
         }
     }
     free(slot->inline_keys);
+    free(slot->tool_rounds);
     json_decref(slot->result);
     free(slot->error);
     if (slot->retry_ev)
@@ -259,19 +261,27 @@ static void on_done(void *arg, int rc, enum crew_run_status status, json_t *resu
     try_store(slot);
 }
 
-/* config.api_key of each agent of the definition snapshot (secrets stay in memory only). */
-static int read_inline_keys(struct job_slot *slot, const char *definition, struct err *e)
+/* What the plan does not carry from each agent's config in the definition snapshot: the
+ * inline api_key (a secret: kept in memory only) and max_tool_iterations. */
+static int read_agent_config(struct job_slot *slot, const char *definition, struct err *e)
 {
     size_t n = slot->plan->n_agents;
-    if ((slot->inline_keys = calloc(n, sizeof *slot->inline_keys)) == NULL)
+    if ((slot->inline_keys = calloc(n, sizeof *slot->inline_keys)) == NULL ||
+        (slot->tool_rounds = malloc(n * sizeof *slot->tool_rounds)) == NULL)
         return err_set(e, ERR_NOMEM, "out of memory");
     slot->n_keys = n;
+    for (size_t i = 0; i < n; i++)
+        slot->tool_rounds[i] = -1;
     json_t *def = definition ? json_loads(definition, 0, NULL) : NULL;
     json_t *agents = json_object_get(def, "agents");
     int rc = 0;
     for (size_t i = 0; i < n && i < json_array_size(agents); i++) {
-        const char *k = json_string_value(
-            json_object_get(json_object_get(json_array_get(agents, i), "config"), "api_key"));
+        const json_t *cfg = json_object_get(json_array_get(agents, i), "config");
+        const json_t *rounds = json_object_get(cfg, "max_tool_iterations");
+        if (json_is_integer(rounds) && json_integer_value(rounds) >= 0 &&
+            json_integer_value(rounds) <= CREW_MAX_TOOL_ITERATIONS)
+            slot->tool_rounds[i] = (int)json_integer_value(rounds);
+        const char *k = json_string_value(json_object_get(cfg, "api_key"));
         if (k != NULL && k[0] != '\0' && (slot->inline_keys[i] = strdup(k)) == NULL) {
             rc = err_set(e, ERR_NOMEM, "out of memory");
             break;
@@ -321,7 +331,7 @@ static void start_job(struct jobs *jobs, const struct store_job *row)
         goto out;
     }
     /* A job claimed before (its owner died or stopped) may have finished steps. */
-    if (read_inline_keys(slot, row->definition, &e) != 0 ||
+    if (read_agent_config(slot, row->definition, &e) != 0 ||
         (row->attempts > 1 && store_job_steps_get(jobs->store, row->job_id, &steps, &e) != 0)) {
         log_error("jobs", "job %s: %s", row->job_id, err_text(&e));
         release_job(slot);
@@ -330,11 +340,14 @@ static void start_job(struct jobs *jobs, const struct store_job *row)
     int64_t started_ms = clock_now_ms();
     if (row->started_at[0] != '\0')
         clock_parse_rfc3339(row->started_at, &started_ms);
-    struct crew_run_env env = {.base = jobs->base, .llm = jobs->llm,
+    struct crew_run_env env = {.base = jobs->base,
+                               .llm = jobs->llm,
+                               .tools = jobs->opts.tools,
                                .getenv_fn = jobs->opts.getenv_fn};
     struct crew_run_spec spec = {.plan = slot->plan,
                                  .req = slot->req,
                                  .inline_keys = slot->inline_keys,
+                                 .tool_rounds = slot->tool_rounds,
                                  .done = &steps,
                                  .started_ms = started_ms};
     struct crew_run_hooks hooks = {.checkpoint = on_checkpoint, .done = on_done, .arg = slot};

@@ -335,6 +335,14 @@ static int check_config(const json_t *cfg, const char *p, struct err *e)
             return err_set(e, ERR_INVALID, "%s: must be more than 0 and at most 86400 seconds",
                            CFG_PATH("timeout"));
     }
+    if ((v = json_object_get(cfg, "max_tool_iterations")) != NULL && !json_is_null(v)) {
+        if (!json_is_integer(v))
+            return type_error(e, CFG_PATH("max_tool_iterations"), "an integer", v);
+        json_int_t m = json_integer_value(v);
+        if (m < 0 || m > CREW_MAX_TOOL_ITERATIONS)
+            return err_set(e, ERR_INVALID, "%s: must be between 0 and %d",
+                           CFG_PATH("max_tool_iterations"), CREW_MAX_TOOL_ITERATIONS);
+    }
     if ((v = json_object_get(cfg, "api_key")) != NULL && !json_is_null(v)) {
         if (!json_is_string(v))
             return type_error(e, CFG_PATH("api_key"), "a string", v);

@@ -44,6 +44,9 @@ int crew_mode_parse(const char *s, enum crew_mode *out);
 #define CREW_MAX_RELATION_REFS 10000
 #define CREW_MAX_PARALLEL_TASKS 1000
 #define CREW_DEFAULT_PARALLEL_TASKS 10
+/* config.max_tool_iterations: rounds of tool calls in one agent step */
+#define CREW_DEFAULT_TOOL_ITERATIONS 10
+#define CREW_MAX_TOOL_ITERATIONS 100
 
 struct crew_agent {
     char *agent_id;    /* required, non-empty */
