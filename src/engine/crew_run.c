@@ -58,6 +58,8 @@ struct crew_run {
     const struct job_request *req;
     json_t *replay; /* key -> record of an earlier run */
     struct event *kick;
+    struct event *deadline; /* the job's timeout */
+    bool timed_out;
     struct step *active;
     size_t n_active;
     bool finished; /* done hook called (or about to be) */
@@ -101,6 +103,7 @@ const char *crew_run_status_name(enum crew_run_status s)
 }
 
 static void advance(struct crew_run *run);
+static void on_deadline(evutil_socket_t fd, short what, void *arg);
 
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
@@ -854,9 +857,10 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
             if (json_is_array(tc))
                 json_array_extend(calls, tc);
         }
-        const char *st = run->status[i] == AGENT_DONE     ? "completed"
-                         : run->status[i] == AGENT_FAILED ? "failed"
-                                                          : "skipped";
+        const char *st = run->status[i] == AGENT_DONE      ? "completed"
+                         : run->status[i] == AGENT_FAILED  ? "failed"
+                         : run->status[i] == AGENT_RUNNING ? "failed"
+                                                           : "skipped";
         json_t *err = json_null();
         if (run->status[i] == AGENT_FAILED) {
             json_decref(err);
@@ -865,6 +869,10 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
         } else if (run->status[i] == AGENT_SKIPPED) {
             json_decref(err);
             err = json_string("skipped: a source agent failed or was skipped");
+        } else if (run->status[i] == AGENT_RUNNING) {
+            json_decref(err);
+            err = json_string("stopped: the job timed out");
+            json_object_set(errors, a->key, err);
         }
         json_array_append_new(
             agents, json_pack("{s:s,s:s,s:s,s:s,s:f,s:o,s:s,s:o,s:o}", "agent_id", a->agent_id,
@@ -924,9 +932,16 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
     *status = n_failed == 0   ? (synth_failed ? CREW_RUN_PARTIAL : CREW_RUN_COMPLETED)
               : n_done == 0 ? CREW_RUN_FAILED
                             : CREW_RUN_PARTIAL;
-    (void)n_counted;
     *error = NULL;
-    if (*status == CREW_RUN_FAILED) {
+    if (run->timed_out) {
+        /* What finished is kept in the result; the job itself failed. */
+        char buf[200];
+        snprintf(buf, sizeof buf, "job timed out after %g s (%zu of %zu agent(s) finished)",
+                 run->req->timeout_s, n_done, n_counted);
+        *status = CREW_RUN_FAILED;
+        *error = strdup(buf);
+        json_object_set_new(metadata, "timed_out", json_true());
+    } else if (*status == CREW_RUN_FAILED) {
         char buf[ERROR_SUMMARY_MAX];
         size_t len = (size_t)snprintf(buf, sizeof buf, "every agent failed");
         const char *key;
@@ -965,7 +980,7 @@ static void advance(struct crew_run *run)
     if (run->finished)
         return;
     for (;;) {
-        if (run->abandoned)
+        if (run->abandoned || run->timed_out)
             break;
         bool progress = false;
         if (!mode_over(run)) {
@@ -1049,6 +1064,7 @@ int crew_run_new(const struct crew_run_env *env, const struct crew_run_spec *spe
     run->passes = json_array();
     run->judges = json_array();
     run->kick = event_new(env->base, -1, 0, on_kick, run);
+    run->deadline = evtimer_new(env->base, on_deadline, run);
     run->pass = 1;
     if (run->req->n_sequence > 0) {
         run->n_seq = run->req->n_sequence;
@@ -1062,7 +1078,7 @@ int crew_run_new(const struct crew_run_env *env, const struct crew_run_spec *spe
             run->seq[i] = i;
     }
     if (run->status == NULL || run->rec == NULL || run->replay == NULL || run->passes == NULL ||
-        run->judges == NULL || run->kick == NULL || run->seq == NULL) {
+        run->judges == NULL || run->kick == NULL || run->deadline == NULL || run->seq == NULL) {
         crew_run_free(run);
         return err_set(e, ERR_NOMEM, "out of memory");
     }
@@ -1086,10 +1102,33 @@ int crew_run_new(const struct crew_run_env *env, const struct crew_run_spec *spe
     return 0;
 }
 
+/* The job's time is up: its calls in flight are aborted and it ends with what finished. */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct crew_run *run = arg;
+    run->timed_out = true;
+    while (run->active != NULL) {
+        struct step *s = run->active;
+        active_remove(run, s);
+        agent_step_cancel(s->as);
+        step_free(s);
+    }
+    advance(run); /* may free the run: the last thing here */
+}
+
 void crew_run_start(struct crew_run *run)
 {
     struct timeval now = {0, 0};
     event_add(run->kick, &now);
+    if (run->req->timeout_s > 0 && run->deadline != NULL) {
+        /* From the job's start: a resumed job has only what is left of its time. */
+        int64_t left = run->spec.started_ms + (int64_t)(run->req->timeout_s * 1000.0) -
+                       clock_now_ms();
+        if (left < 0)
+            left = 0;
+        struct timeval tv = {(time_t)(left / 1000), (suseconds_t)((left % 1000) * 1000)};
+        event_add(run->deadline, &tv);
+    }
 }
 
 size_t crew_run_active(const struct crew_run *run)
@@ -1109,6 +1148,8 @@ void crew_run_free(struct crew_run *run)
     }
     if (run->kick)
         event_free(run->kick);
+    if (run->deadline)
+        event_free(run->deadline);
     if (run->rec)
         for (size_t i = 0; i < run->plan->n_agents; i++)
             json_decref(run->rec[i]);

@@ -87,8 +87,8 @@ static int dup_opt_string(const json_t *obj, const char *key, const char *field,
 }
 
 static const char *const known_fields[] = {
-    "crew_id", "name",       "query",  "execution_mode", "user_id", "session_id",
-    "kwargs",  "synthesis_prompt", "metadata", NULL,
+    "crew_id", "name",       "query",    "execution_mode", "user_id", "session_id",
+    "kwargs",  "synthesis_prompt", "metadata", "timeout", NULL,
 };
 
 static int check_fields(const json_t *body, struct err *e)
@@ -103,7 +103,7 @@ static int check_fields(const json_t *body, struct err *e)
         if (!known)
             return err_set(e, ERR_INVALID,
                            "%.*s: unknown field (known: crew_id, name, query, execution_mode, "
-                           "user_id, session_id, synthesis_prompt, kwargs, metadata)",
+                           "user_id, session_id, synthesis_prompt, kwargs, metadata, timeout)",
                            QUOTED(key));
     }
     return 0;
@@ -307,6 +307,17 @@ int job_request_parse(const json_t *body, const struct plan *plan, struct job_re
         rc = err_set(e, ERR_INVALID, "metadata: must be an object");
         goto out;
     }
+    const json_t *to = json_object_get(body, "timeout");
+    if (to != NULL && !json_is_null(to)) {
+        double t = json_number_value(to);
+        if (!json_is_number(to) || !(t > 0 && t <= JOB_MAX_TIMEOUT_S)) {
+            rc = err_set(e, ERR_INVALID,
+                         "timeout: must be a number of seconds, more than 0 and at most %.0f",
+                         JOB_MAX_TIMEOUT_S);
+            goto out;
+        }
+        r->timeout_s = t;
+    }
     if (r->mode != CREW_MODE_LOOP && r->condition != NULL && r->condition[0] == '\0') {
         rc = err_set(e, ERR_INVALID, "kwargs.condition: must not be empty");
         goto out;
@@ -324,6 +335,8 @@ int job_request_parse(const json_t *body, const struct plan *plan, struct job_re
         !model_put(r->normalized, "user_id", model_string_or_null(r->user_id)) ||
         !model_put(r->normalized, "session_id", model_string_or_null(r->session_id)) ||
         !model_put(r->normalized, "synthesis_prompt", model_string_or_null(r->synthesis_prompt)) ||
+        !model_put(r->normalized, "timeout",
+                   r->timeout_s > 0 ? json_real(r->timeout_s) : json_null()) ||
         !model_put(r->normalized, "metadata",
                    md != NULL && json_is_object(md) ? json_deep_copy(md) : json_object()))
         goto nomem;

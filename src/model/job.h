@@ -27,6 +27,7 @@ struct store_job;
 #define JOB_DEFAULT_TEMPERATURE 0.1
 #define JOB_DEFAULT_MAX_ITERATIONS 2
 #define JOB_MAX_ITERATIONS 100
+#define JOB_MAX_TIMEOUT_S (7 * 86400.0)
 
 struct job_request {
     char *query_text;   /* the query when a string; else the entries as "key: task" lines */
@@ -45,6 +46,7 @@ struct job_request {
     size_t *sequence;    /* loop mode: agent indexes of agent_sequence (default: all) */
     size_t n_sequence;
     bool all_results;
+    double timeout_s; /* the whole job, from its start; 0: none */
     json_t *normalized; /* the request as stored: a new object owned by this struct */
 };
 

@@ -505,6 +505,34 @@ class TestKeysAndProviders(FakeCase):
         self.assertIn("OPENAI_API_KEY", job["result"]["errors"]["a"])
 
 
+class TestJobTimeout(FakeCase):
+    def test_timeout_fails_the_job_and_aborts_its_calls(self):
+        name = unique_name()
+        d = {"name": name, "agents": [
+            fake_agent("a", self.fake, reply="quick"),
+            fake_agent("b", self.fake, reply="never", extra_prompt=" [[fake:delay_ms=30000]]")]}
+        _, job = self.run_job(d, "timeout " + name, timeout=1)
+        self.assertEqual(job["status"], "failed", job)
+        self.assertIn("job timed out after 1 s", job["error"])
+        res = job["result"]
+        self.assertEqual(res["results"], ["quick"])  # what finished is kept
+        by = {a["agent_name"]: a for a in res["agents"]}
+        self.assertEqual(by["a"]["status"], "completed")
+        self.assertEqual(by["b"]["status"], "failed")
+        self.assertIn("timed out", by["b"]["error"])
+        self.assertTrue(res["metadata"]["timed_out"])
+        # The fake saw b's call abandoned (crewd closed the connection).
+        wait_until(lambda: [r for r in self.requests_for("timeout " + name)
+                            if r.get("client_closed")], 30, "the fake to see b's call dropped")
+
+    def test_timeout_is_validated(self):
+        name = unique_name()
+        self.srv.create({"name": name, "agents": [fake_agent("a", self.fake)]})
+        for bad in (0, -1, "5", 10 ** 9):
+            self.assertJsonError(self.srv.request("POST", "/api/v1/crew/execute", body={
+                "crew_id": name, "query": "q", "timeout": bad}), 400, "timeout")
+
+
 class TestRetries(FakeCase):
     def test_500_twice_then_success(self):
         name = unique_name()
