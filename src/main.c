@@ -87,6 +87,20 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    /* --llm-limit values were checked when read; parsed here for the client, which copies. */
+    struct config_llm_limit parsed[LLM_MAX_LIMITS];
+    struct llm_limit limits[LLM_MAX_LIMITS];
+    size_t n_limits = 0;
+    for (size_t i = 0; i < cfg.n_llm_limits && n_limits < LLM_MAX_LIMITS; i++) {
+        if (config_parse_llm_limit(cfg.llm_limits[i], strlen(cfg.llm_limits[i]),
+                                   &parsed[n_limits], "--llm-limit", &e) != 0)
+            continue;
+        limits[n_limits] = (struct llm_limit){.provider = parsed[n_limits].provider,
+                                              .max_concurrent = parsed[n_limits].max_concurrent,
+                                              .requests_per_minute =
+                                                  parsed[n_limits].requests_per_minute};
+        n_limits++;
+    }
     struct llm_client_opts llm_opts = {
         .max_host_connections = cfg.llm_max_host_connections,
         /* never below the per-host cap: one fast local server may use all of it */
@@ -94,6 +108,8 @@ int main(int argc, char **argv)
             cfg.llm_max_host_connections > 1024 ? cfg.llm_max_host_connections : 1024,
         .default_timeout_ms = cfg.llm_timeout_ms,
         .max_attempts = (int)cfg.llm_max_attempts,
+        .limits = limits,
+        .n_limits = n_limits,
     };
     if (llm_client_new(base, &llm_opts, &llm, &e) != 0) {
         log_error("main", "%s", err_text(&e));

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/url.h"
+#include "llm/llm.h"
 #include "llm/provider.h"
 
 enum setting {
@@ -23,8 +24,25 @@ enum setting {
     SET_LLM_HOST_CONNECTIONS,
     SET_LLM_TIMEOUT_MS,
     SET_LLM_MAX_ATTEMPTS,
+    SET_LLM_LIMIT,
     SET_CONFIG,
 };
+
+/* The list settings: where each list lives in struct config. */
+static void list_slot(struct config *cfg, enum setting id, char ****list, size_t **n)
+{
+    switch (id) {
+    case SET_API_KEY:
+        *list = &cfg->api_keys, *n = &cfg->n_api_keys;
+        return;
+    case SET_CORS_ORIGIN:
+        *list = &cfg->cors_origins, *n = &cfg->n_cors_origins;
+        return;
+    default:
+        *list = &cfg->llm_limits, *n = &cfg->n_llm_limits;
+        return;
+    }
+}
 
 /* The numeric settings: where each lives in struct config and its accepted range. */
 static long *numeric_slot(struct config *cfg, enum setting id, long *min, long *max)
@@ -85,6 +103,9 @@ static const struct {
      "per-attempt LLM call timeout unless an agent's config.timeout says (default 120000)"},
     {SET_LLM_MAX_ATTEMPTS, "--llm-max-attempts", "CREWD_LLM_MAX_ATTEMPTS", "llm_max_attempts",
      false, "attempts per LLM call on 429, 5xx and connection errors (default 3)"},
+    {SET_LLM_LIMIT, "--llm-limit", "CREWD_LLM_LIMITS", "llm_limits", true,
+     "PROVIDER=CONCURRENT[/PER_MINUTE]: calls at once and requests per minute to a provider, "
+     "shared by all jobs (repeatable; env: comma-separated)"},
     {SET_CONFIG, "--config", NULL, NULL, false, "JSON file with any of the settings above"},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -172,6 +193,8 @@ static int list_add(char ***list, size_t *n, const char *value, size_t len)
 static int check_list_item(enum setting id, const char *v, size_t len, const char *source,
                            struct err *e)
 {
+    if (id == SET_LLM_LIMIT)
+        return config_parse_llm_limit(v, len, NULL, source, e);
     if (len == 0)
         return err_set(e, ERR_INVALID, "%s: an empty %s", source,
                        id == SET_API_KEY ? "API key" : "CORS origin");
@@ -222,9 +245,11 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
                            source, value);
         return 0;
     case SET_API_KEY:
-    case SET_CORS_ORIGIN: {
-        char ***list = id == SET_API_KEY ? &cfg->api_keys : &cfg->cors_origins;
-        size_t *n = id == SET_API_KEY ? &cfg->n_api_keys : &cfg->n_cors_origins;
+    case SET_CORS_ORIGIN:
+    case SET_LLM_LIMIT: {
+        char ***list;
+        size_t *n;
+        list_slot(cfg, id, &list, &n);
         if (!append)
             free_list(list, n);
         /* Comma-separated in the environment; one item per option or array element. */
@@ -236,6 +261,9 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
                 return rc;
             if (list_add(list, n, p, len) != 0)
                 return err_set(e, ERR_NOMEM, "out of memory");
+            if (id == SET_LLM_LIMIT && *n > LLM_MAX_LIMITS)
+                return err_set(e, ERR_INVALID, "%s: at most %d LLM limits", source,
+                               LLM_MAX_LIMITS);
             if (append || p[len] == '\0')
                 return 0;
             p += len + 1;
@@ -325,8 +353,9 @@ static int load_file(struct config *cfg, const char *path, struct err *e)
                 rc = err_set(e, ERR_INVALID, "%s: expected an array of strings", source);
                 goto out;
             }
-            char ***list = settings[i].id == SET_API_KEY ? &cfg->api_keys : &cfg->cors_origins;
-            size_t *n = settings[i].id == SET_API_KEY ? &cfg->n_api_keys : &cfg->n_cors_origins;
+            char ***list;
+            size_t *n;
+            list_slot(cfg, settings[i].id, &list, &n);
             free_list(list, n);
             size_t k;
             json_t *item;
@@ -444,10 +473,10 @@ int config_load(struct config *cfg, int argc, char **argv, const char *(*getenv_
         size_t k = opts[i].k;
         if (settings[k].is_list && !list_reset[k]) {
             list_reset[k] = true;
-            if (settings[k].id == SET_API_KEY)
-                free_list(&cfg->api_keys, &cfg->n_api_keys);
-            else
-                free_list(&cfg->cors_origins, &cfg->n_cors_origins);
+            char ***list;
+            size_t *n;
+            list_slot(cfg, settings[k].id, &list, &n);
+            free_list(list, n);
         }
         if ((rc = apply(cfg, settings[k].id, opts[i].value, settings[k].is_list, settings[k].option,
                         e)) != 0)
@@ -465,5 +494,47 @@ void config_cleanup(struct config *cfg)
     free(cfg->default_provider);
     free_list(&cfg->api_keys, &cfg->n_api_keys);
     free_list(&cfg->cors_origins, &cfg->n_cors_origins);
+    free_list(&cfg->llm_limits, &cfg->n_llm_limits);
     memset(cfg, 0, sizeof *cfg);
+}
+
+int config_parse_llm_limit(const char *v, size_t len, struct config_llm_limit *out,
+                           const char *source, struct err *e)
+{
+    char text[128];
+    if (len == 0 || len >= sizeof text)
+        return err_set(e, ERR_INVALID, "%s: an LLM limit must be PROVIDER=CONCURRENT[/PER_MINUTE]",
+                       source);
+    memcpy(text, v, len);
+    text[len] = '\0';
+    char *eq = strchr(text, '=');
+    if (eq == NULL)
+        return err_set(e, ERR_INVALID,
+                       "%s: '%s' is not PROVIDER=CONCURRENT[/PER_MINUTE] (e.g. openai=16/500)",
+                       source, text);
+    *eq = '\0';
+    const struct llm_provider_info *p = llm_provider_find(text);
+    if (p == NULL)
+        return err_set(e, ERR_INVALID, "%s: unknown provider '%s' (known: %s)", source, text,
+                       llm_provider_known_list());
+    char *end;
+    errno = 0;
+    long conc = strtol(eq + 1, &end, 10), rpm = 0;
+    bool ok = errno == 0 && end != eq + 1 && conc >= 0 && conc <= 100000;
+    if (ok && *end == '/') {
+        const char *r = end + 1;
+        rpm = strtol(r, &end, 10);
+        ok = errno == 0 && end != r && rpm >= 0 && rpm <= 10000000;
+    }
+    if (!ok || *end != '\0' || (conc == 0 && rpm == 0))
+        return err_set(e, ERR_INVALID,
+                       "%s: '%s=%s' needs CONCURRENT[/PER_MINUTE], numbers, not both 0 (0: no "
+                       "limit of that kind)",
+                       source, text, eq + 1);
+    if (out != NULL) {
+        snprintf(out->provider, sizeof out->provider, "%s", p->name);
+        out->max_concurrent = conc;
+        out->requests_per_minute = rpm;
+    }
+    return 0;
 }

@@ -45,7 +45,21 @@ struct config {
     long llm_max_host_connections; /* per LLM host */
     long llm_timeout_ms;           /* per attempt, unless an agent's config.timeout says */
     long llm_max_attempts;         /* per LLM call, retries included */
+    char **llm_limits;             /* "provider=concurrent[/per_minute]", checked */
+    size_t n_llm_limits;
 };
+
+/* One parsed --llm-limit. */
+struct config_llm_limit {
+    char provider[32]; /* canonical name */
+    long max_concurrent;
+    long requests_per_minute;
+};
+
+/* Parses "PROVIDER=CONCURRENT[/PER_MINUTE]" (v[0..len)); `out` may be NULL to only check.
+ * Returns 0 or ERR_INVALID with a message that starts with `source`. */
+int config_parse_llm_limit(const char *v, size_t len, struct config_llm_limit *out,
+                           const char *source, struct err *e);
 
 enum config_action { CONFIG_RUN = 0, CONFIG_HELP, CONFIG_VERSION };
 

@@ -75,6 +75,20 @@ struct host_slot {
     struct call_list queued;
 };
 
+/*
+ * A provider's shared limit (struct llm_limit). Requests per minute are a token bucket that
+ * holds at most one second's worth (at least 1), refilled continuously: smooth, never over
+ * the rate in any minute, and no burst of a whole minute's requests at start-up.
+ */
+struct prov_limit {
+    char provider[32];
+    long max_concurrent;
+    long rpm;
+    long in_flight; /* this provider's transfers in libcurl */
+    double tokens;
+    int64_t refilled_ms;
+};
+
 struct sock_ctx {
     struct sock_ctx *prev, *next;
     curl_socket_t fd;
@@ -91,6 +105,9 @@ struct llm_client {
     struct host_slot *hosts; /* each holds its queued calls */
     long in_multi;           /* transfers in libcurl, all hosts */
     size_t n_queued;         /* calls in the hosts' queues, all hosts */
+    struct prov_limit limits[LLM_MAX_LIMITS];
+    size_t n_limits;
+    struct event *limit_ev; /* admission again when a rate-limited provider has a token */
     struct sock_ctx *socks;
     size_t n_calls; /* started, not yet delivered or cancelled */
     int in_curl;    /* > 0 while curl_multi_socket_action is on the stack */
@@ -107,6 +124,7 @@ struct llm_call {
     char provider[32];
     char host_port[300];
     struct host_slot *host; /* NULL until the call is set up */
+    struct prov_limit *limit; /* NULL: its provider has no limit */
     bool in_multi;          /* its easy handle is in the multi handle */
     char *api_key; /* only to scrub it from messages; wiped on free */
     struct llm_wire_http http;
@@ -255,6 +273,8 @@ static void multi_remove(struct llm_call *call)
     call->in_multi = false;
     call->host->in_multi--;
     c->in_multi--;
+    if (call->limit != NULL)
+        call->limit->in_flight--;
     /* Any host may be waiting: this one for its own cap, the others for the total one. */
     if (c->n_queued > 0)
         schedule_add(c);
@@ -368,6 +388,8 @@ static void client_destroy(struct llm_client *c)
         event_free(c->timer_ev);
     if (c->add_ev)
         event_free(c->add_ev);
+    if (c->limit_ev)
+        event_free(c->limit_ev);
     free(c);
 }
 
@@ -826,7 +848,41 @@ static int begin_attempt(struct llm_call *call, struct err *e)
     call->in_multi = true;
     call->host->in_multi++;
     c->in_multi++;
+    if (call->limit != NULL) {
+        call->limit->in_flight++;
+        call->limit->tokens -= 1.0;
+    }
     return 0;
+}
+
+/* Whether `call` may start now under its provider's limit; when the rate is what stops it,
+ * *wait_ms says when the next request is allowed. */
+static bool limit_allows(struct prov_limit *l, long *wait_ms)
+{
+    if (l == NULL)
+        return true;
+    if (l->max_concurrent > 0 && l->in_flight >= l->max_concurrent)
+        return false; /* a transfer ending re-arms admission */
+    if (l->rpm <= 0)
+        return true;
+    double per_ms = (double)l->rpm / 60000.0;
+    double cap = (double)l->rpm / 60.0 < 1.0 ? 1.0 : (double)l->rpm / 60.0;
+    int64_t now = clock_mono_ms();
+    l->tokens += (double)(now - l->refilled_ms) * per_ms;
+    if (l->tokens > cap)
+        l->tokens = cap;
+    l->refilled_ms = now;
+    if (l->tokens >= 1.0)
+        return true;
+    long w = (long)((1.0 - l->tokens) / per_ms) + 1;
+    if (*wait_ms < 0 || w < *wait_ms)
+        *wait_ms = w;
+    return false;
+}
+
+static void on_limit(evutil_socket_t fd, short what, void *arg)
+{
+    schedule_add(arg);
 }
 
 static void on_add(evutil_socket_t fd, short what, void *arg)
@@ -838,9 +894,17 @@ static void on_add(evutil_socket_t fd, short what, void *arg)
      * with its error and does not hold the host's place. */
     int budget = c->o.add_batch;
     bool more = false;
+    long wait_ms = -1;
     for (struct host_slot *h = c->hosts; h != NULL; h = h->next) {
+        bool limited = false;
         while (h->queued.head != NULL && h->in_multi < c->o.max_host_connections &&
                c->in_multi < c->o.max_total_connections) {
+            /* A host's calls go in order: when the head's provider is at its limit, the
+             * host waits (a host serves one provider in practice). */
+            if (!limit_allows(h->queued.head->limit, &wait_ms)) {
+                limited = true;
+                break;
+            }
             if (budget-- <= 0)
                 break;
             struct llm_call *call = h->queued.head;
@@ -852,9 +916,13 @@ static void on_add(evutil_socket_t fd, short what, void *arg)
                 call_move(call, CALL_FINISHED);
             }
         }
-        if (h->queued.head != NULL && h->in_multi < c->o.max_host_connections &&
+        if (!limited && h->queued.head != NULL && h->in_multi < c->o.max_host_connections &&
             c->in_multi < c->o.max_total_connections)
             more = true;
+    }
+    if (wait_ms >= 0) {
+        struct timeval tv = {wait_ms / 1000, (wait_ms % 1000) * 1000};
+        evtimer_add(c->limit_ev, &tv);
     }
     if (more)
         schedule_add(c); /* the rest next loop turn, after other events had theirs */
@@ -921,11 +989,25 @@ int llm_client_new(struct event_base *base, const struct llm_client_opts *opts,
     if (c->o.max_reply_bytes == 0)
         c->o.max_reply_bytes = DEF_MAX_REPLY_BYTES;
     c->rng = (uint64_t)clock_mono_ms() ^ (uint64_t)(uintptr_t)c;
+    for (size_t i = 0; opts != NULL && i < opts->n_limits; i++) {
+        const struct llm_limit *l = &opts->limits[i];
+        if (c->n_limits == LLM_MAX_LIMITS || l->provider == NULL)
+            break;
+        struct prov_limit *pl = &c->limits[c->n_limits++];
+        snprintf(pl->provider, sizeof pl->provider, "%s", l->provider);
+        pl->max_concurrent = l->max_concurrent;
+        pl->rpm = l->requests_per_minute;
+        pl->tokens = 1.0; /* the first request may go at once */
+        pl->refilled_ms = clock_mono_ms();
+    }
+    c->o.limits = NULL; /* copied above; the caller's array is not kept */
+    c->o.n_limits = 0;
 
     c->multi = curl_multi_init();
     c->timer_ev = evtimer_new(base, on_timer, c);
     c->add_ev = evtimer_new(base, on_add, c);
-    if (c->multi == NULL || c->timer_ev == NULL || c->add_ev == NULL) {
+    c->limit_ev = evtimer_new(base, on_limit, c);
+    if (c->multi == NULL || c->timer_ev == NULL || c->add_ev == NULL || c->limit_ev == NULL) {
         rc = err_set(e, ERR_INTERNAL, "llm: cannot set up libcurl on the loop");
         goto out;
     }
@@ -1100,6 +1182,9 @@ int llm_call_start(struct llm_client *client, const struct llm_request *req,
         goto out;
     }
     call->host->n_calls++;
+    for (size_t i = 0; i < client->n_limits; i++)
+        if (strcmp(client->limits[i].provider, call->provider) == 0)
+            call->limit = &client->limits[i];
     rc = setup_easy(call, e);
     if (rc != 0)
         goto out;

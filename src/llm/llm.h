@@ -124,6 +124,17 @@ struct llm_call_opts {
     void *arg;
 };
 
+/* A limit shared by every call to one provider (all jobs): calls in flight at once, and
+ * HTTP requests per minute (retries count). 0: no limit of that kind. Calls over a limit
+ * wait in the client's queue. */
+struct llm_limit {
+    const char *provider; /* canonical name (llm/provider.h); copied */
+    long max_concurrent;
+    long requests_per_minute;
+};
+
+#define LLM_MAX_LIMITS 16
+
 struct llm_client_opts {
     long max_host_connections;  /* per host; 0: 64 */
     long max_total_connections; /* 0: 1024 */
@@ -134,6 +145,8 @@ struct llm_client_opts {
     long backoff_base_ms;       /* first retry delay before jitter; 0: 500 */
     long backoff_max_ms;        /* cap of one delay (Retry-After included); 0: 30000 */
     size_t max_reply_bytes;     /* a longer reply fails the attempt (not retried); 0: 8 MiB */
+    const struct llm_limit *limits; /* per provider; at most LLM_MAX_LIMITS */
+    size_t n_limits;
 };
 
 struct llm_client;

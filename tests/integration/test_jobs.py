@@ -533,6 +533,47 @@ class TestJobTimeout(FakeCase):
                 "crew_id": name, "query": "q", "timeout": bad}), 400, "timeout")
 
 
+class TestProviderLimits(CrewdTestCase):
+    SHARED_SERVER = False
+
+    def test_concurrency_limit_is_shared_by_jobs(self):
+        fake = FakeLLM([])
+        self.addCleanup(fake.stop)
+        srv = self.start_crewd(args=["--llm-limit", "openai=2"])
+        name = unique_name()
+        srv.create({"name": name, "execution_mode": "parallel", "agents": [
+            fake_agent("a%d" % i, fake, reply="r", extra_prompt=" [[fake:delay_ms=100]]")
+            for i in range(4)]})
+        ids = [srv.execute({"crew_id": name, "query": "lim %d" % i})["job_id"] for i in range(3)]
+        for j in ids:
+            self.assertEqual(srv.wait_job(j)["result"]["status"], "completed")
+        stats = fake.stats()
+        self.assertEqual(stats["requests"], 12)
+        self.assertEqual(stats["max_in_flight"], 2, stats)
+
+    def test_requests_per_minute(self):
+        fake = FakeLLM([])
+        self.addCleanup(fake.stop)
+        srv = self.start_crewd(args=["--llm-limit", "openai=0/120"])  # one every 500 ms
+        name = unique_name()
+        srv.create({"name": name, "execution_mode": "parallel", "agents": [
+            fake_agent("a%d" % i, fake, reply="r") for i in range(4)]})
+        job = srv.wait_job(srv.execute({"crew_id": name, "query": "rpm"})["job_id"])
+        self.assertEqual(job["result"]["status"], "completed", job)
+        times = sorted(r["received_at_ms"] for r in fake.requests())
+        self.assertEqual(len(times), 4)
+        # Not faster than the rate (a loaded machine can only make it slower).
+        self.assertGreaterEqual(times[-1] - times[0], 1400, times)
+
+    def test_bad_limits_exit_2(self):
+        from crewd_harness import run_crewd
+        for bad in ("openai", "skynet=2", "openai=x", "openai=0/0", "openai=-1"):
+            rc, _, err = run_crewd(["--listen", "127.0.0.1:0", "--llm-limit", bad,
+                                    "--store", "sqlite:/nonexistent/never-opened.db"])
+            self.assertEqual(rc, 2, (bad, err))
+            self.assertIn("--llm-limit", err)
+
+
 class TestRetries(FakeCase):
     def test_500_twice_then_success(self):
         name = unique_name()
