@@ -574,6 +574,69 @@ class TestProviderLimits(CrewdTestCase):
             self.assertIn("--llm-limit", err)
 
 
+class TestToolCalls(FakeCase):
+    def tool_agent(self, directive, **cfg):
+        return fake_agent("calc", self.fake, extra_prompt=" " + directive, config=cfg,
+                          tools=["calculator"])
+
+    def test_tool_loop(self):
+        name = unique_name()
+        d = {"name": name, "agents": [self.tool_agent(
+            '[[fake:tool=calculator:{"expression":"2+3*4"}]] '
+            '[[fake:tool=calculator:{"expression":"(1+1)^3"}]]')]}
+        _, job = self.run_job(d, "tools " + name)
+        self.assertEqual(job["status"], "completed", job)
+        res = job["result"]
+        self.assertEqual(res["output"], "tool results: 14 | 8")
+        calls = res["agents"][0]["tool_calls"]
+        self.assertEqual([c["name"] for c in calls], ["calculator", "calculator"])
+        self.assertEqual([c["result"] for c in calls], ["14", "8"])
+        self.assertTrue(all(c["error"] is None and c["id"] for c in calls))
+        self.assertEqual(json.loads(calls[0]["arguments"]), {"expression": "2+3*4"})
+        reqs = self.requests_for("tools " + name)
+        self.assertEqual(len(reqs), 2)
+        first = reqs[0]["body"]
+        self.assertEqual([t["function"]["name"] for t in first["tools"]], ["calculator"])
+        self.assertEqual(first["tools"][0]["type"], "function")
+        self.assertIn("properties", first["tools"][0]["function"]["parameters"])
+        msgs = reqs[1]["body"]["messages"]
+        self.assertEqual([m["role"] for m in msgs], ["system", "user", "assistant", "tool", "tool"])
+        self.assertEqual([m["content"] for m in msgs[3:]], ["14", "8"])
+        self.assertEqual(msgs[3]["tool_call_id"], msgs[2]["tool_calls"][0]["id"])
+        self.assertEqual(res["usage"]["llm_calls"], 2)
+
+    def test_failing_tool_goes_back_to_the_model(self):
+        name = unique_name()
+        d = {"name": name, "agents": [self.tool_agent(
+            '[[fake:tool=calculator:{"expression":"1/0"}]]')]}
+        _, job = self.run_job(d, "toolerr " + name)
+        self.assertEqual(job["status"], "completed", job)
+        res = job["result"]
+        call = res["agents"][0]["tool_calls"][0]
+        self.assertIsNone(call["result"])
+        self.assertIn("division by zero", call["error"])
+        self.assertTrue(res["output"].startswith("tool results: Error: "), res["output"])
+        self.assertEqual(res["status"], "completed")
+
+    def test_no_rounds_left_offers_no_tools(self):
+        name = unique_name()
+        d = {"name": name, "agents": [self.tool_agent(
+            '[[fake:tool=calculator:{"expression":"1+1"}]]', max_tool_iterations=0)]}
+        _, job = self.run_job(d, "norounds " + name)
+        reqs = self.requests_for("norounds " + name)
+        self.assertEqual(len(reqs), 1)
+        self.assertNotIn("tools", reqs[0]["body"])
+        self.assertEqual(job["result"]["agents"][0]["tool_calls"], [])
+
+    def test_shared_tools_reach_every_agent(self):
+        name = unique_name()
+        d = {"name": name, "shared_tools": ["calculator"], "agents": [
+            fake_agent("a", self.fake, reply="A"), fake_agent("b", self.fake, reply="B")]}
+        self.run_job(d, "shared " + name)
+        for r in self.requests_for("shared " + name):
+            self.assertEqual([t["function"]["name"] for t in r["body"]["tools"]], ["calculator"])
+
+
 class TestRetries(FakeCase):
     def test_500_twice_then_success(self):
         name = unique_name()
