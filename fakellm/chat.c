@@ -61,6 +61,13 @@ static void prepared_cleanup(struct prepared *p)
     p->doc = NULL;
 }
 
+void fake_set_request_id(struct evhttp_request *req, uint64_t seq)
+{
+    char id[32];
+    snprintf(id, sizeof id, "req_fake_%llu", (unsigned long long)seq);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "x-request-id", id);
+}
+
 static void send_prepared(struct fake_app *app, struct evhttp_request *req, uint64_t seq,
                           struct prepared *p)
 {
@@ -74,8 +81,8 @@ static void send_prepared(struct fake_app *app, struct evhttp_request *req, uint
         snprintf(num, sizeof num, "%lld", (long long)p->retry_after_s);
         evhttp_add_header(out, "Retry-After", num);
     }
-    snprintf(num, sizeof num, "req_fake_%llu", (unsigned long long)seq);
-    evhttp_add_header(out, "x-request-id", num);
+    if (evhttp_find_header(out, "x-request-id") == NULL)
+        fake_set_request_id(req, seq);
     fake_note_status(app, seq, p->status);
     if (!p->stream) {
         json_t *doc = p->doc;
@@ -353,6 +360,10 @@ void fake_chat_handle(struct fake_app *app, struct evhttp_request *req, uint64_t
     struct prepared prep = {0};
     struct fake_pending *p = NULL;
     enum fake_wire wire = route->wire;
+    /* The newer wires name the request in every answer (Anthropic's error bodies carry the
+     * id too); OpenAI's early 400s stay as they always were. */
+    if (wire != FAKE_WIRE_OPENAI)
+        fake_set_request_id(req, seq);
 
     if (parsed == NULL) {
         if (wire == FAKE_WIRE_ANTHROPIC)

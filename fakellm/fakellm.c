@@ -533,6 +533,8 @@ static void on_request(struct evhttp_request *req, void *arg)
                 [FAKE_WIRE_ANTHROPIC] = "messages take POST",
                 [FAKE_WIRE_GEMINI] = "generateContent takes POST",
             };
+            if (route.wire != FAKE_WIRE_OPENAI)
+                fake_set_request_id(req, seq);
             fake_note_status(app, seq, 405);
             fake_send_json(req, 405, fake_wire_error_json(route.wire, 405, what[route.wire], seq));
         }

@@ -166,6 +166,8 @@ json_t *fake_wire_error_json(enum fake_wire wire, int status, const char *messag
  * when it was not JSON). */
 void fake_chat_handle(struct fake_app *app, struct evhttp_request *req, uint64_t seq,
                       json_t *parsed, const struct fake_route *route);
+/* Sets x-request-id: req_fake_<seq> on the answer. */
+void fake_set_request_id(struct evhttp_request *req, uint64_t seq);
 /* Cancels every reply still waiting (shutdown). */
 void fake_chat_cancel_all(struct fake_app *app);
 
