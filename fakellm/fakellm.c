@@ -1,7 +1,8 @@
 /*
- * fakellm.c - crewd-fakellm: a scripted OpenAI-compatible chat completions server for tests
- * and benchmarks. This file holds the command line, the listener, the signals, the routing
- * and the /_fake/ control endpoints; chat.c answers the completions (fakellm/README.md).
+ * fakellm.c - crewd-fakellm: a scripted LLM server for tests and benchmarks that speaks the
+ * OpenAI chat completions, Anthropic Messages and Gemini generateContent wires. This file
+ * holds the command line, the listener, the signals, the routing and the /_fake/ control
+ * endpoints; chat.c answers the LLM calls (fakellm/README.md).
  *
  * Everything runs on one libevent loop without blocking: latency is a timer per request, so
  * thousands of concurrent waiting calls cost a few hundred bytes each, not a thread.
@@ -43,7 +44,8 @@ static const char USAGE[] =
     "                     [--fail-rate P] [--fail-status 429,500,502,503,504]\n"
     "                     [--retry-after S] [--seed N] [--max-log N] [--log-bodies 0|1]\n"
     "                     [--help]\n"
-    "A fake OpenAI-compatible chat completions server for tests (see fakellm/README.md).\n";
+    "A fake LLM server for tests: OpenAI chat completions, Anthropic messages and Gemini\n"
+    "generateContent (see fakellm/README.md).\n";
 
 /*
  * libevent 2.1 answers the errors it detects itself (oversized body, malformed request,

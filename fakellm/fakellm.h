@@ -1,6 +1,7 @@
 /*
- * fakellm.h - the pieces of crewd-fakellm, the scripted OpenAI-compatible server that the
- * integration tests and benchmarks run crewd against (fakellm/README.md is the user's guide).
+ * fakellm.h - the pieces of crewd-fakellm, the scripted LLM server (OpenAI, Anthropic and
+ * Gemini wires) that the integration tests and benchmarks run crewd against
+ * (fakellm/README.md is the user's guide).
  *
  * One process, one libevent loop, one thread: every structure here belongs to the loop and is
  * touched only from its callbacks. Split:
