@@ -1,6 +1,8 @@
 /*
- * chat.c - POST .../chat/completions: decides the answer when the request arrives (status,
- * text or tool calls, latency), then sends it at once or when its timer fires.
+ * chat.c - the LLM calls of every wire (OpenAI chat completions, Anthropic messages, Gemini
+ * generateContent): decides the answer when the request arrives (status, text or tool calls,
+ * latency), then sends it at once or when its timer fires, in the wire's format. Validation
+ * and documents are the pure functions of reply.c, anthropic.c and gemini.c.
  *
  * Deciding at arrival keeps everything random in arrival order, so a run is reproducible from
  * --seed. A reply waiting on its timer is a `struct fake_pending`; it watches its socket for
@@ -34,6 +36,7 @@
 
 /* A decided answer, ready to be written. */
 struct prepared {
+    enum fake_wire wire;
     int status;
     bool stream;
     json_t *doc;            /* the JSON body, or the array of chunks when streaming */
@@ -58,6 +61,13 @@ static void prepared_cleanup(struct prepared *p)
     p->doc = NULL;
 }
 
+void fake_set_request_id(struct evhttp_request *req, uint64_t seq)
+{
+    char id[32];
+    snprintf(id, sizeof id, "req_fake_%llu", (unsigned long long)seq);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "x-request-id", id);
+}
+
 static void send_prepared(struct fake_app *app, struct evhttp_request *req, uint64_t seq,
                           struct prepared *p)
 {
@@ -71,8 +81,8 @@ static void send_prepared(struct fake_app *app, struct evhttp_request *req, uint
         snprintf(num, sizeof num, "%lld", (long long)p->retry_after_s);
         evhttp_add_header(out, "Retry-After", num);
     }
-    snprintf(num, sizeof num, "req_fake_%llu", (unsigned long long)seq);
-    evhttp_add_header(out, "x-request-id", num);
+    if (evhttp_find_header(out, "x-request-id") == NULL)
+        fake_set_request_id(req, seq);
     fake_note_status(app, seq, p->status);
     if (!p->stream) {
         json_t *doc = p->doc;
@@ -84,10 +94,13 @@ static void send_prepared(struct fake_app *app, struct evhttp_request *req, uint
     evhttp_add_header(out, "Cache-Control", "no-cache");
     struct evbuffer *buf = evbuffer_new();
     if (buf == NULL) {
-        fake_send_json(req, 500, fake_error_json(500, "out of memory"));
+        fake_send_json(req, 500, fake_wire_error_json(p->wire, 500, "out of memory", seq));
         return;
     }
     evhttp_send_reply_start(req, 200, "OK");
+    /* The framing of each wire: OpenAI "data: X\n\n" then "data: [DONE]"; Anthropic
+     * "event: TYPE\ndata: X\n\n"; Gemini (alt=sse) "data: X\r\n\r\n", no terminator. */
+    const char *end = p->wire == FAKE_WIRE_GEMINI ? "\r\n\r\n" : "\n\n";
     size_t i;
     json_t *c;
     json_array_foreach(p->doc, i, c)
@@ -95,14 +108,20 @@ static void send_prepared(struct fake_app *app, struct evhttp_request *req, uint
         char *text = json_dumps(c, JSON_TEXT_FLAGS);
         if (text == NULL)
             break;
+        if (p->wire == FAKE_WIRE_ANTHROPIC) {
+            const char *type = json_string_value(json_object_get(c, "type"));
+            evbuffer_add_printf(buf, "event: %s\n", type ? type : "message");
+        }
         evbuffer_add(buf, "data: ", 6);
         evbuffer_add(buf, text, strlen(text));
-        evbuffer_add(buf, "\n\n", 2);
+        evbuffer_add(buf, end, strlen(end));
         free(text);
         evhttp_send_reply_chunk(req, buf);
     }
-    evbuffer_add(buf, "data: [DONE]\n\n", 14);
-    evhttp_send_reply_chunk(req, buf);
+    if (p->wire == FAKE_WIRE_OPENAI) {
+        evbuffer_add(buf, "data: [DONE]\n\n", 14);
+        evhttp_send_reply_chunk(req, buf);
+    }
     evhttp_send_reply_end(req);
     evbuffer_free(buf);
 }
@@ -238,9 +257,26 @@ static int decide_status(struct fake_app *app, const struct fake_chat_input *in)
     return 0;
 }
 
-/* Fills `p` for a valid request. Returns 0, or -1 when out of memory. */
-static int decide(struct fake_app *app, const struct fake_chat_input *in, struct prepared *p)
+/* The reply document of the request's wire (a new reference, NULL when out of memory). */
+static json_t *reply_doc(const struct fake_chat_input *in, const struct fake_reply *r)
 {
+    switch (in->wire) {
+    case FAKE_WIRE_ANTHROPIC:
+        return in->stream ? fake_anthropic_events(r) : fake_anthropic_reply_json(r);
+    case FAKE_WIRE_GEMINI:
+        /* :streamGenerateContent without alt=sse answers one JSON array of the chunks. */
+        return in->stream ? fake_gemini_chunks(r) : fake_gemini_reply_json(r);
+    case FAKE_WIRE_OPENAI:
+    default:
+        return in->stream ? fake_reply_chunks(r, in->include_usage) : fake_reply_json(r);
+    }
+}
+
+/* Fills `p` for a valid request. Returns 0, or -1 when out of memory. */
+static int decide(struct fake_app *app, const struct fake_chat_input *in, uint64_t seq,
+                  struct prepared *p)
+{
+    p->wire = in->wire;
     p->retry_after_s = -1;
     p->retry_after_ms = -1;
     p->stream = false;
@@ -249,7 +285,7 @@ static int decide(struct fake_app *app, const struct fake_chat_input *in, struct
     if (p->status != 0) {
         char msg[64];
         snprintf(msg, sizeof msg, "fake error %d", p->status);
-        p->doc = fake_error_json(p->status, msg);
+        p->doc = fake_wire_error_json(in->wire, p->status, msg, seq);
         if (in->d.retry_after_ms >= 0) {
             p->retry_after_ms = in->d.retry_after_ms;
             p->retry_after_s = (in->d.retry_after_ms + 999) / 1000;
@@ -259,7 +295,7 @@ static int decide(struct fake_app *app, const struct fake_chat_input *in, struct
         return p->doc ? 0 : -1;
     }
     p->status = 200;
-    p->stream = in->stream;
+    p->stream = in->stream && (in->wire != FAKE_WIRE_GEMINI || in->sse);
     struct fake_reply r = {
         .n = n,
         .created_s = (int64_t)time(NULL),
@@ -297,37 +333,62 @@ static int decide(struct fake_app *app, const struct fake_chat_input *in, struct
         r.text = text;
         r.completion_tokens = fake_tokens(strlen(text));
     }
-    p->doc = p->stream ? fake_reply_chunks(&r, in->include_usage) : fake_reply_json(&r);
+    p->doc = reply_doc(in, &r);
     free(text);
     return p->doc ? 0 : -1;
 }
 
+static int parse_input(json_t *body, const struct fake_route *route, struct fake_chat_input *in,
+                       char *err, size_t err_len)
+{
+    switch (route->wire) {
+    case FAKE_WIRE_ANTHROPIC:
+        return fake_anthropic_input_parse(body, in, err, err_len);
+    case FAKE_WIRE_GEMINI:
+        return fake_gemini_input_parse(body, route, in, err, err_len);
+    case FAKE_WIRE_OPENAI:
+    default:
+        return fake_chat_input_parse(body, in, err, err_len);
+    }
+}
+
 void fake_chat_handle(struct fake_app *app, struct evhttp_request *req, uint64_t seq,
-                      json_t *parsed)
+                      json_t *parsed, const struct fake_route *route)
 {
     struct fake_chat_input in;
     char err[256];
     struct prepared prep = {0};
     struct fake_pending *p = NULL;
+    enum fake_wire wire = route->wire;
+    /* The newer wires name the request in every answer (Anthropic's error bodies carry the
+     * id too); OpenAI's early 400s stay as they always were. */
+    if (wire != FAKE_WIRE_OPENAI)
+        fake_set_request_id(req, seq);
 
     if (parsed == NULL) {
-        snprintf(err, sizeof err,
-                 "We could not parse the JSON body of your request. (HINT: This likely means "
-                 "you aren't using your HTTP library correctly.)");
+        if (wire == FAKE_WIRE_ANTHROPIC)
+            snprintf(err, sizeof err, "There was an error parsing the body of your request: it "
+                                      "is not valid JSON");
+        else if (wire == FAKE_WIRE_GEMINI)
+            snprintf(err, sizeof err, "Invalid JSON payload received.");
+        else
+            snprintf(err, sizeof err,
+                     "We could not parse the JSON body of your request. (HINT: This likely "
+                     "means you aren't using your HTTP library correctly.)");
         fake_note_status(app, seq, 400);
-        fake_send_json(req, 400, fake_error_json(400, err));
+        fake_send_json(req, 400, fake_wire_error_json(wire, 400, err, seq));
         return;
     }
-    if (fake_chat_input_parse(parsed, &in, err, sizeof err) < 0) {
+    if (parse_input(parsed, route, &in, err, sizeof err) < 0) {
         fake_chat_input_cleanup(&in);
         fake_note_status(app, seq, 400);
-        fake_send_json(req, 400, fake_error_json(400, err));
+        fake_send_json(req, 400, fake_wire_error_json(wire, 400, err, seq));
         return;
     }
     if (++app->stats.in_flight > app->stats.max_in_flight)
         app->stats.max_in_flight = app->stats.in_flight;
     int64_t delay_ms;
-    if (decide(app, &in, &prep) < 0)
+    if (decide(app, &in, seq, &prep) < 0)
         goto oom;
     if (in.d.delay_ms >= 0) {
         delay_ms = in.d.delay_ms;
@@ -384,5 +445,5 @@ oom:
     prepared_cleanup(&prep);
     app->stats.in_flight--;
     fake_note_status(app, seq, 500);
-    fake_send_json(req, 500, fake_error_json(500, "out of memory"));
+    fake_send_json(req, 500, fake_wire_error_json(wire, 500, "out of memory", seq));
 }

@@ -1,7 +1,8 @@
 /*
- * fakellm.c - crewd-fakellm: a scripted OpenAI-compatible chat completions server for tests
- * and benchmarks. This file holds the command line, the listener, the signals, the routing
- * and the /_fake/ control endpoints; chat.c answers the completions (fakellm/README.md).
+ * fakellm.c - crewd-fakellm: a scripted LLM server for tests and benchmarks that speaks the
+ * OpenAI chat completions, Anthropic Messages and Gemini generateContent wires. This file
+ * holds the command line, the listener, the signals, the routing and the /_fake/ control
+ * endpoints; chat.c answers the LLM calls (fakellm/README.md).
  *
  * Everything runs on one libevent loop without blocking: latency is a timer per request, so
  * thousands of concurrent waiting calls cost a few hundred bytes each, not a thread.
@@ -43,7 +44,8 @@ static const char USAGE[] =
     "                     [--fail-rate P] [--fail-status 429,500,502,503,504]\n"
     "                     [--retry-after S] [--seed N] [--max-log N] [--log-bodies 0|1]\n"
     "                     [--help]\n"
-    "A fake OpenAI-compatible chat completions server for tests (see fakellm/README.md).\n";
+    "A fake LLM server for tests: OpenAI chat completions, Anthropic messages and Gemini\n"
+    "generateContent (see fakellm/README.md).\n";
 
 /*
  * libevent 2.1 answers the errors it detects itself (oversized body, malformed request,
@@ -133,6 +135,19 @@ json_t *fake_error_json(int status, const char *message)
     }
     return json_pack("{s{sssssnss?}}", "error", "message", message, "type", type, "param", "code",
                      code);
+}
+
+json_t *fake_wire_error_json(enum fake_wire wire, int status, const char *message, uint64_t seq)
+{
+    switch (wire) {
+    case FAKE_WIRE_ANTHROPIC:
+        return fake_anthropic_error_json(status, message, seq);
+    case FAKE_WIRE_GEMINI:
+        return fake_gemini_error_json(status, message);
+    case FAKE_WIRE_OPENAI:
+    default:
+        return fake_error_json(status, message);
+    }
 }
 
 void fake_send_json(struct evhttp_request *req, int status, json_t *body)
@@ -243,6 +258,56 @@ static bool ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}
+
+/* Which LLM wire `path` belongs to; false for none. For Gemini, fills the model (malloc'd
+ * into *model_out, freed by the caller), the streaming and, from the query, the framing. */
+static bool route_of(const char *path, const char *query, struct fake_route *route,
+                     char **model_out)
+{
+    memset(route, 0, sizeof *route);
+    *model_out = NULL;
+    if (ends_with(path, "/chat/completions")) {
+        route->wire = FAKE_WIRE_OPENAI;
+        return true;
+    }
+    if (ends_with(path, "/messages")) {
+        route->wire = FAKE_WIRE_ANTHROPIC;
+        return true;
+    }
+    /* .../models/{model}:generateContent | .../models/{model}:streamGenerateContent */
+    const char *seg = strrchr(path, '/');
+    const char *colon = seg ? strrchr(seg, ':') : NULL;
+    if (colon == NULL || colon == seg + 1)
+        return false;
+    bool stream = strcmp(colon, ":streamGenerateContent") == 0;
+    if (!stream && strcmp(colon, ":generateContent") != 0)
+        return false;
+    static const char models[] = "/models";
+    size_t prefix = (size_t)(seg - path);
+    if (prefix < sizeof models - 1 ||
+        memcmp(seg - (sizeof models - 1), models, sizeof models - 1) != 0)
+        return false;
+    size_t n = (size_t)(colon - (seg + 1));
+    char *model = malloc(n + 1);
+    if (model == NULL)
+        return false;
+    memcpy(model, seg + 1, n);
+    model[n] = '\0';
+    route->wire = FAKE_WIRE_GEMINI;
+    route->model = model;
+    route->stream = stream;
+    if (query != NULL) {
+        struct evkeyvalq q;
+        TAILQ_INIT(&q);
+        if (evhttp_parse_query_str(query, &q) == 0) {
+            const char *alt = evhttp_find_header(&q, "alt");
+            route->sse = alt != NULL && strcmp(alt, "sse") == 0;
+        }
+        evhttp_clear_headers(&q);
+    }
+    *model_out = model;
+    return true;
 }
 
 /* ---- control endpoints -------------------------------------------------------------------- */
@@ -459,13 +524,23 @@ static void on_request(struct evhttp_request *req, void *arg)
                      headers_json(evhttp_request_get_input_headers(req)), logged, clock_now_ms());
     uint64_t seq = e ? e->seq : 0;
 
-    if (ends_with(path, "/chat/completions")) {
+    struct fake_route route;
+    char *model = NULL;
+    if (route_of(path, query, &route, &model)) {
         if (cmd == EVHTTP_REQ_POST) {
-            fake_chat_handle(app, req, seq, parsed);
+            fake_chat_handle(app, req, seq, parsed, &route);
         } else {
+            static const char *const what[] = {
+                [FAKE_WIRE_OPENAI] = "chat completions take POST",
+                [FAKE_WIRE_ANTHROPIC] = "messages take POST",
+                [FAKE_WIRE_GEMINI] = "generateContent takes POST",
+            };
+            if (route.wire != FAKE_WIRE_OPENAI)
+                fake_set_request_id(req, seq);
             fake_note_status(app, seq, 405);
-            fake_send_json(req, 405, fake_error_json(405, "chat completions take POST"));
+            fake_send_json(req, 405, fake_wire_error_json(route.wire, 405, what[route.wire], seq));
         }
+        free(model);
     } else {
         char msg[200];
         snprintf(msg, sizeof msg, "Invalid URL (%s %.150s)", method_name(cmd), path);

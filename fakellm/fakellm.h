@@ -1,13 +1,17 @@
 /*
- * fakellm.h - the pieces of crewd-fakellm, the scripted OpenAI-compatible server that the
- * integration tests and benchmarks run crewd against (fakellm/README.md is the user's guide).
+ * fakellm.h - the pieces of crewd-fakellm, the scripted LLM server (OpenAI, Anthropic and
+ * Gemini wires) that the integration tests and benchmarks run crewd against
+ * (fakellm/README.md is the user's guide).
  *
  * One process, one libevent loop, one thread: every structure here belongs to the loop and is
  * touched only from its callbacks. Split:
- *   fakellm.c  command line, listener, signals, routing, the /_fake/ control endpoints
- *   chat.c     POST .../chat/completions: validation, the decision, latency, client hang-ups
- *   reply.c    pure functions: directives, hashing, reply text, JSON and SSE bodies
- *   reqlog.c   the request log (a capped ring) and the per-key counters of the directives
+ *   fakellm.c   command line, listener, signals, routing, the /_fake/ control endpoints
+ *   chat.c      the LLM calls of every wire: the decision, latency, framing, client hang-ups
+ *   reply.c     pure functions: the normalized conversation, directives, hashing, reply text,
+ *               OpenAI chat completions validation and JSON / SSE bodies
+ *   anthropic.c pure functions: Anthropic Messages validation, normalization and documents
+ *   gemini.c    pure functions: Gemini generateContent validation, normalization and documents
+ *   reqlog.c    the request log (a capped ring) and the per-key counters of the directives
  * It links crewd_lib only for core/ helpers (utf8, clock, json_text); it uses none of src/http.
  */
 #ifndef CREWD_FAKELLM_H
@@ -139,10 +143,32 @@ void fake_send_json(struct evhttp_request *req, int status, json_t *body);
 /* {"error":{"message":..., "type":..., "param":null, "code":...}} for `status`. */
 json_t *fake_error_json(int status, const char *message);
 
-/* chat.c: answers a chat completion request already logged as `seq`; `parsed` is its body
- * (borrowed; NULL when it was not JSON). */
+/* The wire format of an LLM call, chosen by its path (fakellm.c). */
+enum fake_wire {
+    FAKE_WIRE_OPENAI,    /* POST .../chat/completions */
+    FAKE_WIRE_ANTHROPIC, /* POST .../messages */
+    FAKE_WIRE_GEMINI,    /* POST .../models/{model}:generateContent | :streamGenerateContent */
+};
+
+/* Where an LLM call came in: the wire and, for Gemini, what the path and query say. */
+struct fake_route {
+    enum fake_wire wire;
+    const char *model; /* Gemini: the {model} of the path (NUL-terminated copy owned by the
+                          caller); NULL otherwise */
+    bool stream;       /* Gemini: :streamGenerateContent */
+    bool sse;          /* Gemini: ?alt=sse */
+};
+
+/* The error body of `wire` for `status` (a new reference). `seq` names the request (0: none)
+ * for the wires whose error bodies carry a request id. */
+json_t *fake_wire_error_json(enum fake_wire wire, int status, const char *message, uint64_t seq);
+
+/* chat.c: answers an LLM call already logged as `seq`; `parsed` is its body (borrowed; NULL
+ * when it was not JSON). */
 void fake_chat_handle(struct fake_app *app, struct evhttp_request *req, uint64_t seq,
-                      json_t *parsed);
+                      json_t *parsed, const struct fake_route *route);
+/* Sets x-request-id: req_fake_<seq> on the answer. */
+void fake_set_request_id(struct evhttp_request *req, uint64_t seq);
 /* Cancels every reply still waiting (shutdown). */
 void fake_chat_cancel_all(struct fake_app *app);
 
@@ -169,10 +195,35 @@ struct fake_directives {
     size_t n_tools;
 };
 
+/* The conversation of any wire, normalized: (role, text) in order. Roles are "system",
+ * "user", "assistant" and "tool" for the Anthropic and Gemini wires (fakellm/README.md gives
+ * the mapping); the OpenAI wire keeps its role strings as sent. The default text, the hash,
+ * the directives and the tool follow-up are computed from this alone. */
+struct fake_msg {
+    char *role;
+    size_t role_len;
+    char *text; /* NUL-terminated; may hold NULs of its own when the wire allows them */
+    size_t len;
+};
+
+struct fake_conv {
+    struct fake_msg *m;
+    size_t n, cap;
+    bool oom;
+};
+
+/* Appends a message with an empty text (role copied); on failure sets c->oom. */
+void fake_conv_add(struct fake_conv *c, const char *role, size_t role_len);
+/* Appends bytes to the text of the last message (none: no-op); on failure sets c->oom. */
+void fake_conv_append(struct fake_conv *c, const char *s, size_t len);
+void fake_conv_free(struct fake_conv *c);
+
 /* What the chat request asks for, extracted once. */
 struct fake_chat_input {
+    enum fake_wire wire;
     const char *model;
     bool stream;
+    bool sse; /* Gemini: stream as text/event-stream (?alt=sse); else one JSON array */
     bool include_usage;
     uint64_t hash;        /* FNV-1a 64 of role "\n" content "\n" for every message */
     size_t content_bytes; /* total bytes of every message's content */
@@ -188,6 +239,30 @@ struct fake_chat_input {
  * way. */
 int fake_chat_input_parse(json_t *body, struct fake_chat_input *in, char *err, size_t err_len);
 void fake_chat_input_cleanup(struct fake_chat_input *in);
+/* Sets `in` empty (the wire OpenAI, no directive); fake_chat_input_cleanup releases it. */
+void fake_chat_input_init(struct fake_chat_input *in);
+/* Fills the hash, sizes, excerpt, tool follow-up and directives of `in` from a normalized
+ * conversation. Returns 0, or -1 with a message in `err` (a bad directive: 400). */
+int fake_chat_input_from_conv(const struct fake_conv *c, struct fake_chat_input *in, char *err,
+                              size_t err_len);
+/* Checks that every tool directive's ARGS_JSON is a JSON object (empty text counts as {}),
+ * as the wires that send the arguments parsed need. Returns 0 or -1 with `err`. */
+int fake_tools_need_objects(const struct fake_chat_input *in, char *err, size_t err_len);
+/* The ARGS_JSON of a tool as a JSON object (a new reference; NULL when out of memory or not
+ * an object). */
+json_t *fake_tool_args_object(const struct fake_tool *t);
+/* The byte length of the longest prefix of s[0..len) of at most 8 bytes that ends on a
+ * character boundary (at least 1 byte when len > 0): the size of a streamed piece. */
+size_t fake_stream_piece(const char *s, size_t len);
+
+/* anthropic.c: validates a Messages body and fills `in` (wire Anthropic). Same contract as
+ * fake_chat_input_parse. */
+int fake_anthropic_input_parse(json_t *body, struct fake_chat_input *in, char *err,
+                               size_t err_len);
+/* gemini.c: validates a generateContent body and fills `in` (wire Gemini); the model, the
+ * streaming and the framing come from the route. Same contract as fake_chat_input_parse. */
+int fake_gemini_input_parse(json_t *body, const struct fake_route *route,
+                            struct fake_chat_input *in, char *err, size_t err_len);
 
 /* The default reply text "fake-reply <h>: <excerpt>" (malloc'd). */
 char *fake_default_text(const struct fake_chat_input *in);
@@ -212,5 +287,18 @@ json_t *fake_reply_json(const struct fake_reply *r);
  * reference, NULL when out of memory); the caller frames each as "data: ...\n\n" and ends
  * with "data: [DONE]". */
 json_t *fake_reply_chunks(const struct fake_reply *r, bool include_usage);
+
+/* anthropic.c: the Message object, and the stream events in order as a JSON array (each
+ * event's "type" is its SSE event name). New references, NULL when out of memory. */
+json_t *fake_anthropic_reply_json(const struct fake_reply *r);
+json_t *fake_anthropic_events(const struct fake_reply *r);
+/* {"type":"error","error":{"type":...,"message":...},"request_id":...} */
+json_t *fake_anthropic_error_json(int status, const char *message, uint64_t seq);
+
+/* gemini.c: the GenerateContentResponse, and the streamed ones in order as a JSON array. */
+json_t *fake_gemini_reply_json(const struct fake_reply *r);
+json_t *fake_gemini_chunks(const struct fake_reply *r);
+/* {"error":{"code":...,"message":...,"status":...}} */
+json_t *fake_gemini_error_json(int status, const char *message);
 
 #endif

@@ -269,14 +269,135 @@ static char *make_excerpt(const char *text, size_t len)
     return out;
 }
 
-int fake_chat_input_parse(json_t *body, struct fake_chat_input *in, char *err, size_t err_len)
+void fake_conv_add(struct fake_conv *c, const char *role, size_t role_len)
+{
+    if (c->oom)
+        return;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 8;
+        struct fake_msg *m = realloc(c->m, cap * sizeof *m);
+        if (m == NULL) {
+            c->oom = true;
+            return;
+        }
+        c->m = m;
+        c->cap = cap;
+    }
+    struct fake_msg *m = &c->m[c->n];
+    m->role = dup_range(role, role_len);
+    m->role_len = role_len;
+    m->text = dup_range("", 0);
+    m->len = 0;
+    c->n++;
+    if (m->role == NULL || m->text == NULL)
+        c->oom = true;
+}
+
+void fake_conv_append(struct fake_conv *c, const char *s, size_t len)
+{
+    if (c->oom || c->n == 0 || len == 0)
+        return;
+    struct fake_msg *m = &c->m[c->n - 1];
+    char *t = realloc(m->text, m->len + len + 1);
+    if (t == NULL) {
+        c->oom = true;
+        return;
+    }
+    memcpy(t + m->len, s, len);
+    m->len += len;
+    t[m->len] = '\0';
+    m->text = t;
+}
+
+void fake_conv_free(struct fake_conv *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->m[i].role);
+        free(c->m[i].text);
+    }
+    free(c->m);
+    memset(c, 0, sizeof *c);
+}
+
+void fake_chat_input_init(struct fake_chat_input *in)
 {
     memset(in, 0, sizeof *in);
+    in->wire = FAKE_WIRE_OPENAI;
     in->d.retry_after_ms = -1;
     in->d.fail_times = -1;
     in->d.delay_ms = -1;
+}
+
+int fake_chat_input_from_conv(const struct fake_conv *c, struct fake_chat_input *in, char *err,
+                              size_t err_len)
+{
+    struct sbuf results = {0};
     int rc = -1;
-    struct sbuf text = {0}, results = {0};
+    if (c->oom) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    uint64_t h = FNV64_OFFSET;
+    size_t last_user = SIZE_MAX, last_assistant = SIZE_MAX;
+    in->content_bytes = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        const struct fake_msg *m = &c->m[i];
+        h = fnv1a(h, m->role, m->role_len);
+        h = fnv1a(h, "\n", 1);
+        h = fnv1a(h, m->text, m->len);
+        h = fnv1a(h, "\n", 1);
+        in->content_bytes += m->len;
+        if (scan_directives(&in->d, m->text, m->len, err, err_len) < 0)
+            goto out;
+        if (strcmp(m->role, "user") == 0)
+            last_user = i;
+        else if (strcmp(m->role, "assistant") == 0)
+            last_assistant = i;
+        else if (strcmp(m->role, "tool") == 0)
+            in->has_tool_message = true;
+    }
+    in->hash = h;
+
+    free(in->excerpt);
+    in->excerpt = last_user != SIZE_MAX ? make_excerpt(c->m[last_user].text, c->m[last_user].len)
+                                        : dup_range("", 0);
+    if (in->excerpt == NULL) {
+        snprintf(err, err_len, "out of memory");
+        goto out;
+    }
+
+    /* Tool results: the tool messages that answer the last assistant turn. */
+    size_t first = last_assistant == SIZE_MAX ? 0 : last_assistant + 1;
+    bool any = false;
+    for (size_t i = first; i < c->n; i++) {
+        if (strcmp(c->m[i].role, "tool") != 0)
+            continue;
+        if (any)
+            sb_add(&results, " | ", 3);
+        sb_add(&results, c->m[i].text, c->m[i].len);
+        any = true;
+    }
+    if (any) {
+        if (results.oom) {
+            snprintf(err, err_len, "out of memory");
+            goto out;
+        }
+        free(in->tool_results);
+        in->tool_results = results.p;
+        results.p = NULL;
+    }
+    rc = 0;
+out:
+    free(results.p);
+    return rc;
+}
+
+int fake_chat_input_parse(json_t *body, struct fake_chat_input *in, char *err, size_t err_len)
+{
+    fake_chat_input_init(in);
+    int rc = -1;
+    struct sbuf text = {0};
+    struct fake_conv conv = {0};
 
     if (!json_is_object(body)) {
         snprintf(err, err_len, "the body must be a JSON object");
@@ -306,73 +427,62 @@ int fake_chat_input_parse(json_t *body, struct fake_chat_input *in, char *err, s
     in->include_usage =
         json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
 
-    uint64_t h = FNV64_OFFSET;
-    size_t last_user = SIZE_MAX, last_assistant = SIZE_MAX;
+    /* OpenAI's roles go in as sent; the content is its string or its text parts. */
     json_array_foreach(messages, i, msg)
     {
         json_t *role = json_object_get(msg, "role");
-        const char *r = json_string_value(role);
         text.len = 0;
         content_text(msg, &text);
-        if (text.oom) {
-            snprintf(err, err_len, "out of memory");
-            goto out;
-        }
-        h = fnv1a(h, r, json_string_length(role));
-        h = fnv1a(h, "\n", 1);
-        h = fnv1a(h, text.p, text.len);
-        h = fnv1a(h, "\n", 1);
-        in->content_bytes += text.len;
-        if (scan_directives(&in->d, text.p, text.len, err, err_len) < 0)
-            goto out;
-        if (strcmp(r, "user") == 0)
-            last_user = i;
-        else if (strcmp(r, "assistant") == 0)
-            last_assistant = i;
-        else if (strcmp(r, "tool") == 0)
-            in->has_tool_message = true;
+        fake_conv_add(&conv, json_string_value(role), json_string_length(role));
+        fake_conv_append(&conv, text.p ? text.p : "", text.len);
+        if (text.oom)
+            conv.oom = true;
     }
-    in->hash = h;
-
-    if (last_user != SIZE_MAX) {
-        text.len = 0;
-        content_text(json_array_get(messages, last_user), &text);
-        in->excerpt = text.oom ? NULL : make_excerpt(text.p, text.len);
-    } else {
-        in->excerpt = dup_range("", 0);
-    }
-    if (in->excerpt == NULL) {
-        snprintf(err, err_len, "out of memory");
-        goto out;
-    }
-
-    /* Tool results: the tool messages that answer the last assistant turn. */
-    size_t first = last_assistant == SIZE_MAX ? 0 : last_assistant + 1;
-    bool any = false;
-    for (i = first; i < json_array_size(messages); i++) {
-        msg = json_array_get(messages, i);
-        if (strcmp(json_string_value(json_object_get(msg, "role")), "tool") != 0)
-            continue;
-        text.len = 0;
-        content_text(msg, &text);
-        if (any)
-            sb_add(&results, " | ", 3);
-        sb_add(&results, text.p ? text.p : "", text.len);
-        any = true;
-    }
-    if (any) {
-        if (results.oom || text.oom) {
-            snprintf(err, err_len, "out of memory");
-            goto out;
-        }
-        in->tool_results = results.p;
-        results.p = NULL;
-    }
-    rc = 0;
+    rc = fake_chat_input_from_conv(&conv, in, err, err_len);
 out:
     free(text.p);
-    free(results.p);
+    fake_conv_free(&conv);
     return rc;
+}
+
+int fake_tools_need_objects(const struct fake_chat_input *in, char *err, size_t err_len)
+{
+    for (size_t i = 0; i < in->d.n_tools; i++) {
+        json_t *o = fake_tool_args_object(&in->d.tools[i]);
+        if (o == NULL) {
+            int shown = (int)utf8_prefix_len(in->d.tools[i].name, strlen(in->d.tools[i].name), 40);
+            snprintf(err, err_len,
+                     "fake directive tool %.*s: ARGS_JSON must be a JSON object on this wire",
+                     shown, in->d.tools[i].name);
+            utf8_trim_cut(err);
+            return -1;
+        }
+        json_decref(o);
+    }
+    return 0;
+}
+
+json_t *fake_tool_args_object(const struct fake_tool *t)
+{
+    size_t len = strlen(t->args);
+    size_t k = 0;
+    while (k < len && (t->args[k] == ' ' || t->args[k] == '\t' || t->args[k] == '\n' ||
+                       t->args[k] == '\r'))
+        k++;
+    if (k == len)
+        return json_object();
+    json_t *o = json_loadb(t->args, len, JSON_DECODE_ANY, NULL);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+size_t fake_stream_piece(const char *s, size_t len)
+{
+    size_t n = utf8_prefix_len(s, len, STREAM_PIECE_BYTES);
+    return n ? n : len; /* 0 cannot happen for valid UTF-8; guards the callers' loops */
 }
 
 void fake_chat_input_cleanup(struct fake_chat_input *in)
