@@ -25,6 +25,8 @@ enum setting {
     SET_LLM_TIMEOUT_MS,
     SET_LLM_MAX_ATTEMPTS,
     SET_LLM_LIMIT,
+    SET_TOOL_HTTP_ALLOW,
+    SET_TOOL_HTTP_PRIVATE,
     SET_CONFIG,
 };
 
@@ -37,6 +39,9 @@ static void list_slot(struct config *cfg, enum setting id, char ****list, size_t
         return;
     case SET_CORS_ORIGIN:
         *list = &cfg->cors_origins, *n = &cfg->n_cors_origins;
+        return;
+    case SET_TOOL_HTTP_ALLOW:
+        *list = &cfg->tool_http_allow, *n = &cfg->n_tool_http_allow;
         return;
     default:
         *list = &cfg->llm_limits, *n = &cfg->n_llm_limits;
@@ -63,6 +68,9 @@ static long *numeric_slot(struct config *cfg, enum setting id, long *min, long *
     case SET_LLM_MAX_ATTEMPTS:
         *min = 1, *max = 20;
         return &cfg->llm_max_attempts;
+    case SET_TOOL_HTTP_PRIVATE:
+        *min = 0, *max = 1;
+        return &cfg->tool_http_allow_private;
     default:
         return NULL;
     }
@@ -106,6 +114,12 @@ static const struct {
     {SET_LLM_LIMIT, "--llm-limit", "CREWD_LLM_LIMITS", "llm_limits", true,
      "PROVIDER=CONCURRENT[/PER_MINUTE]: calls at once and requests per minute to a provider, "
      "shared by all jobs (repeatable; env: comma-separated)"},
+    {SET_TOOL_HTTP_ALLOW, "--tool-http-allow", "CREWD_TOOL_HTTP_ALLOW", "tool_http_allow", true,
+     "a host the http_request tool may reach, or * (repeatable; env: comma-separated; "
+     "default: none)"},
+    {SET_TOOL_HTTP_PRIVATE, "--tool-http-allow-private", "CREWD_TOOL_HTTP_ALLOW_PRIVATE",
+     "tool_http_allow_private", false,
+     "1: the http_request tool may reach loopback and private addresses (default 0)"},
     {SET_CONFIG, "--config", NULL, NULL, false, "JSON file with any of the settings above"},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -195,13 +209,15 @@ static int check_list_item(enum setting id, const char *v, size_t len, const cha
 {
     if (id == SET_LLM_LIMIT)
         return config_parse_llm_limit(v, len, NULL, source, e);
+    const char *what = id == SET_API_KEY       ? "API key"
+                       : id == SET_CORS_ORIGIN ? "CORS origin"
+                                               : "host";
     if (len == 0)
-        return err_set(e, ERR_INVALID, "%s: an empty %s", source,
-                       id == SET_API_KEY ? "API key" : "CORS origin");
+        return err_set(e, ERR_INVALID, "%s: an empty %s", source, what);
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f)
-            return err_set(e, ERR_INVALID, "%s: %s must be printable ASCII without spaces", source,
-                           id == SET_API_KEY ? "an API key" : "a CORS origin");
+            return err_set(e, ERR_INVALID, "%s: a %s must be printable ASCII without spaces",
+                           source, what);
     return 0;
 }
 
@@ -246,6 +262,7 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
         return 0;
     case SET_API_KEY:
     case SET_CORS_ORIGIN:
+    case SET_TOOL_HTTP_ALLOW:
     case SET_LLM_LIMIT: {
         char ***list;
         size_t *n;
@@ -292,7 +309,8 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
     case SET_JOB_LEASE_MS:
     case SET_LLM_HOST_CONNECTIONS:
     case SET_LLM_TIMEOUT_MS:
-    case SET_LLM_MAX_ATTEMPTS: {
+    case SET_LLM_MAX_ATTEMPTS:
+    case SET_TOOL_HTTP_PRIVATE: {
         long min, max, *slot = numeric_slot(cfg, id, &min, &max);
         char *end;
         errno = 0;
@@ -495,6 +513,7 @@ void config_cleanup(struct config *cfg)
     free_list(&cfg->api_keys, &cfg->n_api_keys);
     free_list(&cfg->cors_origins, &cfg->n_cors_origins);
     free_list(&cfg->llm_limits, &cfg->n_llm_limits);
+    free_list(&cfg->tool_http_allow, &cfg->n_tool_http_allow);
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -47,6 +47,9 @@ struct config {
     long llm_max_attempts;         /* per LLM call, retries included */
     char **llm_limits;             /* "provider=concurrent[/per_minute]", checked */
     size_t n_llm_limits;
+    char **tool_http_allow; /* hosts the http_request tool may reach ("*": any) */
+    size_t n_tool_http_allow;
+    long tool_http_allow_private; /* 1: loopback and private addresses too */
 };
 
 /* One parsed --llm-limit. */
