@@ -1,8 +1,8 @@
 /*
  * registry.c - the tool registry behind registry.h: a growable array of tool_def, filled
  * with the built-in tools at creation. Lookups are linear because a registry holds a handful
- * of tools and is only read at create time and when an agent step starts; the tools' code
- * comes with the job engine.
+ * of tools and is only read at create time and when an agent step starts; the built-ins'
+ * code lives in runner.c.
  */
 #include "tools/registry.h"
 
@@ -18,18 +18,43 @@ struct tool_registry {
     size_t cap;
 };
 
+/* The built-ins (runner.c holds their code). `current_time` and `http_get` are the names of
+ * the first release, kept as aliases of `datetime` and `http_request` for the crews that
+ * already list them; each keeps a schema of its own (http_get has no method and no body). */
+#define TZ_SCHEMA                                                                                  \
+    "{\"type\":\"object\",\"properties\":{\"timezone\":{\"type\":\"string\","                 \
+    "\"description\":\"IANA time zone such as Europe/Madrid; UTC when absent\"}},"              \
+    "\"additionalProperties\":false}"
 static const struct tool_def builtin_tools[] = {
-    {"calculator", "Evaluate an arithmetic expression (+ - * / %, parentheses, decimals).",
+    {"calculator",
+     "Evaluate an arithmetic expression: numbers (decimals, exponents), + - * / % ^, "
+     "parentheses, unary minus, sqrt abs min max round floor ceil log exp sin cos tan, pi, e.",
      "{\"type\":\"object\",\"properties\":{\"expression\":{\"type\":\"string\"}},"
-     "\"required\":[\"expression\"]}"},
-    {"current_time", "The current date and time, in UTC or in the given IANA timezone.",
-     "{\"type\":\"object\",\"properties\":{\"timezone\":{\"type\":\"string\"}}}"},
-    {"http_get", "Fetch a URL with HTTP GET and return the body as text.",
-     "{\"type\":\"object\",\"properties\":{\"url\":{\"type\":\"string\"}},"
-     "\"required\":[\"url\"]}"},
-    {"json_query", "Extract a value from JSON text by a dotted path (a.b.0.c).",
+     "\"required\":[\"expression\"],\"additionalProperties\":false}"},
+    {"datetime",
+     "The current date and time (ISO 8601 with offset, zone and weekday), in UTC or in the "
+     "given IANA time zone.",
+     TZ_SCHEMA},
+    {"current_time", "Alias of datetime: the current date and time, in UTC or in the given IANA "
+                     "time zone.",
+     TZ_SCHEMA},
+    {"http_request",
+     "Send an HTTP GET or POST to an allowed host and return \"HTTP <status>\" and the reply "
+     "body as text. Redirects are not followed.",
+     "{\"type\":\"object\",\"properties\":{\"url\":{\"type\":\"string\"},"
+     "\"method\":{\"type\":\"string\",\"enum\":[\"GET\",\"POST\"]},"
+     "\"headers\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"}},"
+     "\"body\":{\"type\":\"string\"}},"
+     "\"required\":[\"url\"],\"additionalProperties\":false}"},
+    {"http_get", "Alias of http_request with method GET: fetch a URL and return the body as text.",
+     "{\"type\":\"object\",\"properties\":{\"url\":{\"type\":\"string\"},"
+     "\"headers\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"}}},"
+     "\"required\":[\"url\"],\"additionalProperties\":false}"},
+    {"json_query", "Extract a value from JSON text by a dotted path (a.b.0.c); an empty path "
+                   "returns the whole document.",
      "{\"type\":\"object\",\"properties\":{\"json\":{\"type\":\"string\"},"
-     "\"path\":{\"type\":\"string\"}},\"required\":[\"json\",\"path\"]}"},
+     "\"path\":{\"type\":\"string\"}},\"required\":[\"json\",\"path\"],"
+     "\"additionalProperties\":false}"},
 };
 
 /* Providers' tool APIs all accept ^[a-zA-Z0-9_-]{1,64}$; anything else would fail later,

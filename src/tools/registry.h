@@ -1,9 +1,10 @@
 /*
  * registry.h - the ToolManager's registry: the named tools an agent may list in `tools`.
  *
- * At this stage the registry knows the built-in tools' names, descriptions and argument
- * schemas so that crew definitions can be validated at create time; the tools' code (invoke)
- * comes with the job engine. A registry is built once at start-up and read-only afterwards,
+ * The registry knows the tools' names, descriptions and argument schemas, so that crew
+ * definitions can be validated at create time and an LLM can be told what it may call; the
+ * built-ins' code is in runner.h (tool_runner_invoke), which also checks arguments against
+ * these schemas. A registry is built once at start-up and read-only afterwards,
  * so it may be shared between threads.
  */
 #ifndef CREWD_TOOLS_REGISTRY_H

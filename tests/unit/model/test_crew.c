@@ -240,7 +240,7 @@ static void test_agent_fields(void **state)
                "agents[0].tools[1]: expected a string, got integer");
     expect_err(state, ONE("{'agent_id':'a','tools':['calculator','web_search']}"),
                "agents[0].tools[1]: unknown tool 'web_search' (known: calculator, "
-               "current_time, http_get, json_query)");
+               "datetime, current_time, http_request, http_get, json_query)");
     expect_err(state, ONE("{'agent_id':'a','tools':['http_get','calculator','http_get']}"),
                "agents[0].tools[2]: tool 'http_get' is listed twice");
     expect_err(state, ONE("{'agent_id':'a','system_prompt':{}}"),
@@ -405,8 +405,8 @@ static void test_relations(void **state)
 static void test_shared_and_parallel(void **state)
 {
     expect_err(state, "{'name':'c','agents':[{'agent_id':'a'}],'shared_tools':['nope']}",
-               "shared_tools[0]: unknown tool 'nope' (known: calculator, current_time, "
-               "http_get, json_query)");
+               "shared_tools[0]: unknown tool 'nope' (known: calculator, datetime, "
+               "current_time, http_request, http_get, json_query)");
     expect_err(state, "{'name':'c','agents':[{'agent_id':'a'}],'shared_tools':{}}",
                "shared_tools: expected an array of tool names or null, got object");
     expect_err(state, "{'name':'c','agents':[{'agent_id':'a'}],'max_parallel_tasks':'3'}",

@@ -14,9 +14,10 @@ static void test_builtins(void **state)
 {
     struct tool_registry *reg = NULL;
     assert_int_equal(tool_registry_new(&reg), 0);
-    assert_int_equal(tool_registry_count(reg), 4);
-    const char *names[] = {"calculator", "current_time", "http_get", "json_query"};
-    for (size_t i = 0; i < 4; i++) {
+    assert_int_equal(tool_registry_count(reg), 6);
+    const char *names[] = {"calculator", "datetime", "current_time",
+                           "http_request", "http_get", "json_query"};
+    for (size_t i = 0; i < 6; i++) {
         const struct tool_def *t = tool_registry_at(reg, i);
         assert_non_null(t);
         assert_string_equal(t->name, names[i]);
@@ -29,7 +30,7 @@ static void test_builtins(void **state)
         assert_string_equal(json_string_value(json_object_get(schema, "type")), "object");
         json_decref(schema);
     }
-    assert_null(tool_registry_at(reg, 4));
+    assert_null(tool_registry_at(reg, 6));
     assert_null(tool_registry_find(reg, "Calculator"));
     assert_null(tool_registry_find(reg, "nope"));
     assert_null(tool_registry_find(reg, NULL));
@@ -44,6 +45,24 @@ static void test_builtins(void **state)
     schema = json_loads(jq->params_schema, 0, NULL);
     assert_int_equal(json_array_size(json_object_get(schema, "required")), 2);
     json_decref(schema);
+
+    /* http_request: url required, method GET|POST, headers an object of strings, body. */
+    const struct tool_def *hr = tool_registry_find(reg, "http_request");
+    schema = json_loads(hr->params_schema, 0, NULL);
+    json_t *props = json_object_get(schema, "properties");
+    json_t *en = json_object_get(json_object_get(props, "method"), "enum");
+    assert_int_equal(json_array_size(en), 2);
+    assert_string_equal(json_string_value(json_array_get(en, 0)), "GET");
+    assert_string_equal(json_string_value(json_array_get(en, 1)), "POST");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(props, "headers"), "type")), "object");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(props, "body"), "type")), "string");
+    json_decref(schema);
+    const struct tool_def *dt = tool_registry_find(reg, "datetime");
+    schema = json_loads(dt->params_schema, 0, NULL);
+    assert_non_null(json_object_get(json_object_get(schema, "properties"), "timezone"));
+    json_decref(schema);
     tool_registry_free(reg);
 }
 
@@ -53,7 +72,8 @@ static void test_names(void **state)
     assert_int_equal(tool_registry_new(&reg), 0);
     char buf[256];
     tool_registry_names(reg, buf, sizeof buf);
-    assert_string_equal(buf, "calculator, current_time, http_get, json_query");
+    assert_string_equal(buf,
+                        "calculator, datetime, current_time, http_request, http_get, json_query");
     char small[12];
     tool_registry_names(reg, small, sizeof small);
     assert_string_equal(small, "calculator,");
@@ -96,7 +116,7 @@ static void test_add(void **state)
         struct tool_def d = {names[i], "d", "{}"};
         assert_int_equal(tool_registry_add(reg, &d, NULL), 0);
     }
-    assert_int_equal(tool_registry_count(reg), 4 + 1 + 1 + 20);
+    assert_int_equal(tool_registry_count(reg), 6 + 1 + 1 + 20);
     assert_non_null(tool_registry_find(reg, "calculator"));
     assert_non_null(tool_registry_find(reg, "extra_19"));
     tool_registry_free(reg);
