@@ -21,6 +21,7 @@
 #include "llm/llm.h"
 #include "store/store.h"
 #include "tools/registry.h"
+#include "tools/runner.h"
 
 static void on_signal(evutil_socket_t sig, short events, void *arg)
 {
@@ -51,6 +52,7 @@ int main(int argc, char **argv)
     struct event_base *base = NULL;
     struct http_server *server = NULL;
     struct llm_client *llm = NULL;
+    struct tool_runner *runner = NULL;
     struct jobs *jobs = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
 
@@ -115,10 +117,21 @@ int main(int argc, char **argv)
         log_error("main", "%s", err_text(&e));
         goto out;
     }
+    struct tool_runner_opts runner_opts = {
+        .http_allow_hosts = (const char *const *)cfg.tool_http_allow,
+        .n_http_allow_hosts = cfg.n_tool_http_allow,
+        .http_allow_private = cfg.tool_http_allow_private != 0,
+    };
+    if (tool_runner_new(base, tools, &runner_opts, &runner, &e) != 0) {
+        log_error("main", "%s", err_text(&e));
+        goto out;
+    }
     struct jobs_opts jobs_opts = {
         .max_running = cfg.max_running_jobs,
         .lease_ms = cfg.job_lease_ms,
         .getenv_fn = env_get,
+        .tool_registry = tools,
+        .tool_runner = runner,
     };
     if (jobs_new(base, store, llm, &jobs_opts, &jobs, &e) != 0) {
         log_error("main", "%s", err_text(&e));
@@ -177,6 +190,7 @@ out:
      * next start resumes them), then the LLM calls they had in flight. */
     http_server_free(server);
     jobs_free(jobs);
+    tool_runner_free(runner);
     llm_client_free(llm);
     if (base != NULL)
         event_base_free(base);

@@ -17,11 +17,13 @@
 #include "core/clock.h"
 #include "core/json_text.h"
 #include "core/log.h"
+#include "engine/agent_step.h"
 #include "engine/crew_run.h"
 #include "llm/llm.h"
 #include "model/job.h"
 #include "model/plan.h"
 #include "store/store.h"
+#include "tools/runner.h"
 
 #define JOBS_DEFAULT_MAX_RUNNING 256
 #define JOBS_DEFAULT_LEASE_MS 30000
@@ -71,7 +73,24 @@ struct jobs {
     bool started;
     struct job_slot *slots;
     size_t n_running;
+    struct agent_tools tools; /* the engine's door to the tool runner */
 };
+
+/* The engine's tool door, on the tool runner: the signatures match, the handle is the
+ * runner's call. */
+static int door_invoke(void *ctx, const char *name, const char *args_json, agent_tool_done_cb cb,
+                       void *arg, void **handle, struct err *e)
+{
+    struct tool_call *call = NULL;
+    int rc = tool_runner_invoke(ctx, name, args_json, cb, arg, &call, e);
+    *handle = call;
+    return rc;
+}
+
+static void door_cancel(void *handle)
+{
+    tool_call_cancel(handle);
+}
 
 static void schedule_claim(struct jobs *jobs, long delay_ms)
 {
@@ -342,7 +361,7 @@ static void start_job(struct jobs *jobs, const struct store_job *row)
         clock_parse_rfc3339(row->started_at, &started_ms);
     struct crew_run_env env = {.base = jobs->base,
                                .llm = jobs->llm,
-                               .tools = jobs->opts.tools,
+                               .tools = jobs->opts.tool_runner ? &jobs->tools : NULL,
                                .getenv_fn = jobs->opts.getenv_fn};
     struct crew_run_spec spec = {.plan = slot->plan,
                                  .req = slot->req,
@@ -432,6 +451,10 @@ int jobs_new(struct event_base *base, struct store *store, struct llm_client *ll
         jobs->opts.poll_ms = JOBS_DEFAULT_POLL_MS;
     if (jobs->opts.claim_batch == 0)
         jobs->opts.claim_batch = JOBS_DEFAULT_CLAIM_BATCH;
+    jobs->tools = (struct agent_tools){.invoke = door_invoke,
+                                       .cancel = door_cancel,
+                                       .ctx = jobs->opts.tool_runner,
+                                       .registry = jobs->opts.tool_registry};
     if (id_uuid4(jobs->owner) != 0) {
         free(jobs);
         return err_set(e, ERR_INTERNAL, "no randomness available for an instance id");

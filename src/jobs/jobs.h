@@ -22,7 +22,8 @@
 
 struct store;
 struct llm_client;
-struct agent_tools;
+struct tool_registry;
+struct tool_runner;
 
 struct jobs_opts {
     long max_running;   /* 0: 256 */
@@ -30,7 +31,8 @@ struct jobs_opts {
     long poll_ms;       /* idle poll for other instances' jobs and expired leases; 0: 1000 */
     size_t claim_batch; /* jobs per claim statement; 0: 64 */
     const char *(*getenv_fn)(const char *name); /* API key variables */
-    const struct agent_tools *tools;            /* runs agents' tools; NULL: none offered */
+    const struct tool_registry *tool_registry;  /* schemas offered to the models */
+    struct tool_runner *tool_runner;            /* runs agents' tools; NULL: none offered */
 };
 
 struct jobs;

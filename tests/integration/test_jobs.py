@@ -637,6 +637,40 @@ class TestToolCalls(FakeCase):
             self.assertEqual([t["function"]["name"] for t in r["body"]["tools"]], ["calculator"])
 
 
+class TestHttpTool(CrewdTestCase):
+    SHARED_SERVER = False
+
+    def run_http_tool(self, args):
+        fake = FakeLLM([])
+        self.addCleanup(fake.stop)
+        srv = self.start_crewd(args=args)
+        name = unique_name()
+        url = "http://127.0.0.1:%d/_fake/health" % fake.port
+        srv.create({"name": name, "agents": [fake_agent(
+            "web", fake, tools=["http_request"],
+            extra_prompt=' [[fake:tool=http_request:{"url":"%s"}]]' % url)]})
+        job = srv.wait_job(srv.execute({"crew_id": name, "query": "fetch"})["job_id"])
+        self.assertEqual(job["status"], "completed", job)
+        return job["result"]["agents"][0]["tool_calls"][0]
+
+    def test_allowed_host(self):
+        call = self.run_http_tool(["--tool-http-allow", "127.0.0.1",
+                                   "--tool-http-allow-private", "1"])
+        self.assertIsNone(call["error"], call)
+        self.assertTrue(call["result"].startswith("HTTP 200"), call)
+        self.assertIn('"ok":true', call["result"].replace(" ", ""))
+
+    def test_private_address_refused_by_default(self):
+        call = self.run_http_tool(["--tool-http-allow", "127.0.0.1"])
+        self.assertIsNone(call["result"])
+        self.assertIn("http_request", call["error"])
+
+    def test_host_not_allowed(self):
+        call = self.run_http_tool([])
+        self.assertIsNone(call["result"])
+        self.assertIn("allowlist", call["error"])
+
+
 class TestRetries(FakeCase):
     def test_500_twice_then_success(self):
         name = unique_name()
