@@ -671,6 +671,92 @@ class TestHttpTool(CrewdTestCase):
         self.assertIn("allowlist", call["error"])
 
 
+def wire_texts(req):
+    """(system text, last user text) of a request on any of the three wires."""
+    body, path = req["body"], req["path"]
+
+    def text_of(content):
+        if isinstance(content, str):
+            return content
+        return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+    if path.endswith("/messages"):
+        system = body.get("system")
+        users = [m for m in body["messages"] if m["role"] == "user"]
+        return (text_of(system) if system is not None else None), text_of(users[-1]["content"])
+    if ":generateContent" in path:
+        si = body.get("systemInstruction")
+        system = "".join(p.get("text", "") for p in si["parts"]) if si else None
+        users = [c for c in body["contents"] if c.get("role", "user") == "user"]
+        return system, "".join(p.get("text", "") for p in users[-1]["parts"])
+    return system_message(req), user_message(req)
+
+
+class TestProviders(FakeCase):
+    CREWD_ENV = {"ANTHROPIC_API_KEY": "sk-ant-test", "GOOGLE_API_KEY": "g-test"}
+
+    def agent_on(self, provider, agent_id, reply=None, extra="", **kw):
+        base = {"openai": self.fake.base_url,
+                "anthropic": self.fake.base_url,
+                "google": self.fake.base_url.replace("/v1", "/v1beta")}[provider]
+        return fake_agent(agent_id, self.fake, reply=reply, extra_prompt=extra,
+                          config={"llm": provider, "model": "m-" + provider, "base_url": base},
+                          **kw)
+
+    def test_three_wires_in_one_crew(self):
+        name = unique_name()
+        d = {"name": name, "agents": [self.agent_on("openai", "o", reply="from openai"),
+                                      self.agent_on("anthropic", "a", reply="from claude"),
+                                      self.agent_on("google", "g", reply="from gemini")]}
+        _, job = self.run_job(d, "wires " + name)
+        self.assertEqual(job["status"], "completed", job)
+        res = job["result"]
+        self.assertEqual(res["results"], ["from openai", "from claude", "from gemini"])
+        self.assertEqual([a["llm_provider"] for a in res["agents"]],
+                         ["openai", "anthropic", "google"])
+        reqs = self.requests_for("wires " + name)
+        self.assertEqual(len(reqs), 3)
+        paths = [r["path"] for r in reqs]
+        self.assertEqual(paths[0], "/v1/chat/completions")
+        self.assertEqual(paths[1], "/v1/messages")
+        self.assertEqual(paths[2], "/v1beta/models/m-google:generateContent")
+        sys_a, user_a = wire_texts(reqs[1])
+        self.assertEqual(sys_a, "You are a. [[fake:reply=from claude]]")
+        self.assertEqual(user_a, "Original query: wires %s\nPrevious processing:\n"
+                                 "- o: from openai...\n\nCurrent task: from openai" % name)
+        sys_g, user_g = wire_texts(reqs[2])
+        self.assertEqual(sys_g, "You are g. [[fake:reply=from gemini]]")
+        self.assertIn("- a: from claude...", user_g)
+        self.assertEqual(reqs[1]["headers"].get("x-api-key"), "sk-ant-test")
+        self.assertIn("anthropic-version", reqs[1]["headers"])
+        self.assertEqual(reqs[2]["headers"].get("x-goog-api-key"), "g-test")
+        self.assertNotIn("key=", paths[2])
+        for a in res["agents"]:
+            self.assertGreater(a["usage"]["total_tokens"], 0, a)
+
+    def test_tool_calls_on_each_wire(self):
+        for provider in ("anthropic", "google"):
+            with self.subTest(provider=provider):
+                name = unique_name()
+                d = {"name": name, "agents": [self.agent_on(
+                    provider, "calc", tools=["calculator"],
+                    extra=' [[fake:tool=calculator:{"expression":"6*7"}]]')]}
+                _, job = self.run_job(d, "tool %s %s" % (provider, name))
+                self.assertEqual(job["status"], "completed", job)
+                res = job["result"]
+                self.assertEqual(res["output"], "tool results: 42")
+                call = res["agents"][0]["tool_calls"][0]
+                self.assertEqual((call["name"], call["result"]), ("calculator", "42"))
+                self.assertEqual(len(self.requests_for("tool %s %s" % (provider, name))), 2)
+
+    def test_provider_error_reaches_the_agent(self):
+        name = unique_name()
+        d = {"name": name, "agents": [self.agent_on("anthropic", "a",
+                                                    extra=" [[fake:status=400]]")]}
+        _, job = self.run_job(d, "err " + name)
+        self.assertEqual(job["status"], "failed", job)
+        self.assertIn("anthropic: HTTP 400", job["error"])
+
+
 class TestRetries(FakeCase):
     def test_500_twice_then_success(self):
         name = unique_name()
