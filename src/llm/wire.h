@@ -71,7 +71,9 @@ struct llm_wire {
     void (*stream_free)(struct llm_stream *s); /* NULL-safe */
 };
 
-extern const struct llm_wire llm_wire_openai;
+extern const struct llm_wire llm_wire_openai;    /* llm_openai.c: openai, groq, ollama */
+extern const struct llm_wire llm_wire_anthropic; /* llm_anthropic.c: anthropic */
+extern const struct llm_wire llm_wire_gemini;    /* llm_gemini.c: google */
 
 /* ---- shared helpers (llm_util.c) ---- */
 
