@@ -18,7 +18,8 @@
  *   tool_call_id (ids repeat across turns: each reply numbers its calls from call_0). A tool
  *   result whose id no earlier tool call has is refused (ERR_INVALID).
  * - functionResponse.response must be an object: a result that is a JSON object goes as is,
- *   anything else as {"output": "<text>"} (the proto's suggested key).
+ *   other JSON (42, "x", [..]) as {"output": <that value>}, other text as {"output": "<text>"}
+ *   ("output" is the key the proto suggests, and the SDK's recorded round trip sends).
  * - tool ids: replies carry none (FunctionCall.id is optional and the Developer API leaves it
  *   out), so a call gets functionCall.id when present, else "call_<n>", n counting the calls
  *   of that reply (of the whole stream when streamed). When the part carries a
@@ -242,10 +243,11 @@ static int response_part(const struct llm_request *req, size_t i, json_t **out, 
         goto out;
     }
     json_error_t je;
-    resp = json_loads(content, 0, &je);
-    if (!json_is_object(resp)) {
-        json_decref(resp);
-        resp = json_pack("{s:s}", "output", content);
+    json_t *v = json_loads(content, JSON_DECODE_ANY, &je);
+    if (json_is_object(v)) {
+        resp = v;
+    } else {
+        resp = v != NULL ? json_pack("{s:o}", "output", v) : json_pack("{s:s}", "output", content);
         NOMEM_IF(resp == NULL);
     }
     int set = json_object_set_new(fr, "response", resp);
