@@ -1,9 +1,9 @@
 /*
- * fuzz_llm_gemini_reply.c - libFuzzer target for the Gemini wire's parsers of untrusted bytes
- * (llm_gemini.c): the whole-reply parser, the error-body reader, and the streamed-reply parser
- * fed in two pieces split at a point taken from the input (so events straddle feeds). Any
- * outcome but a crash, a leak or a sanitizer report is fine; a success must be a complete
- * response (text never NULL, every tool call named).
+ * fuzz_llm_gemini_reply.c - libFuzzer target for the Gemini wire's parsers of untrusted
+ * bytes (llm_gemini.c): the whole-reply parser, the error-body reader, and the streamed-reply
+ * parser fed in two pieces split at a point taken from the input (so events straddle feeds).
+ * Any outcome but a crash, a leak or a sanitizer report is fine; a success must be a complete
+ * response (text never NULL, every tool call named, every delta in the text).
  */
 #include <stdint.h>
 #include <stdlib.h>

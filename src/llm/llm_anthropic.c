@@ -320,8 +320,7 @@ static int build_tool(const struct llm_tool_def *t, size_t i, json_t **out, stru
         NOMEM_IF(json_object_set(o, "input_schema", (json_t *)t->parameters) != 0);
     } else {
         /* input_schema is required; a tool without parameters takes an empty object. */
-        TRY(set_new(o, "input_schema", json_pack("{s:s,s:{}}", "type", "object", "properties"),
-                    e));
+        TRY(set_new(o, "input_schema", json_pack("{s:s,s:{}}", "type", "object", "properties"), e));
     }
     *out = o;
     o = NULL;
@@ -366,9 +365,9 @@ static int anthropic_build(const struct llm_request *req, const char *base_url,
     body = json_object();
     NOMEM_IF(body == NULL);
     TRY(set_new(body, "model", string_or_fail(req->model, e, "model"), e));
-    NOMEM_IF(json_object_set_new(body, "max_tokens",
-                                 json_integer(req->max_tokens > 0 ? req->max_tokens
-                                                                  : ANTHROPIC_MAX_TOKENS)) != 0);
+    NOMEM_IF(json_object_set_new(
+                 body, "max_tokens",
+                 json_integer(req->max_tokens > 0 ? req->max_tokens : ANTHROPIC_MAX_TOKENS)) != 0);
     arr = json_array();
     NOMEM_IF(arr == NULL);
     TRY(build_messages(req, arr, &system, e));
@@ -773,9 +772,8 @@ static int stream_event(void *arg, const char *event, const char *data, size_t l
     } else if (strcmp(type, "content_block_delta") == 0) {
         TRY(block_delta(s, root, e));
     } else if (strcmp(type, "message_delta") == 0) {
-        NOMEM_IF(replace_string(&s->stop_reason,
-                                json_object_get(json_object_get(root, "delta"), "stop_reason")) !=
-                 0);
+        NOMEM_IF(replace_string(&s->stop_reason, json_object_get(json_object_get(root, "delta"),
+                                                                 "stop_reason")) != 0);
         read_usage(json_object_get(root, "usage"), &s->usage);
     } else if (strcmp(type, "message_stop") == 0) {
         s->done = true;

@@ -53,7 +53,7 @@
 
 #define GEN_SUFFIX ":generateContent"
 #define STREAM_SUFFIX ":streamGenerateContent?alt=sse"
-#define TS_SEP "~ts~"          /* between a tool id and the part's thoughtSignature */
+#define TS_SEP "~ts~"             /* between a tool id and the part's thoughtSignature */
 #define MAX_SIGNATURE (64 * 1024) /* longer signatures are dropped, not carried in an id */
 
 #define NOMEM_IF(cond)                                                                             \
@@ -129,8 +129,8 @@ static int add_header(struct llm_wire_http *out, const char *name, const char *v
 
 static bool model_char_ok(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
 }
 
 /* The part of a tool id before TS_SEP, and the signature after it (NULL when none). */
@@ -198,12 +198,12 @@ static int call_part(const struct llm_tool_call *tc, size_t i, size_t k, json_t 
         goto out;
     }
     if (tc->arguments != NULL && !utf8_valid(tc->arguments, strlen(tc->arguments))) {
-        rc = err_set(e, ERR_INVALID, "messages[%zu].tool_calls[%zu].arguments: not valid UTF-8",
-                     i, k);
+        rc = err_set(e, ERR_INVALID, "messages[%zu].tool_calls[%zu].arguments: not valid UTF-8", i,
+                     k);
         goto out;
     }
-    TRY(set_new(fc, "name",
-                string_or_fail(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k), e));
+    TRY(set_new(fc, "name", string_or_fail(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k),
+                e));
     TRY(set_new(fc, "args", call_args(tc->arguments), e));
     int set = json_object_set_new(p, "functionCall", fc);
     fc = NULL;
@@ -376,10 +376,9 @@ static int build_tool(const struct llm_tool_def *t, size_t i, json_t **out, stru
         goto out;
     }
     TRY(set_new(o, "name", string_or_fail(t->name, e, "tools[%zu].name", i), e));
-    TRY(set_new(o, "description",
-                string_or_fail(t->description ? t->description : "", e, "tools[%zu].description",
-                               i),
-                e));
+    TRY(set_new(
+        o, "description",
+        string_or_fail(t->description ? t->description : "", e, "tools[%zu].description", i), e));
     if (t->parameters != NULL) {
         if (!json_is_object(t->parameters)) {
             rc = err_set(e, ERR_INVALID, "tools[%zu].parameters: must be an object", i);
@@ -656,8 +655,7 @@ static int read_response(struct acc *a, const json_t *root, bool need_candidate,
         const json_t *fc = json_object_get(part, "functionCall");
         if (json_is_object(fc)) {
             TRY(add_call(a, part, fc, e));
-        } else if (json_is_string(text) && !json_is_true(thought) &&
-                   json_string_length(text) > 0) {
+        } else if (json_is_string(text) && !json_is_true(thought) && json_string_length(text) > 0) {
             NOMEM_IF(llm_buf_append(&a->text, json_string_value(text), json_string_length(text)) !=
                      0);
             if (a->on_delta != NULL)

@@ -231,11 +231,12 @@ static void test_build_merging_and_schema(void **state)
     json_t *schema = load_fixture(FIXTURES "messages.schema.json");
     json_t *params = json_pack("{s:s,s:{s:{s:s}},s:[s]}", "type", "object", "properties", "q",
                                "type", "string", "required", "q");
-    struct llm_tool_def tools[] = {{.name = "search", .description = "Search", .parameters = params},
-                                   {.name = "now"}};
-    struct llm_tool_call calls[] = {{.id = "toolu_1", .name = "search", .arguments = "{\"q\":\"x\"}"},
-                                    {.id = "toolu_2", .name = "now", .arguments = ""},
-                                    {.id = "toolu_3", .name = "search", .arguments = "{\"q\":"}};
+    struct llm_tool_def tools[] = {
+        {.name = "search", .description = "Search", .parameters = params}, {.name = "now"}};
+    struct llm_tool_call calls[] = {
+        {.id = "toolu_1", .name = "search", .arguments = "{\"q\":\"x\"}"},
+        {.id = "toolu_2", .name = "now", .arguments = ""},
+        {.id = "toolu_3", .name = "search", .arguments = "{\"q\":"}};
     struct llm_message msgs[] = {
         {.role = LLM_ROLE_SYSTEM, .content = "Be brief."},
         {.role = LLM_ROLE_USER, .content = "Hi"},
@@ -336,7 +337,8 @@ static void test_build_errors(void **state)
     req.messages = tool;
     build_err(&req, ERR_INVALID, "messages[0].tool_call_id: required");
     struct llm_tool_call noid = {.name = "f"};
-    struct llm_message asst[] = {{.role = LLM_ROLE_ASSISTANT, .tool_calls = &noid, .n_tool_calls = 1}};
+    struct llm_message asst[] = {
+        {.role = LLM_ROLE_ASSISTANT, .tool_calls = &noid, .n_tool_calls = 1}};
     req.messages = asst;
     build_err(&req, ERR_INVALID, "messages[0].tool_calls[0]: id and name required");
     struct llm_message nouser[] = {{.role = LLM_ROLE_USER}};
@@ -397,11 +399,12 @@ static void test_parse_recorded(void **state)
 
 static void test_parse_usage_cache(void **state)
 {
-    const char *body = "{\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
-                       "{\"type\":\"thinking\",\"thinking\":\"hm\"},{\"type\":\"text\",\"text\":\"b\"}],"
-                       "\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":10,"
-                       "\"cache_creation_input_tokens\":20,\"cache_read_input_tokens\":300,"
-                       "\"output_tokens\":7}}";
+    const char *body =
+        "{\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
+        "{\"type\":\"thinking\",\"thinking\":\"hm\"},{\"type\":\"text\",\"text\":\"b\"}],"
+        "\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":10,"
+        "\"cache_creation_input_tokens\":20,\"cache_read_input_tokens\":300,"
+        "\"output_tokens\":7}}";
     struct llm_response *r = NULL;
     struct err e = {0};
     assert_int_equal(W->parse_reply(body, strlen(body), &r, &e), 0);
@@ -432,8 +435,9 @@ static void test_parse_malformed(void **state)
               "reply: content[0].text is not a string");
     parse_err("{\"content\":[{\"type\":\"tool_use\",\"id\":\"x\"}]}", ERR_INVALID,
               "reply: content[0] (tool_use) lacks id or name");
-    parse_err("{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}",
-              ERR_IO, "error in reply: Overloaded");
+    parse_err(
+        "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}",
+        ERR_IO, "error in reply: Overloaded");
 }
 
 static void errmsg(const char *body, const char *want)
@@ -482,8 +486,8 @@ static void collect(void *arg, const char *text, size_t len)
 }
 
 /* Feeds raw in pieces of `step` bytes (0: whole); returns the response or NULL with *rc. */
-static struct llm_response *stream_parse(const char *raw, size_t len, size_t step,
-                                         struct deltas *d, int *rc, struct err *e)
+static struct llm_response *stream_parse(const char *raw, size_t len, size_t step, struct deltas *d,
+                                         int *rc, struct err *e)
 {
     struct llm_stream *s = NULL;
     struct llm_response *r = NULL;
@@ -641,8 +645,8 @@ static void stream_err(const char *raw, int want_rc, const char *want_msg)
 static void test_stream_malformed(void **state)
 {
     stream_err("", ERR_IO, "stream ended before message_stop");
-    stream_err("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\n", ERR_IO,
-               "stream ended before message_stop");
+    stream_err("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\n",
+               ERR_IO, "stream ended before message_stop");
     stream_err("data: {nope\n\n", ERR_INVALID, "stream event is not valid JSON");
     stream_err("event: content_block_start\ndata: {\"type\":\"content_block_start\"}\n\n",
                ERR_INVALID, "stream: content_block_start lacks index or block");

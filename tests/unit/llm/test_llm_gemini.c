@@ -166,8 +166,9 @@ static void test_build_recorded_round_trip(void **state)
 {
     json_t *rx = load_fixture(FIXTURES "recorded-exchanges.json");
     const json_t *decl = json_array_get(
-        json_object_get(json_array_get(json_object_get(req_body(interaction(rx, 0, 0)), "tools"), 0),
-                        "functionDeclarations"),
+        json_object_get(
+            json_array_get(json_object_get(req_body(interaction(rx, 0, 0)), "tools"), 0),
+            "functionDeclarations"),
         0);
     struct llm_tool_def tool = {.name = "customDivide",
                                 .description = "Custom divide function",
@@ -240,8 +241,9 @@ static void test_build_recorded_stream_requests(void **state)
     llm_wire_http_cleanup(&h);
 
     struct llm_message sys[] = {
-        {.role = LLM_ROLE_SYSTEM, .content = "I say high you say low, and then tell me why is the "
-                                             "sky blue."},
+        {.role = LLM_ROLE_SYSTEM,
+         .content = "I say high you say low, and then tell me why is the "
+                    "sky blue."},
         {.role = LLM_ROLE_USER, .content = "high"},
     };
     req = (struct llm_request){
@@ -259,8 +261,9 @@ static void test_build_recorded_stream_requests(void **state)
 
 static void test_build_merging_and_names(void **state)
 {
-    struct llm_tool_call first[] = {{.id = "call_0", .name = "search", .arguments = "{\"q\":\"a\"}"},
-                                    {.id = "call_1", .name = "clock", .arguments = ""}};
+    struct llm_tool_call first[] = {
+        {.id = "call_0", .name = "search", .arguments = "{\"q\":\"a\"}"},
+        {.id = "call_1", .name = "clock", .arguments = ""}};
     struct llm_tool_call second[] = {{.id = "call_0", .name = "fetch", .arguments = "{\"u\":"}};
     struct llm_message msgs[] = {
         {.role = LLM_ROLE_SYSTEM, .content = "Be brief."},
@@ -274,10 +277,10 @@ static void test_build_merging_and_names(void **state)
         {.role = LLM_ROLE_USER, .content = "And?"},
         {.role = LLM_ROLE_ASSISTANT, .content = ""}, /* empty: dropped */
     };
-    json_t *params = json_pack("{s:s,s:{s:{s:s}},s:b}", "type", "object", "properties", "q",
-                               "type", "string", "additionalProperties", 0);
-    struct llm_tool_def tools[] = {{.name = "search", .description = "Search", .parameters = params},
-                                   {.name = "clock"}};
+    json_t *params = json_pack("{s:s,s:{s:{s:s}},s:b}", "type", "object", "properties", "q", "type",
+                               "string", "additionalProperties", 0);
+    struct llm_tool_def tools[] = {
+        {.name = "search", .description = "Search", .parameters = params}, {.name = "clock"}};
     struct llm_request req = {.model = "gemini-2.5-flash",
                               .messages = msgs,
                               .n_messages = sizeof msgs / sizeof msgs[0],
@@ -346,8 +349,9 @@ static void test_build_errors(void **state)
     req.api_key = "k\nX: y";
     build_err(&req, ERR_INVALID, "api_key: contains control characters");
     req.api_key = NULL;
-    struct llm_message orphan[] = {{.role = LLM_ROLE_USER, .content = "Hi"},
-                                   {.role = LLM_ROLE_TOOL, .tool_call_id = "call_9", .content = "x"}};
+    struct llm_message orphan[] = {
+        {.role = LLM_ROLE_USER, .content = "Hi"},
+        {.role = LLM_ROLE_TOOL, .tool_call_id = "call_9", .content = "x"}};
     req.messages = orphan;
     req.n_messages = 2;
     build_err(&req, ERR_INVALID,
@@ -404,9 +408,9 @@ static void test_parse_recorded(void **state)
     /* Thinking: thoughtsTokenCount, and the call's thoughtSignature carried in its id. */
     const json_t *seg = json_array_get(segments(interaction(rx, 3, 0)), 0);
     const json_t *part = json_array_get(
-        json_object_get(json_object_get(json_array_get(json_object_get(seg, "candidates"), 0),
-                                        "content"),
-                        "parts"),
+        json_object_get(
+            json_object_get(json_array_get(json_object_get(seg, "candidates"), 0), "content"),
+            "parts"),
         0);
     const char *sig = json_string_value(json_object_get(part, "thoughtSignature"));
     r = parse_ok(seg);
@@ -433,13 +437,13 @@ static void test_parse_recorded(void **state)
     assert_int_equal(W->build(&req, "http://x/v1beta", &h, &e), 0);
     json_t *got = built_body(&h);
     const json_t *contents = json_object_get(got, "contents");
-    json_t *sent_part = json_deep_copy(
-        json_array_get(json_object_get(json_array_get(contents, 1), "parts"), 0));
+    json_t *sent_part =
+        json_deep_copy(json_array_get(json_object_get(json_array_get(contents, 1), "parts"), 0));
     assert_json_equal(sent_part, part);
     json_decref(sent_part);
-    const json_t *fr = json_object_get(
-        json_array_get(json_object_get(json_array_get(contents, 2), "parts"), 0),
-        "functionResponse");
+    const json_t *fr =
+        json_object_get(json_array_get(json_object_get(json_array_get(contents, 2), "parts"), 0),
+                        "functionResponse");
     assert_string_equal(json_string_value(json_object_get(fr, "name")), "concatStringFunction");
     json_decref(got);
     llm_wire_http_cleanup(&h);
@@ -471,7 +475,8 @@ static void test_parse_malformed(void **state)
     parse_err("[]", ERR_INVALID, "reply is not valid JSON");
     parse_err("{}", ERR_INVALID, "reply has no candidates[0]");
     parse_err("{\"candidates\":[]}", ERR_INVALID, "reply has no candidates[0]");
-    parse_err("{\"promptFeedback\":{\"blockReason\":\"SAFETY\"}}", ERR_IO, "prompt blocked: SAFETY");
+    parse_err("{\"promptFeedback\":{\"blockReason\":\"SAFETY\"}}", ERR_IO,
+              "prompt blocked: SAFETY");
     parse_err("{\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"args\":{}}}]}}]}",
               ERR_INVALID, "reply: functionCall without a name");
     parse_err("{\"error\":{\"code\":429,\"message\":\"Resource exhausted\",\"status\":"
@@ -488,7 +493,8 @@ static void test_parse_malformed(void **state)
     assert_string_equal(r->finish_reason, "SAFETY");
     llm_response_free(r);
     ok = "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"hmm\",\"thought\":true},"
-         "{\"text\":\"a\"},{\"text\":\"b\"},{\"functionCall\":{\"name\":\"f\",\"id\":\"fc-9\"}}]}}]}";
+         "{\"text\":\"a\"},{\"text\":\"b\"},{\"functionCall\":{\"name\":\"f\",\"id\":\"fc-9\"}}]}}]"
+         "}";
     assert_int_equal(W->parse_reply(ok, strlen(ok), &r, &e), 0);
     assert_string_equal(r->text, "ab");
     assert_string_equal(r->tool_calls[0].id, "fc-9");
@@ -561,8 +567,8 @@ static char *sse_of(const json_t *segs, const char *eol)
     return out;
 }
 
-static struct llm_response *stream_parse(const char *raw, size_t len, size_t step,
-                                         struct deltas *d, int *rc, struct err *e)
+static struct llm_response *stream_parse(const char *raw, size_t len, size_t step, struct deltas *d,
+                                         int *rc, struct err *e)
 {
     struct llm_stream *s = NULL;
     struct llm_response *r = NULL;
@@ -696,7 +702,8 @@ static void test_stream_malformed(void **state)
      * the end still counts. */
     struct deltas d;
     struct llm_response *r = stream_ok(
-        "data: {\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"a\"}}]}}]}\n\n"
+        "data: "
+        "{\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"a\"}}]}}]}\n\n"
         "data: {\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":2}}\n\n"
         "data: {\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"b\","
         "\"args\":{\"x\":1}}}]},\"finishReason\":\"STOP\"}]}",

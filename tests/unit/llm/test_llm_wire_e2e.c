@@ -230,8 +230,7 @@ static void test_anthropic(void **state)
 static const json_t *gem_interaction(const json_t *rx, size_t r, size_t k)
 {
     const json_t *rec = json_array_get(json_object_get(rx, "recordings"), r);
-    return json_array_get(
-        json_object_get(json_object_get(rec, "recording"), "interactions"), k);
+    return json_array_get(json_object_get(json_object_get(rec, "recording"), "interactions"), k);
 }
 
 static const json_t *gem_segments(const json_t *it)
@@ -300,8 +299,8 @@ static void test_gemini(void **state)
     s.body = body;
     run_call(&s, &req, &r);
     assert_int_equal(r.rc, ERR_IO);
-    assert_true(strncmp(r.e.msg, "google: HTTP 404: models/custom-gemini-2.0-flash is not found",
-                        61) == 0);
+    assert_true(
+        strncmp(r.e.msg, "google: HTTP 404: models/custom-gemini-2.0-flash is not found", 61) == 0);
     free(body);
     free(s.req_body);
     json_decref(rx);
