@@ -1033,11 +1033,11 @@ static const struct llm_wire *wire_for(const char *provider)
         const char *provider;
         const struct llm_wire *wire;
     } table[] = {
-        {"openai", &llm_wire_openai},     {"groq", &llm_wire_openai},
-        {"ollama", &llm_wire_openai},     {"openrouter", &llm_wire_openai},
-        {"deepseek", &llm_wire_openai},   {"vllm", &llm_wire_openai},
-        {"llamacpp", &llm_wire_openai},
-        /* anthropic, google: one file each (llm_anthropic.c, llm_google.c), then a line here */
+        {"openai", &llm_wire_openai},       {"groq", &llm_wire_openai},
+        {"ollama", &llm_wire_openai},       {"openrouter", &llm_wire_openai},
+        {"deepseek", &llm_wire_openai},     {"vllm", &llm_wire_openai},
+        {"llamacpp", &llm_wire_openai},     {"anthropic", &llm_wire_anthropic},
+        {"google", &llm_wire_gemini},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         if (strcmp(provider, table[i].provider) == 0)

@@ -7,7 +7,7 @@
  * into a struct llm_response, an error body into a message, and streamed bytes into deltas
  * plus a final response. A wire never sees a socket, so each one is unit-tested and fuzzed
  * without a network. Adding a provider is one file that defines a `struct llm_wire` and one
- * line in llm_wire_find() (llm.c).
+ * line in wire_for() (llm.c).
  *
  * Messages a wire puts in `struct err` carry no provider prefix ("reply is not valid JSON");
  * the client adds "<provider>: " because one wire serves several providers (openai, groq,
@@ -71,7 +71,9 @@ struct llm_wire {
     void (*stream_free)(struct llm_stream *s); /* NULL-safe */
 };
 
-extern const struct llm_wire llm_wire_openai;
+extern const struct llm_wire llm_wire_openai;    /* llm_openai.c: openai, groq, ollama */
+extern const struct llm_wire llm_wire_anthropic; /* llm_anthropic.c: anthropic */
+extern const struct llm_wire llm_wire_gemini;    /* llm_gemini.c: google */
 
 /* ---- shared helpers (llm_util.c) ---- */
 

@@ -1,0 +1,875 @@
+/*
+ * llm_anthropic.c - the Anthropic Messages wire (POST {base_url}/messages), used for the
+ * provider "anthropic".
+ *
+ * Reference shapes: tests/fixtures/anthropic/ (JSON Schema generated from the official SDK
+ * types, live request/response pairs and the SDK's SSE fixtures). Choices made here:
+ * - system turns, wherever they sit in the conversation, are joined with a blank line into the
+ *   top-level "system" string: the Messages API has no system role inside "messages".
+ * - max_tokens is required by the API: the request's value, else 4096 (ANTHROPIC_MAX_TOKENS).
+ * - the API wants user and assistant turns to alternate, so consecutive turns of one role are
+ *   merged into one message of content blocks; a tool result is a "tool_result" block of a
+ *   user turn, so consecutive tool results (and a user text right after them) become one user
+ *   message, its tool_result blocks first as the API requires. A turn of a single text block
+ *   goes out as a plain string, as the SDKs send it. An assistant turn with no text and no tool
+ *   calls is dropped (the API refuses empty content).
+ * - a tool call's arguments become the tool_use "input" object. Arguments that are not a JSON
+ *   object (a reply cut at max_tokens mid-call, or a model's bad JSON) go out as
+ *   {"_raw": "<the text>"}: "input" must be an object, and failing the whole request would end
+ *   a conversation the model can still repair once it sees its own text.
+ * - usage: input_tokens counts only the uncached part of the prompt, so prompt_tokens is
+ *   input_tokens + cache_creation_input_tokens + cache_read_input_tokens (the prompt's full
+ *   size, as OpenAI counts it) and cached_tokens is cache_read_input_tokens.
+ * - text blocks are joined without a separator (the same text the stream's deltas make);
+ *   thinking, redacted_thinking and server-tool blocks are not read.
+ * Everything here is pure: bytes in, structs out; llm.c does the transport.
+ */
+#include "llm/wire.h"
+
+#include "core/json_text.h"
+#include "core/utf8.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MESSAGES_PATH "/messages"
+#define ANTHROPIC_VERSION "2023-06-01"
+#define ANTHROPIC_MAX_TOKENS 4096
+
+#define NOMEM_IF(cond)                                                                             \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            rc = err_set(e, ERR_NOMEM, "out of memory");                                           \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        rc = (expr);                                                                               \
+        if (rc != 0)                                                                               \
+            goto out;                                                                              \
+    } while (0)
+
+/* ---- request ---- */
+
+/* A new JSON string of v, or NULL with e set ("<field>: not valid UTF-8" or ENOMEM). */
+static json_t *string_or_fail(const char *v, struct err *e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static json_t *string_or_fail(const char *v, struct err *e, const char *fmt, ...)
+{
+    if (!utf8_valid(v, strlen(v))) {
+        char field[128];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(field, sizeof field, fmt, ap);
+        va_end(ap);
+        err_set(e, ERR_INVALID, "%s: not valid UTF-8", field);
+        return NULL;
+    }
+    json_t *s = json_string(v);
+    if (s == NULL)
+        err_set(e, ERR_NOMEM, "out of memory");
+    return s;
+}
+
+/* o[key] = v (a new reference, stolen even on failure); 0 or the code already in e. */
+static int set_new(json_t *o, const char *key, json_t *v, struct err *e)
+{
+    if (v == NULL)
+        return e->code != 0 ? e->code : err_set(e, ERR_NOMEM, "out of memory");
+    if (json_object_set_new(o, key, v) != 0)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    return 0;
+}
+
+static bool has_control_char(const char *s)
+{
+    for (; *s; s++) {
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    }
+    return false;
+}
+
+/* A header line "name: value" (value may be a secret: llm_wire_http_cleanup wipes it). */
+static int add_header(struct llm_wire_http *out, const char *name, const char *value)
+{
+    if (out->n_headers >= LLM_WIRE_MAX_HEADERS)
+        return ERR_INTERNAL;
+    size_t n = strlen(name) + strlen(value) + 3;
+    char *h = malloc(n);
+    if (h == NULL)
+        return ERR_NOMEM;
+    snprintf(h, n, "%s: %s", name, value);
+    out->headers[out->n_headers++] = h;
+    return 0;
+}
+
+/* The turn being assembled: consecutive messages of one API role share it. */
+struct turn {
+    const char *role; /* "user" or "assistant" */
+    json_t *blocks;   /* array of content blocks */
+};
+
+/* tool_use.input from the arguments text; see the file comment for the {"_raw"} case. */
+static json_t *tool_input(const char *args)
+{
+    if (args == NULL)
+        return json_object();
+    const char *p = args;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    if (*p == '\0')
+        return json_object();
+    json_error_t je;
+    json_t *v = json_loads(args, 0, &je);
+    if (json_is_object(v))
+        return v;
+    json_decref(v);
+    return json_pack("{s:s}", "_raw", args); /* args is UTF-8: checked by the caller */
+}
+
+static int text_block(const char *text, size_t i, json_t **out, struct err *e)
+{
+    int rc = 0;
+    json_t *b = json_object();
+    NOMEM_IF(b == NULL);
+    NOMEM_IF(json_object_set_new(b, "type", json_string("text")) != 0);
+    TRY(set_new(b, "text", string_or_fail(text, e, "messages[%zu].content", i), e));
+    *out = b;
+    b = NULL;
+out:
+    json_decref(b);
+    return rc;
+}
+
+/* Appends the content blocks of message i to blocks. */
+static int message_blocks(const struct llm_message *m, size_t i, json_t *blocks, struct err *e)
+{
+    int rc = 0;
+    json_t *b = NULL;
+    switch (m->role) {
+    case LLM_ROLE_USER:
+        if (m->content == NULL)
+            return err_set(e, ERR_INVALID, "messages[%zu].content: required", i);
+        TRY(text_block(m->content, i, &b, e));
+        NOMEM_IF(json_array_append_new(blocks, b) != 0);
+        b = NULL;
+        break;
+    case LLM_ROLE_ASSISTANT:
+        if (m->content != NULL && m->content[0] != '\0') {
+            TRY(text_block(m->content, i, &b, e));
+            NOMEM_IF(json_array_append_new(blocks, b) != 0);
+            b = NULL;
+        }
+        for (size_t k = 0; k < m->n_tool_calls; k++) {
+            const struct llm_tool_call *tc = &m->tool_calls[k];
+            if (tc->id == NULL || tc->name == NULL) {
+                rc = err_set(e, ERR_INVALID, "messages[%zu].tool_calls[%zu]: id and name required",
+                             i, k);
+                goto out;
+            }
+            if (tc->arguments != NULL && !utf8_valid(tc->arguments, strlen(tc->arguments))) {
+                rc = err_set(e, ERR_INVALID,
+                             "messages[%zu].tool_calls[%zu].arguments: not valid UTF-8", i, k);
+                goto out;
+            }
+            b = json_object();
+            NOMEM_IF(b == NULL);
+            NOMEM_IF(json_object_set_new(b, "type", json_string("tool_use")) != 0);
+            TRY(set_new(b, "id",
+                        string_or_fail(tc->id, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
+            TRY(set_new(b, "name",
+                        string_or_fail(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k),
+                        e));
+            TRY(set_new(b, "input", tool_input(tc->arguments), e));
+            NOMEM_IF(json_array_append_new(blocks, b) != 0);
+            b = NULL;
+        }
+        break;
+    case LLM_ROLE_TOOL:
+        if (m->tool_call_id == NULL)
+            return err_set(e, ERR_INVALID, "messages[%zu].tool_call_id: required", i);
+        b = json_object();
+        NOMEM_IF(b == NULL);
+        NOMEM_IF(json_object_set_new(b, "type", json_string("tool_result")) != 0);
+        TRY(set_new(b, "tool_use_id",
+                    string_or_fail(m->tool_call_id, e, "messages[%zu].tool_call_id", i), e));
+        if (m->content != NULL)
+            TRY(set_new(b, "content", string_or_fail(m->content, e, "messages[%zu].content", i),
+                        e));
+        NOMEM_IF(json_array_append_new(blocks, b) != 0);
+        b = NULL;
+        break;
+    case LLM_ROLE_SYSTEM:
+        break;
+    default:
+        return err_set(e, ERR_INVALID, "messages[%zu].role: unknown", i);
+    }
+out:
+    json_decref(b);
+    return rc;
+}
+
+static bool is_block(const json_t *b, const char *type)
+{
+    const json_t *t = json_object_get(b, "type");
+    return json_is_string(t) && strcmp(json_string_value(t), type) == 0;
+}
+
+/* Closes a turn into a message: tool_result blocks first (the API wants them before any text
+ * of the same user message), a lone text block as a plain string. */
+static int finish_turn(struct turn *t, json_t *messages, struct err *e)
+{
+    int rc = 0;
+    json_t *m = NULL, *sorted = NULL;
+    if (t->blocks == NULL)
+        return 0;
+    if (json_array_size(t->blocks) == 0)
+        goto out; /* an empty assistant turn: dropped */
+    m = json_object();
+    NOMEM_IF(m == NULL);
+    NOMEM_IF(json_object_set_new(m, "role", json_string(t->role)) != 0);
+    if (json_array_size(t->blocks) == 1 && is_block(json_array_get(t->blocks, 0), "text")) {
+        json_t *text = json_object_get(json_array_get(t->blocks, 0), "text");
+        NOMEM_IF(json_object_set(m, "content", text) != 0);
+    } else {
+        sorted = json_array();
+        NOMEM_IF(sorted == NULL);
+        for (int pass = 0; pass < 2; pass++) {
+            size_t k;
+            json_t *b;
+            json_array_foreach(t->blocks, k, b)
+            {
+                if (is_block(b, "tool_result") == (pass == 0))
+                    NOMEM_IF(json_array_append(sorted, b) != 0);
+            }
+        }
+        NOMEM_IF(json_object_set(m, "content", sorted) != 0);
+    }
+    NOMEM_IF(json_array_append(messages, m) != 0);
+out:
+    json_decref(sorted);
+    json_decref(m);
+    json_decref(t->blocks);
+    t->blocks = NULL;
+    return rc;
+}
+
+static int build_messages(const struct llm_request *req, json_t *messages, struct llm_buf *system,
+                          struct err *e)
+{
+    int rc = 0;
+    struct turn t = {0};
+    for (size_t i = 0; i < req->n_messages; i++) {
+        const struct llm_message *m = &req->messages[i];
+        if (m->role == LLM_ROLE_SYSTEM) {
+            if (m->content == NULL) {
+                rc = err_set(e, ERR_INVALID, "messages[%zu].content: required", i);
+                goto out;
+            }
+            if (!utf8_valid(m->content, strlen(m->content))) {
+                rc = err_set(e, ERR_INVALID, "messages[%zu].content: not valid UTF-8", i);
+                goto out;
+            }
+            if (system->len > 0)
+                NOMEM_IF(llm_buf_append(system, "\n\n", 2) != 0);
+            NOMEM_IF(llm_buf_append(system, m->content, strlen(m->content)) != 0);
+            continue;
+        }
+        const char *role = m->role == LLM_ROLE_ASSISTANT ? "assistant" : "user";
+        if (t.blocks != NULL && strcmp(t.role, role) != 0)
+            TRY(finish_turn(&t, messages, e));
+        if (t.blocks == NULL) {
+            t.role = role;
+            t.blocks = json_array();
+            NOMEM_IF(t.blocks == NULL);
+        }
+        TRY(message_blocks(m, i, t.blocks, e));
+    }
+    TRY(finish_turn(&t, messages, e));
+out:
+    json_decref(t.blocks);
+    return rc;
+}
+
+static int build_tool(const struct llm_tool_def *t, size_t i, json_t **out, struct err *e)
+{
+    int rc = 0;
+    json_t *o = json_object();
+    NOMEM_IF(o == NULL);
+    if (t->name == NULL || t->name[0] == '\0') {
+        rc = err_set(e, ERR_INVALID, "tools[%zu].name: required", i);
+        goto out;
+    }
+    TRY(set_new(o, "name", string_or_fail(t->name, e, "tools[%zu].name", i), e));
+    if (t->description != NULL)
+        TRY(set_new(o, "description",
+                    string_or_fail(t->description, e, "tools[%zu].description", i), e));
+    if (t->parameters != NULL) {
+        if (!json_is_object(t->parameters)) {
+            rc = err_set(e, ERR_INVALID, "tools[%zu].parameters: must be an object", i);
+            goto out;
+        }
+        /* Borrowed: serialized before build returns; the caller's object is not modified. */
+        NOMEM_IF(json_object_set(o, "input_schema", (json_t *)t->parameters) != 0);
+    } else {
+        /* input_schema is required; a tool without parameters takes an empty object. */
+        TRY(set_new(o, "input_schema", json_pack("{s:s,s:{}}", "type", "object", "properties"), e));
+    }
+    *out = o;
+    o = NULL;
+out:
+    json_decref(o);
+    return rc;
+}
+
+static int anthropic_build(const struct llm_request *req, const char *base_url,
+                           struct llm_wire_http *out, struct err *e)
+{
+    int rc = 0;
+    json_t *body = NULL, *arr = NULL;
+    struct llm_buf system = {0};
+    memset(out, 0, sizeof *out);
+
+    if (req->model == NULL || req->model[0] == '\0')
+        return err_set(e, ERR_INVALID, "model: required");
+    if (req->n_messages == 0 || req->messages == NULL)
+        return err_set(e, ERR_INVALID, "messages: at least one is required");
+    if (base_url == NULL || base_url[0] == '\0')
+        return err_set(e, ERR_INVALID, "base_url: required");
+    if (has_control_char(base_url))
+        return err_set(e, ERR_INVALID, "base_url: contains control characters");
+    /* A CR or LF in the key would inject header lines; the message must not quote it. */
+    if (req->api_key != NULL && has_control_char(req->api_key))
+        return err_set(e, ERR_INVALID, "api_key: contains control characters");
+
+    size_t blen = strlen(base_url);
+    while (blen > 0 && base_url[blen - 1] == '/')
+        blen--;
+    out->url = malloc(blen + sizeof MESSAGES_PATH);
+    NOMEM_IF(out->url == NULL);
+    memcpy(out->url, base_url, blen);
+    memcpy(out->url + blen, MESSAGES_PATH, sizeof MESSAGES_PATH);
+
+    NOMEM_IF(add_header(out, "content-type", "application/json") != 0);
+    NOMEM_IF(add_header(out, "anthropic-version", ANTHROPIC_VERSION) != 0);
+    if (req->api_key != NULL && req->api_key[0] != '\0')
+        NOMEM_IF(add_header(out, "x-api-key", req->api_key) != 0);
+
+    body = json_object();
+    NOMEM_IF(body == NULL);
+    TRY(set_new(body, "model", string_or_fail(req->model, e, "model"), e));
+    NOMEM_IF(json_object_set_new(
+                 body, "max_tokens",
+                 json_integer(req->max_tokens > 0 ? req->max_tokens : ANTHROPIC_MAX_TOKENS)) != 0);
+    arr = json_array();
+    NOMEM_IF(arr == NULL);
+    TRY(build_messages(req, arr, &system, e));
+    if (json_array_size(arr) == 0) {
+        rc = err_set(e, ERR_INVALID, "messages: at least one user or assistant turn is required");
+        goto out;
+    }
+    if (system.len > 0)
+        NOMEM_IF(json_object_set_new(body, "system", json_string(system.data)) != 0);
+    int set = json_object_set_new(body, "messages", arr); /* steals arr */
+    arr = NULL;
+    NOMEM_IF(set != 0);
+
+    if (req->n_tools > 0) {
+        arr = json_array();
+        NOMEM_IF(arr == NULL);
+        for (size_t i = 0; i < req->n_tools; i++) {
+            json_t *t = NULL;
+            TRY(build_tool(&req->tools[i], i, &t, e));
+            NOMEM_IF(json_array_append_new(arr, t) != 0);
+        }
+        set = json_object_set_new(body, "tools", arr);
+        arr = NULL;
+        NOMEM_IF(set != 0);
+    }
+    if (req->temperature >= 0)
+        NOMEM_IF(json_object_set_new(body, "temperature", json_real(req->temperature)) != 0);
+    if (req->stream)
+        NOMEM_IF(json_object_set_new(body, "stream", json_true()) != 0);
+    out->body = json_dumps(body, JSON_TEXT_FLAGS);
+    NOMEM_IF(out->body == NULL);
+    out->body_len = strlen(out->body);
+out:
+    llm_buf_free(&system);
+    json_decref(arr);
+    json_decref(body);
+    if (rc != 0)
+        llm_wire_http_cleanup(out);
+    return rc;
+}
+
+/* ---- reply ---- */
+
+static char *dup_json_string(const json_t *v, bool *failed)
+{
+    return json_is_string(v) ? llm_strdup(json_string_value(v), failed) : NULL;
+}
+
+static long int_field(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    return json_is_integer(v) && json_integer_value(v) >= 0 ? (long)json_integer_value(v) : 0;
+}
+
+/* Fields absent from u keep their value: a stream's message_delta repeats only some. */
+struct anth_usage {
+    long input, cache_write, cache_read, output;
+};
+
+static void read_usage(const json_t *u, struct anth_usage *a)
+{
+    if (!json_is_object(u))
+        return;
+    if (json_is_integer(json_object_get(u, "input_tokens")))
+        a->input = int_field(u, "input_tokens");
+    if (json_is_integer(json_object_get(u, "cache_creation_input_tokens")))
+        a->cache_write = int_field(u, "cache_creation_input_tokens");
+    if (json_is_integer(json_object_get(u, "cache_read_input_tokens")))
+        a->cache_read = int_field(u, "cache_read_input_tokens");
+    if (json_is_integer(json_object_get(u, "output_tokens")))
+        a->output = int_field(u, "output_tokens");
+}
+
+static struct llm_usage to_usage(const struct anth_usage *a)
+{
+    struct llm_usage u = {0};
+    u.prompt_tokens = a->input + a->cache_write + a->cache_read;
+    u.completion_tokens = a->output;
+    u.total_tokens = u.prompt_tokens + u.completion_tokens;
+    u.cached_tokens = a->cache_read;
+    return u;
+}
+
+/* The message of {"type":"error","error":{"type":...,"message":...}}, or of a bare
+ * {"message": ...} / {"error": "..."} some proxies send. */
+static size_t error_value_message(const json_t *root, char *buf, size_t cap)
+{
+    const json_t *err = json_object_get(root, "error");
+    const json_t *m = json_is_object(err)   ? json_object_get(err, "message")
+                      : json_is_string(err) ? err
+                                            : json_object_get(root, "message");
+    if (!json_is_string(m) || json_string_length(m) == 0)
+        return 0;
+    return llm_copy_bounded(buf, cap, json_string_value(m), json_string_length(m),
+                            LLM_WIRE_ERRMSG_MAX);
+}
+
+static bool is_error_object(const json_t *root)
+{
+    const json_t *t = json_object_get(root, "type");
+    return (json_is_string(t) && strcmp(json_string_value(t), "error") == 0) ||
+           (json_object_get(root, "error") != NULL &&
+            !json_is_null(json_object_get(root, "error")));
+}
+
+static char *json_text(const json_t *v, bool *failed)
+{
+    if (!json_is_object(v))
+        return llm_strdup("{}", failed);
+    char *s = json_dumps(v, JSON_TEXT_FLAGS);
+    if (s == NULL)
+        *failed = true;
+    return s;
+}
+
+static int anthropic_parse_reply(const char *body, size_t len, struct llm_response **out,
+                                 struct err *e)
+{
+    int rc = 0;
+    bool nomem = false;
+    json_error_t je;
+    struct llm_response *r = NULL;
+    struct llm_buf text = {0};
+    *out = NULL;
+
+    json_t *root = json_loadb(body, len, 0, &je);
+    if (!json_is_object(root)) {
+        rc = err_set(e, ERR_INVALID, "reply is not valid JSON");
+        goto out;
+    }
+    if (is_error_object(root)) {
+        char msg[LLM_WIRE_ERRMSG_MAX + 1];
+        if (error_value_message(root, msg, sizeof msg) == 0)
+            snprintf(msg, sizeof msg, "(no message)");
+        rc = err_set(e, ERR_IO, "error in reply: %s", msg);
+        goto out;
+    }
+    const json_t *content = json_object_get(root, "content");
+    if (!json_is_array(content)) {
+        rc = err_set(e, ERR_INVALID, "reply has no content array");
+        goto out;
+    }
+
+    r = calloc(1, sizeof *r);
+    NOMEM_IF(r == NULL);
+    size_t n_calls = 0, i;
+    const json_t *b;
+    json_array_foreach(content, i, b)
+    {
+        if (is_block(b, "tool_use"))
+            n_calls++;
+    }
+    if (n_calls > 0) {
+        r->tool_calls = calloc(n_calls, sizeof *r->tool_calls);
+        NOMEM_IF(r->tool_calls == NULL);
+    }
+    json_array_foreach(content, i, b)
+    {
+        if (is_block(b, "text")) {
+            const json_t *t = json_object_get(b, "text");
+            if (!json_is_string(t)) {
+                rc = err_set(e, ERR_INVALID, "reply: content[%zu].text is not a string", i);
+                goto out;
+            }
+            NOMEM_IF(llm_buf_append(&text, json_string_value(t), json_string_length(t)) != 0);
+        } else if (is_block(b, "tool_use")) {
+            const json_t *id = json_object_get(b, "id"), *name = json_object_get(b, "name");
+            if (!json_is_string(id) || !json_is_string(name)) {
+                rc = err_set(e, ERR_INVALID, "reply: content[%zu] (tool_use) lacks id or name", i);
+                goto out;
+            }
+            struct llm_tool_call *tc = &r->tool_calls[r->n_tool_calls++];
+            tc->id = llm_strdup(json_string_value(id), &nomem);
+            tc->name = llm_strdup(json_string_value(name), &nomem);
+            tc->arguments = json_text(json_object_get(b, "input"), &nomem);
+            NOMEM_IF(nomem);
+        }
+    }
+    r->text = llm_buf_steal(&text);
+    NOMEM_IF(r->text == NULL);
+    r->finish_reason = dup_json_string(json_object_get(root, "stop_reason"), &nomem);
+    r->model = dup_json_string(json_object_get(root, "model"), &nomem);
+    NOMEM_IF(nomem);
+    struct anth_usage au = {0};
+    read_usage(json_object_get(root, "usage"), &au);
+    r->usage = to_usage(&au);
+    *out = r;
+    r = NULL;
+out:
+    llm_buf_free(&text);
+    llm_response_free(r);
+    json_decref(root);
+    return rc;
+}
+
+static size_t anthropic_error_message(const char *body, size_t len, char *buf, size_t cap)
+{
+    if (cap > 0)
+        buf[0] = '\0';
+    if (body == NULL || len == 0 || cap == 0)
+        return 0;
+    json_error_t je;
+    json_t *root = json_loadb(body, len, 0, &je);
+    if (root != NULL) {
+        size_t n = json_is_object(root) ? error_value_message(root, buf, cap) : 0;
+        json_decref(root);
+        return n;
+    }
+    /* Not JSON (a proxy's page): quote the first line when it is text and not HTML. */
+    while (len > 0 && (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')) {
+        body++;
+        len--;
+    }
+    if (len == 0 || *body == '<')
+        return 0;
+    const char *nl = memchr(body, '\n', len);
+    size_t line = nl ? (size_t)(nl - body) : len;
+    while (line > 0 && (body[line - 1] == '\r' || body[line - 1] == ' '))
+        line--;
+    if (line == 0 || !utf8_valid(body, line))
+        return 0;
+    return llm_copy_bounded(buf, cap, body, line, LLM_WIRE_ERRMSG_MAX);
+}
+
+/* ---- stream ---- */
+
+/* A tool_use block of the stream, keyed by its content-block index. */
+struct stream_tool {
+    long index;
+    char *id, *name;
+    char *init_input; /* content_block_start's input (usually {}), used when no delta came */
+    struct llm_buf args;
+    bool have_delta;
+};
+
+struct llm_stream {
+    struct llm_sse sse;
+    struct llm_buf text;
+    struct stream_tool *tools;
+    size_t n_tools;
+    char *stop_reason;
+    char *model;
+    struct anth_usage usage;
+    bool started; /* message_start seen */
+    bool done;    /* message_stop seen */
+    bool dead;
+    llm_delta_cb on_delta;
+    void *arg;
+};
+
+static int anthropic_stream_new(struct llm_stream **out)
+{
+    struct llm_stream *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return ERR_NOMEM;
+    llm_sse_init(&s->sse, LLM_SSE_MAX_LINE);
+    *out = s;
+    return 0;
+}
+
+static void anthropic_stream_free(struct llm_stream *s)
+{
+    if (s == NULL)
+        return;
+    llm_sse_cleanup(&s->sse);
+    llm_buf_free(&s->text);
+    for (size_t i = 0; i < s->n_tools; i++) {
+        free(s->tools[i].id);
+        free(s->tools[i].name);
+        free(s->tools[i].init_input);
+        llm_buf_free(&s->tools[i].args);
+    }
+    free(s->tools);
+    free(s->stop_reason);
+    free(s->model);
+    free(s);
+}
+
+static int replace_string(char **slot, const json_t *v)
+{
+    if (!json_is_string(v))
+        return 0;
+    bool nomem = false;
+    char *p = llm_strdup(json_string_value(v), &nomem);
+    if (nomem)
+        return ERR_NOMEM;
+    free(*slot);
+    *slot = p;
+    return 0;
+}
+
+static struct stream_tool *find_tool(struct llm_stream *s, long index)
+{
+    for (size_t i = 0; i < s->n_tools; i++) {
+        if (s->tools[i].index == index)
+            return &s->tools[i];
+    }
+    return NULL;
+}
+
+static int emit_text(struct llm_stream *s, const json_t *t)
+{
+    if (!json_is_string(t) || json_string_length(t) == 0)
+        return 0;
+    if (llm_buf_append(&s->text, json_string_value(t), json_string_length(t)) != 0)
+        return ERR_NOMEM;
+    if (s->on_delta != NULL)
+        s->on_delta(s->arg, json_string_value(t), json_string_length(t));
+    return 0;
+}
+
+static int block_start(struct llm_stream *s, const json_t *root, struct err *e)
+{
+    const json_t *jidx = json_object_get(root, "index");
+    const json_t *cb = json_object_get(root, "content_block");
+    if (!json_is_integer(jidx) || !json_is_object(cb))
+        return err_set(e, ERR_INVALID, "stream: content_block_start lacks index or block");
+    long index = (long)json_integer_value(jidx);
+    if (is_block(cb, "text"))
+        return emit_text(s, json_object_get(cb, "text")) == 0
+                   ? 0
+                   : err_set(e, ERR_NOMEM, "out of memory");
+    if (!is_block(cb, "tool_use"))
+        return 0; /* thinking, server tools...: not read */
+    const json_t *id = json_object_get(cb, "id"), *name = json_object_get(cb, "name");
+    if (!json_is_string(id) || !json_is_string(name))
+        return err_set(e, ERR_INVALID, "stream: tool_use block lacks id or name");
+    if (find_tool(s, index) != NULL)
+        return err_set(e, ERR_INVALID, "stream: content block %ld started twice", index);
+    if (s->n_tools >= LLM_STREAM_MAX_TOOL_CALLS)
+        return err_set(e, ERR_INVALID, "stream has more than %d tool calls",
+                       LLM_STREAM_MAX_TOOL_CALLS);
+    struct stream_tool *p = realloc(s->tools, (s->n_tools + 1) * sizeof *p);
+    if (p == NULL)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    s->tools = p;
+    struct stream_tool *t = &s->tools[s->n_tools++];
+    memset(t, 0, sizeof *t);
+    t->index = index;
+    bool nomem = false;
+    t->id = llm_strdup(json_string_value(id), &nomem);
+    t->name = llm_strdup(json_string_value(name), &nomem);
+    t->init_input = json_text(json_object_get(cb, "input"), &nomem);
+    return nomem ? err_set(e, ERR_NOMEM, "out of memory") : 0;
+}
+
+static int block_delta(struct llm_stream *s, const json_t *root, struct err *e)
+{
+    const json_t *jidx = json_object_get(root, "index");
+    const json_t *d = json_object_get(root, "delta");
+    if (!json_is_object(d))
+        return err_set(e, ERR_INVALID, "stream: content_block_delta lacks delta");
+    if (is_block(d, "text_delta")) {
+        if (emit_text(s, json_object_get(d, "text")) != 0)
+            return err_set(e, ERR_NOMEM, "out of memory");
+        return 0;
+    }
+    if (!is_block(d, "input_json_delta") || !json_is_integer(jidx))
+        return 0; /* thinking, signature, citations: not read */
+    struct stream_tool *t = find_tool(s, (long)json_integer_value(jidx));
+    const json_t *pj = json_object_get(d, "partial_json");
+    if (t == NULL || !json_is_string(pj))
+        return 0; /* a server tool's input: not ours */
+    t->have_delta = true;
+    if (llm_buf_append(&t->args, json_string_value(pj), json_string_length(pj)) != 0)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    return 0;
+}
+
+static int stream_event(void *arg, const char *event, const char *data, size_t len, struct err *e)
+{
+    struct llm_stream *s = arg;
+    int rc = 0;
+    json_error_t je;
+    json_t *root = NULL;
+
+    if (s->done)
+        return 0; /* nothing after message_stop counts */
+    root = json_loadb(data, len, 0, &je);
+    if (!json_is_object(root)) {
+        rc = err_set(e, ERR_INVALID, "stream event is not valid JSON");
+        goto out;
+    }
+    /* The data's "type" repeats the event name; the JSON decides (a proxy may drop the
+     * "event:" lines), except that an "error" event is an error whatever it holds. */
+    const json_t *jt = json_object_get(root, "type");
+    const char *type = json_is_string(jt) ? json_string_value(jt) : "";
+    if (strcmp(event, "error") == 0 || strcmp(type, "error") == 0) {
+        char msg[LLM_WIRE_ERRMSG_MAX + 1];
+        if (error_value_message(root, msg, sizeof msg) == 0)
+            snprintf(msg, sizeof msg, "(no message)");
+        rc = err_set(e, ERR_IO, "error in stream: %s", msg);
+        goto out;
+    }
+    if (strcmp(type, "message_start") == 0) {
+        const json_t *m = json_object_get(root, "message");
+        s->started = true;
+        NOMEM_IF(replace_string(&s->model, json_object_get(m, "model")) != 0);
+        read_usage(json_object_get(m, "usage"), &s->usage);
+    } else if (strcmp(type, "content_block_start") == 0) {
+        TRY(block_start(s, root, e));
+    } else if (strcmp(type, "content_block_delta") == 0) {
+        TRY(block_delta(s, root, e));
+    } else if (strcmp(type, "message_delta") == 0) {
+        NOMEM_IF(replace_string(&s->stop_reason, json_object_get(json_object_get(root, "delta"),
+                                                                 "stop_reason")) != 0);
+        read_usage(json_object_get(root, "usage"), &s->usage);
+    } else if (strcmp(type, "message_stop") == 0) {
+        s->done = true;
+    }
+    /* ping, content_block_stop and event types newer than this file: nothing to do. */
+out:
+    json_decref(root);
+    return rc;
+}
+
+static int anthropic_stream_feed(struct llm_stream *s, const char *data, size_t len,
+                                 llm_delta_cb on_delta, void *arg, struct err *e)
+{
+    if (s->dead)
+        return err_set(e, ERR_INVALID, "stream already failed");
+    s->on_delta = on_delta;
+    s->arg = arg;
+    int rc = llm_sse_feed(&s->sse, data, len, stream_event, s, e);
+    s->on_delta = NULL;
+    s->arg = NULL;
+    if (rc != 0)
+        s->dead = true;
+    return rc;
+}
+
+static int anthropic_stream_end(struct llm_stream *s, llm_delta_cb on_delta, void *arg,
+                                struct llm_response **out, struct err *e)
+{
+    int rc = 0;
+    bool nomem = false;
+    struct llm_response *r = NULL;
+    *out = NULL;
+    if (s->dead)
+        return err_set(e, ERR_INVALID, "stream already failed");
+    /* A last event without its blank line still counts. */
+    rc = anthropic_stream_feed(s, "\n\n", 2, on_delta, arg, e);
+    if (rc != 0) {
+        s->dead = true;
+        return rc;
+    }
+    /* message_delta carries the stop_reason; message_stop may be lost with the last bytes. */
+    if (!s->done && s->stop_reason == NULL)
+        return err_set(e, ERR_IO, "stream ended before message_stop");
+
+    r = calloc(1, sizeof *r);
+    NOMEM_IF(r == NULL);
+    r->text = llm_buf_steal(&s->text);
+    NOMEM_IF(r->text == NULL);
+    r->finish_reason = s->stop_reason;
+    s->stop_reason = NULL;
+    r->model = s->model;
+    s->model = NULL;
+    r->usage = to_usage(&s->usage);
+    if (s->n_tools > 0) {
+        /* Blocks arrive in index order; sort anyway (few entries: insertion sort). */
+        for (size_t i = 1; i < s->n_tools; i++) {
+            struct stream_tool t = s->tools[i];
+            size_t j = i;
+            for (; j > 0 && s->tools[j - 1].index > t.index; j--)
+                s->tools[j] = s->tools[j - 1];
+            s->tools[j] = t;
+        }
+        r->tool_calls = calloc(s->n_tools, sizeof *r->tool_calls);
+        NOMEM_IF(r->tool_calls == NULL);
+        for (size_t i = 0; i < s->n_tools; i++) {
+            struct stream_tool *t = &s->tools[i];
+            struct llm_tool_call *tc = &r->tool_calls[r->n_tool_calls++];
+            tc->id = t->id;
+            t->id = NULL;
+            tc->name = t->name;
+            t->name = NULL;
+            /* input_json_delta fragments make the whole input; the first is often "". */
+            if (t->have_delta && t->args.len > 0) {
+                tc->arguments = llm_buf_steal(&t->args);
+                nomem |= tc->arguments == NULL;
+            } else {
+                tc->arguments = t->init_input;
+                t->init_input = NULL;
+            }
+            NOMEM_IF(nomem || tc->arguments == NULL);
+        }
+    }
+    *out = r;
+    r = NULL;
+out:
+    llm_response_free(r);
+    return rc;
+}
+
+const struct llm_wire llm_wire_anthropic = {
+    .name = "anthropic-messages",
+    .build = anthropic_build,
+    .parse_reply = anthropic_parse_reply,
+    .error_message = anthropic_error_message,
+    .stream_new = anthropic_stream_new,
+    .stream_feed = anthropic_stream_feed,
+    .stream_end = anthropic_stream_end,
+    .stream_free = anthropic_stream_free,
+};

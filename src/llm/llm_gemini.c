@@ -1,0 +1,834 @@
+/*
+ * llm_gemini.c - the Gemini API wire (generateContent / streamGenerateContent, REST v1beta),
+ * used for the provider "google".
+ *
+ * Reference shapes: tests/fixtures/gemini/ (JSON Schema converted from the official protos,
+ * replays of live calls recorded by the JS SDK's system tests, the endpoint bindings and the
+ * SSE framing from the SDKs). Choices made here:
+ * - URL: {base}/models/{model}:generateContent, streamed {base}/models/{model}:
+ *   streamGenerateContent?alt=sse. The key goes in the x-goog-api-key header, never in the URL
+ *   (URLs end up in logs). A model named "models/x" is taken as "x"; a model with characters
+ *   outside [A-Za-z0-9._-] is refused rather than escaped into the path.
+ * - system turns are joined with a blank line into systemInstruction.parts[0].text.
+ * - roles: user -> "user", assistant -> "model"; a tool result is a functionResponse part of a
+ *   "user" turn (as the SDK's recorded round trip sends it). Consecutive turns of one role are
+ *   merged into one content, so the responses to parallel calls share one turn.
+ * - Gemini matches a functionResponse to its call by function name, not by id: the name comes
+ *   from the nearest earlier assistant message holding a tool call with the message's
+ *   tool_call_id (ids repeat across turns: each reply numbers its calls from call_0). A tool
+ *   result whose id no earlier tool call has is refused (ERR_INVALID).
+ * - functionResponse.response must be an object: a result that is a JSON object goes as is,
+ *   other JSON (42, "x", [..]) as {"output": <that value>}, other text as {"output": "<text>"}
+ *   ("output" is the key the proto suggests, and the SDK's recorded round trip sends).
+ * - tool ids: replies carry none (FunctionCall.id is optional and the Developer API leaves it
+ *   out), so a call gets functionCall.id when present, else "call_<n>", n counting the calls
+ *   of that reply (of the whole stream when streamed). When the part carries a
+ *   thoughtSignature (thinking models; Gemini 3 refuses a function-call turn sent back
+ *   without it), the id is "<id>~ts~<signature>" and build puts the signature back on that
+ *   functionCall part: llm.h has no other field that survives the round trip. Signatures on
+ *   text parts are dropped (they are optional there).
+ * - tools go out as functionDeclarations with the JSON Schema in "parametersJsonSchema", which
+ *   takes standard JSON Schema as is; the older "parameters" field wants an OpenAPI subset
+ *   (upper-case types, no additionalProperties, ...) and would need the schema rewritten.
+ *   Nothing is stripped. "description" is required by the proto: "" when the tool has none.
+ * - usage: candidatesTokenCount leaves out thinking, so completion_tokens is
+ *   candidatesTokenCount + thoughtsTokenCount (OpenAI counts reasoning inside completion
+ *   tokens) and reasoning_tokens is thoughtsTokenCount; cached_tokens is
+ *   cachedContentTokenCount; total_tokens is totalTokenCount (the sum when absent).
+ * - only candidates[0] is read; parts marked "thought" (thought summaries) are not text.
+ * - a 200 reply without candidates whose promptFeedback has a blockReason is ERR_IO
+ *   "prompt blocked: <reason>".
+ * Everything here is pure: bytes in, structs out; llm.c does the transport.
+ */
+#include "llm/wire.h"
+
+#include "core/json_text.h"
+#include "core/utf8.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GEN_SUFFIX ":generateContent"
+#define STREAM_SUFFIX ":streamGenerateContent?alt=sse"
+#define TS_SEP "~ts~"             /* between a tool id and the part's thoughtSignature */
+#define MAX_SIGNATURE (64 * 1024) /* longer signatures are dropped, not carried in an id */
+
+#define NOMEM_IF(cond)                                                                             \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            rc = err_set(e, ERR_NOMEM, "out of memory");                                           \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        rc = (expr);                                                                               \
+        if (rc != 0)                                                                               \
+            goto out;                                                                              \
+    } while (0)
+
+/* ---- request ---- */
+
+static json_t *string_or_fail(const char *v, struct err *e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A new JSON string of v, or NULL with e set ("<field>: not valid UTF-8" or ENOMEM). */
+static json_t *string_or_fail(const char *v, struct err *e, const char *fmt, ...)
+{
+    if (!utf8_valid(v, strlen(v))) {
+        char field[128];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(field, sizeof field, fmt, ap);
+        va_end(ap);
+        err_set(e, ERR_INVALID, "%s: not valid UTF-8", field);
+        return NULL;
+    }
+    json_t *s = json_string(v);
+    if (s == NULL)
+        err_set(e, ERR_NOMEM, "out of memory");
+    return s;
+}
+
+/* o[key] = v (a new reference, stolen even on failure). A NULL v is a failure string_or_fail
+ * already described, or ENOMEM. */
+static int set_new(json_t *o, const char *key, json_t *v, struct err *e)
+{
+    if (v == NULL)
+        return e->code != 0 ? e->code : err_set(e, ERR_NOMEM, "out of memory");
+    if (json_object_set_new(o, key, v) != 0)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    return 0;
+}
+
+static bool has_control_char(const char *s)
+{
+    for (; *s; s++) {
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    }
+    return false;
+}
+
+static int add_header(struct llm_wire_http *out, const char *name, const char *value)
+{
+    if (out->n_headers >= LLM_WIRE_MAX_HEADERS)
+        return ERR_INTERNAL;
+    size_t n = strlen(name) + strlen(value) + 3;
+    char *h = malloc(n);
+    if (h == NULL)
+        return ERR_NOMEM;
+    snprintf(h, n, "%s: %s", name, value);
+    out->headers[out->n_headers++] = h;
+    return 0;
+}
+
+static bool model_char_ok(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+}
+
+/* The part of a tool id before TS_SEP, and the signature after it (NULL when none). */
+static const char *id_signature(const char *id)
+{
+    const char *sep = strstr(id, TS_SEP);
+    return sep != NULL && sep[sizeof TS_SEP - 1] != '\0' ? sep + sizeof TS_SEP - 1 : NULL;
+}
+
+/* The name of the tool call `id`, from the nearest assistant message before message i. */
+static const char *call_name(const struct llm_request *req, size_t i, const char *id)
+{
+    while (i-- > 0) {
+        const struct llm_message *m = &req->messages[i];
+        if (m->role != LLM_ROLE_ASSISTANT)
+            continue;
+        for (size_t k = 0; k < m->n_tool_calls; k++) {
+            if (m->tool_calls[k].id != NULL && strcmp(m->tool_calls[k].id, id) == 0)
+                return m->tool_calls[k].name;
+        }
+    }
+    return NULL;
+}
+
+static int text_part(const char *text, size_t i, json_t **out, struct err *e)
+{
+    int rc = 0;
+    json_t *p = json_object();
+    NOMEM_IF(p == NULL);
+    TRY(set_new(p, "text", string_or_fail(text, e, "messages[%zu].content", i), e));
+    *out = p;
+    p = NULL;
+out:
+    json_decref(p);
+    return rc;
+}
+
+/* functionCall.args from the arguments text: the object it holds, {} when empty, else
+ * {"_raw": "<text>"} (args must be an object; the model sees its own text again). */
+static json_t *call_args(const char *args)
+{
+    if (args == NULL)
+        return json_object();
+    const char *p = args;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    if (*p == '\0')
+        return json_object();
+    json_error_t je;
+    json_t *v = json_loads(args, 0, &je);
+    if (json_is_object(v))
+        return v;
+    json_decref(v);
+    return json_pack("{s:s}", "_raw", args); /* UTF-8: checked by the caller */
+}
+
+static int call_part(const struct llm_tool_call *tc, size_t i, size_t k, json_t **out,
+                     struct err *e)
+{
+    int rc = 0;
+    json_t *p = json_object(), *fc = json_object();
+    NOMEM_IF(p == NULL || fc == NULL);
+    if (tc->id == NULL || tc->name == NULL) {
+        rc = err_set(e, ERR_INVALID, "messages[%zu].tool_calls[%zu]: id and name required", i, k);
+        goto out;
+    }
+    if (tc->arguments != NULL && !utf8_valid(tc->arguments, strlen(tc->arguments))) {
+        rc = err_set(e, ERR_INVALID, "messages[%zu].tool_calls[%zu].arguments: not valid UTF-8", i,
+                     k);
+        goto out;
+    }
+    TRY(set_new(fc, "name", string_or_fail(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k),
+                e));
+    TRY(set_new(fc, "args", call_args(tc->arguments), e));
+    int set = json_object_set_new(p, "functionCall", fc);
+    fc = NULL;
+    NOMEM_IF(set != 0);
+    const char *sig = id_signature(tc->id);
+    if (sig != NULL)
+        TRY(set_new(p, "thoughtSignature",
+                    string_or_fail(sig, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
+    *out = p;
+    p = NULL;
+out:
+    json_decref(fc);
+    json_decref(p);
+    return rc;
+}
+
+static int response_part(const struct llm_request *req, size_t i, json_t **out, struct err *e)
+{
+    int rc = 0;
+    const struct llm_message *m = &req->messages[i];
+    json_t *p = json_object(), *fr = json_object(), *resp = NULL;
+    NOMEM_IF(p == NULL || fr == NULL);
+    if (m->tool_call_id == NULL) {
+        rc = err_set(e, ERR_INVALID, "messages[%zu].tool_call_id: required", i);
+        goto out;
+    }
+    const char *name = call_name(req, i, m->tool_call_id);
+    if (name == NULL) {
+        rc = err_set(e, ERR_INVALID,
+                     "messages[%zu].tool_call_id: no earlier assistant tool call has this id", i);
+        goto out;
+    }
+    TRY(set_new(fr, "name", string_or_fail(name, e, "messages[%zu] (tool name)", i), e));
+    const char *content = m->content ? m->content : "";
+    if (!utf8_valid(content, strlen(content))) {
+        rc = err_set(e, ERR_INVALID, "messages[%zu].content: not valid UTF-8", i);
+        goto out;
+    }
+    json_error_t je;
+    json_t *v = json_loads(content, JSON_DECODE_ANY, &je);
+    if (json_is_object(v)) {
+        resp = v;
+    } else {
+        resp = v != NULL ? json_pack("{s:o}", "output", v) : json_pack("{s:s}", "output", content);
+        NOMEM_IF(resp == NULL);
+    }
+    int set = json_object_set_new(fr, "response", resp);
+    resp = NULL;
+    NOMEM_IF(set != 0);
+    set = json_object_set_new(p, "functionResponse", fr);
+    fr = NULL;
+    NOMEM_IF(set != 0);
+    *out = p;
+    p = NULL;
+out:
+    json_decref(resp);
+    json_decref(fr);
+    json_decref(p);
+    return rc;
+}
+
+/* Appends the parts of message i to parts. */
+static int message_parts(const struct llm_request *req, size_t i, json_t *parts, struct err *e)
+{
+    int rc = 0;
+    const struct llm_message *m = &req->messages[i];
+    json_t *p = NULL;
+    switch (m->role) {
+    case LLM_ROLE_USER:
+        if (m->content == NULL)
+            return err_set(e, ERR_INVALID, "messages[%zu].content: required", i);
+        TRY(text_part(m->content, i, &p, e));
+        NOMEM_IF(json_array_append_new(parts, p) != 0);
+        p = NULL;
+        break;
+    case LLM_ROLE_ASSISTANT:
+        if (m->content != NULL && m->content[0] != '\0') {
+            TRY(text_part(m->content, i, &p, e));
+            NOMEM_IF(json_array_append_new(parts, p) != 0);
+            p = NULL;
+        }
+        for (size_t k = 0; k < m->n_tool_calls; k++) {
+            TRY(call_part(&m->tool_calls[k], i, k, &p, e));
+            NOMEM_IF(json_array_append_new(parts, p) != 0);
+            p = NULL;
+        }
+        break;
+    case LLM_ROLE_TOOL:
+        TRY(response_part(req, i, &p, e));
+        NOMEM_IF(json_array_append_new(parts, p) != 0);
+        p = NULL;
+        break;
+    case LLM_ROLE_SYSTEM:
+        break;
+    default:
+        return err_set(e, ERR_INVALID, "messages[%zu].role: unknown", i);
+    }
+out:
+    json_decref(p);
+    return rc;
+}
+
+/* Appends {role, parts} to contents unless parts is empty (an empty assistant turn). */
+static int flush_turn(const char *role, json_t **parts, json_t *contents, struct err *e)
+{
+    int rc = 0;
+    json_t *c = NULL;
+    if (*parts == NULL)
+        return 0;
+    if (json_array_size(*parts) > 0) {
+        c = json_object();
+        NOMEM_IF(c == NULL);
+        NOMEM_IF(json_object_set_new(c, "role", json_string(role)) != 0);
+        NOMEM_IF(json_object_set(c, "parts", *parts) != 0);
+        NOMEM_IF(json_array_append(contents, c) != 0);
+    }
+out:
+    json_decref(c);
+    json_decref(*parts);
+    *parts = NULL;
+    return rc;
+}
+
+static int build_contents(const struct llm_request *req, json_t *contents, struct llm_buf *system,
+                          struct err *e)
+{
+    int rc = 0;
+    json_t *parts = NULL;
+    const char *role = NULL;
+    for (size_t i = 0; i < req->n_messages; i++) {
+        const struct llm_message *m = &req->messages[i];
+        if (m->role == LLM_ROLE_SYSTEM) {
+            if (m->content == NULL) {
+                rc = err_set(e, ERR_INVALID, "messages[%zu].content: required", i);
+                goto out;
+            }
+            if (!utf8_valid(m->content, strlen(m->content))) {
+                rc = err_set(e, ERR_INVALID, "messages[%zu].content: not valid UTF-8", i);
+                goto out;
+            }
+            if (system->len > 0)
+                NOMEM_IF(llm_buf_append(system, "\n\n", 2) != 0);
+            NOMEM_IF(llm_buf_append(system, m->content, strlen(m->content)) != 0);
+            continue;
+        }
+        const char *r = m->role == LLM_ROLE_ASSISTANT ? "model" : "user";
+        if (parts != NULL && strcmp(role, r) != 0)
+            TRY(flush_turn(role, &parts, contents, e));
+        if (parts == NULL) {
+            role = r;
+            parts = json_array();
+            NOMEM_IF(parts == NULL);
+        }
+        TRY(message_parts(req, i, parts, e));
+    }
+    if (parts != NULL)
+        TRY(flush_turn(role, &parts, contents, e));
+out:
+    json_decref(parts);
+    return rc;
+}
+
+static int build_tool(const struct llm_tool_def *t, size_t i, json_t **out, struct err *e)
+{
+    int rc = 0;
+    json_t *o = json_object();
+    NOMEM_IF(o == NULL);
+    if (t->name == NULL || t->name[0] == '\0') {
+        rc = err_set(e, ERR_INVALID, "tools[%zu].name: required", i);
+        goto out;
+    }
+    TRY(set_new(o, "name", string_or_fail(t->name, e, "tools[%zu].name", i), e));
+    TRY(set_new(
+        o, "description",
+        string_or_fail(t->description ? t->description : "", e, "tools[%zu].description", i), e));
+    if (t->parameters != NULL) {
+        if (!json_is_object(t->parameters)) {
+            rc = err_set(e, ERR_INVALID, "tools[%zu].parameters: must be an object", i);
+            goto out;
+        }
+        /* Borrowed: serialized before build returns; the caller's object is not modified. */
+        NOMEM_IF(json_object_set(o, "parametersJsonSchema", (json_t *)t->parameters) != 0);
+    }
+    *out = o;
+    o = NULL;
+out:
+    json_decref(o);
+    return rc;
+}
+
+static int gemini_build(const struct llm_request *req, const char *base_url,
+                        struct llm_wire_http *out, struct err *e)
+{
+    int rc = 0;
+    json_t *body = NULL, *arr = NULL, *decls = NULL, *gc = NULL;
+    struct llm_buf system = {0}, url = {0};
+    memset(out, 0, sizeof *out);
+
+    if (req->model == NULL || req->model[0] == '\0')
+        return err_set(e, ERR_INVALID, "model: required");
+    const char *model = req->model;
+    if (strncmp(model, "models/", 7) == 0)
+        model += 7;
+    if (model[0] == '\0')
+        return err_set(e, ERR_INVALID, "model: required");
+    for (const char *c = model; *c; c++) {
+        if (!model_char_ok(*c))
+            return err_set(e, ERR_INVALID, "model: only letters, digits, '.', '_' and '-'");
+    }
+    if (req->n_messages == 0 || req->messages == NULL)
+        return err_set(e, ERR_INVALID, "messages: at least one is required");
+    if (base_url == NULL || base_url[0] == '\0')
+        return err_set(e, ERR_INVALID, "base_url: required");
+    if (has_control_char(base_url))
+        return err_set(e, ERR_INVALID, "base_url: contains control characters");
+    /* A CR or LF in the key would inject header lines; the message must not quote it. */
+    if (req->api_key != NULL && has_control_char(req->api_key))
+        return err_set(e, ERR_INVALID, "api_key: contains control characters");
+
+    size_t blen = strlen(base_url);
+    while (blen > 0 && base_url[blen - 1] == '/')
+        blen--;
+    const char *suffix = req->stream ? STREAM_SUFFIX : GEN_SUFFIX;
+    NOMEM_IF(llm_buf_append(&url, base_url, blen) != 0 ||
+             llm_buf_append(&url, "/models/", 8) != 0 ||
+             llm_buf_append(&url, model, strlen(model)) != 0 ||
+             llm_buf_append(&url, suffix, strlen(suffix)) != 0);
+    out->url = llm_buf_steal(&url);
+    NOMEM_IF(out->url == NULL);
+
+    NOMEM_IF(add_header(out, "Content-Type", "application/json") != 0);
+    if (req->api_key != NULL && req->api_key[0] != '\0')
+        NOMEM_IF(add_header(out, "x-goog-api-key", req->api_key) != 0);
+
+    body = json_object();
+    NOMEM_IF(body == NULL);
+    arr = json_array();
+    NOMEM_IF(arr == NULL);
+    TRY(build_contents(req, arr, &system, e));
+    if (json_array_size(arr) == 0) {
+        rc = err_set(e, ERR_INVALID, "messages: at least one user or assistant turn is required");
+        goto out;
+    }
+    int set = json_object_set_new(body, "contents", arr); /* steals arr */
+    arr = NULL;
+    NOMEM_IF(set != 0);
+    if (system.len > 0) {
+        json_t *si = json_pack("{s:[{s:s}]}", "parts", "text", system.data);
+        NOMEM_IF(si == NULL || json_object_set_new(body, "systemInstruction", si) != 0);
+    }
+
+    if (req->n_tools > 0) {
+        decls = json_array();
+        NOMEM_IF(decls == NULL);
+        for (size_t i = 0; i < req->n_tools; i++) {
+            json_t *t = NULL;
+            TRY(build_tool(&req->tools[i], i, &t, e));
+            NOMEM_IF(json_array_append_new(decls, t) != 0);
+        }
+        json_t *tools = json_pack("[{s:O}]", "functionDeclarations", decls);
+        NOMEM_IF(tools == NULL || json_object_set_new(body, "tools", tools) != 0);
+    }
+    gc = json_object();
+    NOMEM_IF(gc == NULL);
+    if (req->temperature >= 0)
+        NOMEM_IF(json_object_set_new(gc, "temperature", json_real(req->temperature)) != 0);
+    if (req->max_tokens > 0)
+        NOMEM_IF(json_object_set_new(gc, "maxOutputTokens", json_integer(req->max_tokens)) != 0);
+    if (json_object_size(gc) > 0)
+        NOMEM_IF(json_object_set(body, "generationConfig", gc) != 0);
+
+    out->body = json_dumps(body, JSON_TEXT_FLAGS);
+    NOMEM_IF(out->body == NULL);
+    out->body_len = strlen(out->body);
+out:
+    llm_buf_free(&system);
+    llm_buf_free(&url);
+    json_decref(gc);
+    json_decref(decls);
+    json_decref(arr);
+    json_decref(body);
+    if (rc != 0)
+        llm_wire_http_cleanup(out);
+    return rc;
+}
+
+/* ---- reply ---- */
+
+static long int_field(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    return json_is_integer(v) && json_integer_value(v) >= 0 ? (long)json_integer_value(v) : 0;
+}
+
+static void parse_usage(const json_t *u, struct llm_usage *out)
+{
+    if (!json_is_object(u))
+        return;
+    long thoughts = int_field(u, "thoughtsTokenCount");
+    out->prompt_tokens = int_field(u, "promptTokenCount");
+    out->completion_tokens = int_field(u, "candidatesTokenCount") + thoughts;
+    out->total_tokens = json_is_integer(json_object_get(u, "totalTokenCount"))
+                            ? int_field(u, "totalTokenCount")
+                            : out->prompt_tokens + out->completion_tokens;
+    out->cached_tokens = int_field(u, "cachedContentTokenCount");
+    out->reasoning_tokens = thoughts;
+}
+
+/* {"error":{"code","message","status"}}: the message; a bare {"message"} too. */
+static size_t error_value_message(const json_t *root, char *buf, size_t cap)
+{
+    const json_t *err = json_object_get(root, "error");
+    const json_t *m = json_is_object(err)   ? json_object_get(err, "message")
+                      : json_is_string(err) ? err
+                                            : json_object_get(root, "message");
+    if (!json_is_string(m) || json_string_length(m) == 0)
+        return 0;
+    return llm_copy_bounded(buf, cap, json_string_value(m), json_string_length(m),
+                            LLM_WIRE_ERRMSG_MAX);
+}
+
+/* What one GenerateContentResponse adds; shared by the whole-reply and stream parsers. */
+struct acc {
+    struct llm_buf text;
+    struct llm_tool_call *calls;
+    size_t n_calls;
+    char *finish_reason;
+    char *model;
+    struct llm_usage usage;
+    llm_delta_cb on_delta;
+    void *arg;
+};
+
+static void acc_cleanup(struct acc *a)
+{
+    llm_buf_free(&a->text);
+    for (size_t i = 0; i < a->n_calls; i++) {
+        free(a->calls[i].id);
+        free(a->calls[i].name);
+        free(a->calls[i].arguments);
+    }
+    free(a->calls);
+    free(a->finish_reason);
+    free(a->model);
+    memset(a, 0, sizeof *a);
+}
+
+static int replace_string(char **slot, const json_t *v)
+{
+    if (!json_is_string(v))
+        return 0;
+    bool nomem = false;
+    char *p = llm_strdup(json_string_value(v), &nomem);
+    if (nomem)
+        return ERR_NOMEM;
+    free(*slot);
+    *slot = p;
+    return 0;
+}
+
+static int add_call(struct acc *a, const json_t *part, const json_t *fc, struct err *e)
+{
+    int rc = 0;
+    bool nomem = false;
+    struct llm_buf id = {0};
+    const json_t *name = json_object_get(fc, "name");
+    if (!json_is_string(name))
+        return err_set(e, ERR_INVALID, "reply: functionCall without a name");
+    if (a->n_calls >= LLM_STREAM_MAX_TOOL_CALLS)
+        return err_set(e, ERR_INVALID, "reply has more than %d tool calls",
+                       LLM_STREAM_MAX_TOOL_CALLS);
+    struct llm_tool_call *p = realloc(a->calls, (a->n_calls + 1) * sizeof *p);
+    if (p == NULL)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    a->calls = p;
+    struct llm_tool_call *tc = &a->calls[a->n_calls];
+    memset(tc, 0, sizeof *tc);
+
+    const json_t *jid = json_object_get(fc, "id");
+    if (json_is_string(jid) && json_string_length(jid) > 0 &&
+        strstr(json_string_value(jid), TS_SEP) == NULL) {
+        NOMEM_IF(llm_buf_append(&id, json_string_value(jid), json_string_length(jid)) != 0);
+    } else {
+        char synth[32];
+        int n = snprintf(synth, sizeof synth, "call_%zu", a->n_calls);
+        NOMEM_IF(llm_buf_append(&id, synth, (size_t)n) != 0);
+    }
+    const json_t *sig = json_object_get(part, "thoughtSignature");
+    if (json_is_string(sig) && json_string_length(sig) > 0 &&
+        json_string_length(sig) <= MAX_SIGNATURE)
+        NOMEM_IF(llm_buf_append(&id, TS_SEP, sizeof TS_SEP - 1) != 0 ||
+                 llm_buf_append(&id, json_string_value(sig), json_string_length(sig)) != 0);
+    tc->id = llm_buf_steal(&id);
+    tc->name = llm_strdup(json_string_value(name), &nomem);
+    const json_t *args = json_object_get(fc, "args");
+    if (json_is_object(args)) {
+        tc->arguments = json_dumps(args, JSON_TEXT_FLAGS);
+        nomem |= tc->arguments == NULL;
+    } else {
+        tc->arguments = llm_strdup("{}", &nomem);
+    }
+    a->n_calls++; /* owns what was allocated, even on failure below */
+    NOMEM_IF(nomem || tc->id == NULL);
+out:
+    llm_buf_free(&id);
+    return rc;
+}
+
+/* Reads one GenerateContentResponse into a. `where` names it in messages ("reply",
+ * "stream"). A response without candidates is fine in a stream (a usage-only chunk). */
+static int read_response(struct acc *a, const json_t *root, bool need_candidate, const char *where,
+                         struct err *e)
+{
+    int rc = 0;
+    const json_t *errv = json_object_get(root, "error");
+    if (errv != NULL && !json_is_null(errv)) {
+        char msg[LLM_WIRE_ERRMSG_MAX + 1];
+        if (error_value_message(root, msg, sizeof msg) == 0)
+            snprintf(msg, sizeof msg, "(no message)");
+        return err_set(e, ERR_IO, "error in %s: %s", where, msg);
+    }
+    NOMEM_IF(replace_string(&a->model, json_object_get(root, "modelVersion")) != 0);
+    const json_t *usage = json_object_get(root, "usageMetadata");
+    if (json_is_object(usage))
+        parse_usage(usage, &a->usage);
+
+    const json_t *cand = json_array_get(json_object_get(root, "candidates"), 0);
+    if (!json_is_object(cand)) {
+        const json_t *block =
+            json_object_get(json_object_get(root, "promptFeedback"), "blockReason");
+        if (json_is_string(block)) {
+            char reason[64];
+            llm_copy_bounded(reason, sizeof reason, json_string_value(block),
+                             json_string_length(block), sizeof reason - 1);
+            return err_set(e, ERR_IO, "prompt blocked: %s", reason);
+        }
+        if (need_candidate)
+            return err_set(e, ERR_INVALID, "%s has no candidates[0]", where);
+        return 0;
+    }
+    NOMEM_IF(replace_string(&a->finish_reason, json_object_get(cand, "finishReason")) != 0);
+    const json_t *parts = json_object_get(json_object_get(cand, "content"), "parts");
+    size_t i;
+    const json_t *part;
+    json_array_foreach(parts, i, part)
+    {
+        const json_t *thought = json_object_get(part, "thought");
+        const json_t *text = json_object_get(part, "text");
+        const json_t *fc = json_object_get(part, "functionCall");
+        if (json_is_object(fc)) {
+            TRY(add_call(a, part, fc, e));
+        } else if (json_is_string(text) && !json_is_true(thought) && json_string_length(text) > 0) {
+            NOMEM_IF(llm_buf_append(&a->text, json_string_value(text), json_string_length(text)) !=
+                     0);
+            if (a->on_delta != NULL)
+                a->on_delta(a->arg, json_string_value(text), json_string_length(text));
+        }
+    }
+out:
+    return rc;
+}
+
+/* Moves what a holds into a new response. */
+static int acc_response(struct acc *a, struct llm_response **out, struct err *e)
+{
+    int rc = 0;
+    struct llm_response *r = calloc(1, sizeof *r);
+    NOMEM_IF(r == NULL);
+    r->text = llm_buf_steal(&a->text);
+    NOMEM_IF(r->text == NULL);
+    r->finish_reason = a->finish_reason;
+    a->finish_reason = NULL;
+    r->model = a->model;
+    a->model = NULL;
+    r->usage = a->usage;
+    r->tool_calls = a->calls;
+    r->n_tool_calls = a->n_calls;
+    a->calls = NULL;
+    a->n_calls = 0;
+    *out = r;
+    r = NULL;
+out:
+    llm_response_free(r);
+    return rc;
+}
+
+static int gemini_parse_reply(const char *body, size_t len, struct llm_response **out,
+                              struct err *e)
+{
+    int rc = 0;
+    json_error_t je;
+    struct acc a = {0};
+    *out = NULL;
+    json_t *root = json_loadb(body, len, 0, &je);
+    if (!json_is_object(root)) {
+        rc = err_set(e, ERR_INVALID, "reply is not valid JSON");
+        goto out;
+    }
+    TRY(read_response(&a, root, true, "reply", e));
+    TRY(acc_response(&a, out, e));
+out:
+    acc_cleanup(&a);
+    json_decref(root);
+    return rc;
+}
+
+static size_t gemini_error_message(const char *body, size_t len, char *buf, size_t cap)
+{
+    if (cap > 0)
+        buf[0] = '\0';
+    if (body == NULL || len == 0 || cap == 0)
+        return 0;
+    while (len > 0 && (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')) {
+        body++;
+        len--;
+    }
+    /* An error on a ?alt=sse call may come framed as one SSE event. */
+    if (len >= 5 && memcmp(body, "data:", 5) == 0) {
+        body += 5;
+        len -= 5;
+    }
+    json_error_t je;
+    json_t *root = json_loadb(body, len, 0, &je);
+    if (root != NULL) {
+        size_t n = json_is_object(root) ? error_value_message(root, buf, cap) : 0;
+        json_decref(root);
+        return n;
+    }
+    /* Not JSON (a proxy's page): quote the first line when it is text and not HTML. */
+    while (len > 0 && (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')) {
+        body++;
+        len--;
+    }
+    if (len == 0 || *body == '<')
+        return 0;
+    const char *nl = memchr(body, '\n', len);
+    size_t line = nl ? (size_t)(nl - body) : len;
+    while (line > 0 && (body[line - 1] == '\r' || body[line - 1] == ' '))
+        line--;
+    if (line == 0 || !utf8_valid(body, line))
+        return 0;
+    return llm_copy_bounded(buf, cap, body, line, LLM_WIRE_ERRMSG_MAX);
+}
+
+/* ---- stream ---- */
+
+/* With ?alt=sse every event is a whole GenerateContentResponse holding only the new parts;
+ * there is no terminator: the stream is complete once a chunk carried a finishReason. */
+struct llm_stream {
+    struct llm_sse sse;
+    struct acc acc;
+    bool dead;
+};
+
+static int gemini_stream_new(struct llm_stream **out)
+{
+    struct llm_stream *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return ERR_NOMEM;
+    llm_sse_init(&s->sse, LLM_SSE_MAX_LINE);
+    *out = s;
+    return 0;
+}
+
+static void gemini_stream_free(struct llm_stream *s)
+{
+    if (s == NULL)
+        return;
+    llm_sse_cleanup(&s->sse);
+    acc_cleanup(&s->acc);
+    free(s);
+}
+
+static int stream_event(void *arg, const char *event, const char *data, size_t len, struct err *e)
+{
+    struct llm_stream *s = arg;
+    json_error_t je;
+    (void)event;
+    json_t *root = json_loadb(data, len, 0, &je);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return err_set(e, ERR_INVALID, "stream event is not valid JSON");
+    }
+    int rc = read_response(&s->acc, root, false, "stream", e);
+    json_decref(root);
+    return rc;
+}
+
+static int gemini_stream_feed(struct llm_stream *s, const char *data, size_t len,
+                              llm_delta_cb on_delta, void *arg, struct err *e)
+{
+    if (s->dead)
+        return err_set(e, ERR_INVALID, "stream already failed");
+    s->acc.on_delta = on_delta;
+    s->acc.arg = arg;
+    int rc = llm_sse_feed(&s->sse, data, len, stream_event, s, e);
+    s->acc.on_delta = NULL;
+    s->acc.arg = NULL;
+    if (rc != 0)
+        s->dead = true;
+    return rc;
+}
+
+static int gemini_stream_end(struct llm_stream *s, llm_delta_cb on_delta, void *arg,
+                             struct llm_response **out, struct err *e)
+{
+    *out = NULL;
+    if (s->dead)
+        return err_set(e, ERR_INVALID, "stream already failed");
+    /* A last event without its blank line still counts. */
+    int rc = gemini_stream_feed(s, "\n\n", 2, on_delta, arg, e);
+    if (rc != 0)
+        return rc;
+    if (s->acc.finish_reason == NULL)
+        return err_set(e, ERR_IO, "stream ended before a finishReason");
+    return acc_response(&s->acc, out, e);
+}
+
+const struct llm_wire llm_wire_gemini = {
+    .name = "gemini-generate-content",
+    .build = gemini_build,
+    .parse_reply = gemini_parse_reply,
+    .error_message = gemini_error_message,
+    .stream_new = gemini_stream_new,
+    .stream_feed = gemini_stream_feed,
+    .stream_end = gemini_stream_end,
+    .stream_free = gemini_stream_free,
+};
