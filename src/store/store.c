@@ -1,6 +1,7 @@
 /*
  * store.c - the backend-neutral part of store.h: picks a backend from the URL, names the job
- * statuses and frees the rows every backend hands out. The backends themselves live in
+ * statuses, checks what every backend checks alike and frees the rows every backend hands
+ * out. The backends themselves live in
  * store_sqlite.c and store_pg.c; nothing here knows SQL.
  */
 #include "store/store.h"
@@ -189,4 +190,35 @@ void store_step_list_cleanup(struct store_step_list *list)
     free(list->items);
     list->items = NULL;
     list->n = 0;
+}
+
+void store_turn_list_cleanup(struct store_turn_list *l)
+{
+    if (l == NULL)
+        return;
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->items[i].role);
+        free(l->items[i].content);
+    }
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+int store_memory_check(const char *crew_id, const char *agent_key, const struct store_turn *turns,
+                       size_t n, struct err *e)
+{
+    if (crew_id == NULL || crew_id[0] == '\0' || agent_key == NULL || agent_key[0] == '\0')
+        return err_set(e, ERR_INVALID, "store: memory needs a crew_id and an agent_key");
+    if (n > 0 && turns == NULL)
+        return err_set(e, ERR_INVALID, "store: no turns given");
+    for (size_t i = 0; i < n; i++) {
+        const char *role = turns[i].role;
+        if (role == NULL || (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0))
+            return err_set(e, ERR_INVALID, "store: turn %zu: role must be 'user' or 'assistant'",
+                           i);
+        if (turns[i].content == NULL)
+            return err_set(e, ERR_INVALID, "store: turn %zu has no content", i);
+    }
+    return 0;
 }

@@ -9,7 +9,9 @@
  * queue): jobs are inserted pending, claimed FIFO with a lease by one instance's job manager,
  * checkpointed step by step (decision 3), and finished. Every write of a claimed job is
  * fenced on its lease owner, so an instance that lost a lease cannot overwrite the work of
- * the one that took the job over. Calls are synchronous and made from the loop thread:
+ * the one that took the job over. It also keeps the agents' conversation memory: per
+ * (crew, agent, user, session), an ordered list of turns, trimmed to the newest N on append.
+ * Calls are synchronous and made from the loop thread:
  * single-row statements on a local WAL database cost tens of microseconds.
  *
  * A store is used by one thread at a time (the loop thread).
@@ -112,6 +114,30 @@ struct store_step_list {
 
 void store_step_list_cleanup(struct store_step_list *list);
 
+/*
+ * One turn of a conversation kept in memory. role is "user" or "assistant". Rows read back
+ * own their strings (store_turn_list_cleanup); turns given to memory_append are borrowed and
+ * their created_at is ignored (the store sets it from now_ms).
+ */
+struct store_turn {
+    char *role;
+    char *content;
+    char created_at[CLOCK_RFC3339_LEN];
+};
+
+struct store_turn_list {
+    struct store_turn *items; /* oldest first; NULL when n is 0 */
+    size_t n;
+};
+
+void store_turn_list_cleanup(struct store_turn_list *l);
+
+/* The argument checks every backend's memory calls make, with the same messages: 0, or
+ * ERR_INVALID when crew_id or agent_key is NULL or empty, or a turn (turns[0..n), none
+ * when n is 0) has no content or a role other than "user" or "assistant". */
+int store_memory_check(const char *crew_id, const char *agent_key, const struct store_turn *turns,
+                       size_t n, struct err *e);
+
 struct store;
 
 struct store_ops {
@@ -171,6 +197,35 @@ struct store_ops {
     int (*job_finish)(struct store *st, const char *job_id, const char *owner,
                       enum store_job_status status, const char *result, const char *error,
                       long long now_ms, struct err *e);
+
+    /*
+     * Conversation memory. A conversation is named by (crew_id, agent_key, user_id,
+     * session_id), compared byte for byte as given (crew_id is any non-empty text, not
+     * checked against the crews: memory has no foreign key and outlives a deleted crew).
+     * crew_id and agent_key are required (ERR_INVALID when NULL or empty); user_id and
+     * session_id may be NULL, which is stored and matched as "": NULL and "" name the same
+     * conversation ("no user", "no session").
+     */
+
+    /* The last `max_turns` turns of the conversation, oldest first; an empty list (n 0,
+     * items NULL) when it has none or max_turns is 0. Use SIZE_MAX for every turn. */
+    int (*memory_get)(struct store *st, const char *crew_id, const char *agent_key,
+                      const char *user_id, const char *session_id, size_t max_turns,
+                      struct store_turn_list *out, struct err *e);
+    /* Appends turns[0..n) in that order in one transaction (a user turn and the
+     * assistant's answer go together: both or neither, and no other append to the same
+     * conversation lands between them), then, in the same transaction, drops all but the
+     * newest `keep_turns` turns of that conversation (0: keep all). Each role must be
+     * "user" or "assistant" and each content non-NULL (ERR_INVALID, nothing written);
+     * created_at is set from now_ms. n 0 only trims. */
+    int (*memory_append)(struct store *st, const char *crew_id, const char *agent_key,
+                         const char *user_id, const char *session_id,
+                         const struct store_turn *turns, size_t n, size_t keep_turns,
+                         long long now_ms, struct err *e);
+    /* Removes every turn of the conversation; ERR_NOT_FOUND ("conversation not found")
+     * when it had none. */
+    int (*memory_clear)(struct store *st, const char *crew_id, const char *agent_key,
+                        const char *user_id, const char *session_id, struct err *e);
     void (*close)(struct store *st);
 };
 
@@ -187,7 +242,7 @@ int store_open(const char *url, struct store **out, struct err *e);
 void store_close(struct store *st);
 
 /* The schema version this build migrates to. */
-#define STORE_SCHEMA_VERSION 2 /* 1: crews; 2: jobs and job_steps */
+#define STORE_SCHEMA_VERSION 3 /* 1: crews; 2: jobs and job_steps; 3: memory */
 
 static inline int store_crew_insert(struct store *st, const struct store_crew *c, struct err *e)
 {
@@ -252,6 +307,26 @@ static inline int store_job_finish(struct store *st, const char *job_id, const c
                                    const char *error, long long now_ms, struct err *e)
 {
     return st->ops->job_finish(st, job_id, owner, status, result, error, now_ms, e);
+}
+
+static inline int store_memory_get(struct store *st, const char *crew_id, const char *agent_key,
+                                   const char *user_id, const char *session_id, size_t max_turns,
+                                   struct store_turn_list *out, struct err *e)
+{
+    return st->ops->memory_get(st, crew_id, agent_key, user_id, session_id, max_turns, out, e);
+}
+static inline int store_memory_append(struct store *st, const char *crew_id, const char *agent_key,
+                                      const char *user_id, const char *session_id,
+                                      const struct store_turn *turns, size_t n, size_t keep_turns,
+                                      long long now_ms, struct err *e)
+{
+    return st->ops->memory_append(st, crew_id, agent_key, user_id, session_id, turns, n, keep_turns,
+                                  now_ms, e);
+}
+static inline int store_memory_clear(struct store *st, const char *crew_id, const char *agent_key,
+                                     const char *user_id, const char *session_id, struct err *e)
+{
+    return st->ops->memory_clear(st, crew_id, agent_key, user_id, session_id, e);
 }
 
 #endif

@@ -20,6 +20,7 @@
 
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,7 +106,32 @@ static const char *const pg_migration_2[] = {
     NULL,
 };
 
-static const char *const *const pg_migrations[] = {pg_migration_1, pg_migration_2};
+/*
+ * 3: conversation memory, one row per turn; seq (an identity) is the append order. The index
+ * holds the four keys then seq, so "the newest n" is a backward scan of n entries and the
+ * trim finds its bound the same way. crew_id is TEXT here, unlike the crews' and jobs' UUID:
+ * the keys are compared as the caller gives them, so no cast can fail and the contract is
+ * the same as SQLite's. user_id and session_id are '' for none, never NULL. No foreign key
+ * to crews, like the jobs. The primary key gives DELETE a replica identity.
+ */
+static const char *const pg_migration_3[] = {
+    "CREATE TABLE memory ("
+    " seq BIGINT GENERATED ALWAYS AS IDENTITY,"
+    " crew_id TEXT NOT NULL,"
+    " agent_key TEXT NOT NULL,"
+    " user_id TEXT NOT NULL,"
+    " session_id TEXT NOT NULL,"
+    " role TEXT NOT NULL,"
+    " content TEXT NOT NULL,"
+    " created_at TIMESTAMPTZ NOT NULL,"
+    " CONSTRAINT memory_pkey PRIMARY KEY (seq),"
+    " CONSTRAINT memory_role_check CHECK (role IN ('user', 'assistant')))",
+    "CREATE INDEX memory_conversation_idx ON memory"
+    " (crew_id, agent_key, user_id, session_id, seq)",
+    NULL,
+};
+
+static const char *const *const pg_migrations[] = {pg_migration_1, pg_migration_2, pg_migration_3};
 
 _Static_assert(sizeof pg_migrations / sizeof pg_migrations[0] == STORE_SCHEMA_VERSION,
                "one migration per schema version");
@@ -126,6 +152,13 @@ _Static_assert(sizeof pg_migrations / sizeof pg_migrations[0] == STORE_SCHEMA_VE
     " to_char(created_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS created_rfc3339,"                   \
     " to_char(started_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS started_rfc3339,"                   \
     " to_char(completed_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS completed_rfc3339, attempts"
+
+/* The conversation a memory statement is about: parameters $1..$4. */
+#define PG_MEMORY_KEY "crew_id = $1 AND agent_key = $2 AND user_id = $3 AND session_id = $4"
+
+/* pg_advisory_xact_lock namespace of memory appends: "crew" in ASCII. The two-key form's
+ * space does not overlap the one-key form of PG_MIGRATE_LOCK_KEY. */
+#define PG_MEMORY_LOCK_NS "1668441463"
 
 /* Shared by both finish statements: $1 job_id, $2 status, $3 result, $4 error, $5 time. */
 #define PG_FINISH_SET                                                                              \
@@ -150,6 +183,11 @@ enum pg_stmt {
     PG_STEPS_GET,
     PG_JOB_FINISH_OWNED,
     PG_JOB_FINISH_ANY,
+    PG_MEMORY_GET,
+    PG_MEMORY_LOCK,
+    PG_MEMORY_INSERT,
+    PG_MEMORY_TRIM,
+    PG_MEMORY_CLEAR,
     PG_N_STMTS,
 };
 
@@ -234,6 +272,27 @@ static const struct {
                              PG_FINISH_SET " AND status = 'running' AND lease_owner = $6"},
     [PG_JOB_FINISH_ANY] = {"crewd_job_finish_any",
                            PG_FINISH_SET " AND status IN ('pending', 'running')"},
+    [PG_MEMORY_GET] = {"crewd_memory_get",
+                       "SELECT role, content,"
+                       " to_char(created_at AT TIME ZONE 'UTC', " PG_TS_FMT ")"
+                       " FROM memory WHERE " PG_MEMORY_KEY " ORDER BY seq DESC LIMIT $5::bigint"},
+    /* Serializes the appends to one conversation (other conversations only on a hash
+     * collision): under READ COMMITTED two appends would otherwise draw interleaved seq
+     * values and each trim would count without the other's turns. */
+    [PG_MEMORY_LOCK] = {"crewd_memory_lock",
+                        "SELECT pg_advisory_xact_lock(" PG_MEMORY_LOCK_NS ","
+                        " hashtext(concat_ws(chr(31), $1::text, $2::text, $3::text, $4::text)))"},
+    [PG_MEMORY_INSERT] = {"crewd_memory_insert",
+                          "INSERT INTO memory (crew_id, agent_key, user_id, session_id, role,"
+                          " content, created_at)"
+                          " VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz)"},
+    /* $5 keep_turns (> 0): every turn at or below the (keep + 1)-th newest goes; with no
+     * such turn the bound is NULL and nothing matches. */
+    [PG_MEMORY_TRIM] = {"crewd_memory_trim",
+                        "DELETE FROM memory WHERE " PG_MEMORY_KEY " AND seq <= (SELECT seq"
+                        " FROM memory WHERE " PG_MEMORY_KEY
+                        " ORDER BY seq DESC OFFSET $5::bigint LIMIT 1)"},
+    [PG_MEMORY_CLEAR] = {"crewd_memory_clear", "DELETE FROM memory WHERE " PG_MEMORY_KEY},
 };
 
 /* ---- errors ---------------------------------------------------------------------------- */
@@ -1045,6 +1104,144 @@ out:
     return rc;
 }
 
+/* ---- conversation memory --------------------------------------------------------------- */
+
+/* The conversation as parameters $1..$4; a NULL user or session is the conversation of "". */
+static void pg_memory_key(const char *params[4], const char *crew_id, const char *agent_key,
+                          const char *user_id, const char *session_id)
+{
+    params[0] = crew_id;
+    params[1] = agent_key;
+    params[2] = user_id ? user_id : "";
+    params[3] = session_id ? session_id : "";
+}
+
+/* A count from the caller as a bigint parameter: above INT64_MAX means "all" anyway. */
+static void pg_count_arg(size_t n, char *buf, size_t cap)
+{
+    if (n > (size_t)INT64_MAX)
+        n = (size_t)INT64_MAX;
+    snprintf(buf, cap, "%zu", n);
+}
+
+static int pg_memory_get(struct store *st, const char *crew_id, const char *agent_key,
+                         const char *user_id, const char *session_id, size_t max_turns,
+                         struct store_turn_list *out, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    struct store_turn_list list = {0};
+    *out = list;
+    int rc = store_memory_check(crew_id, agent_key, NULL, 0, e);
+    if (rc != 0 || max_turns == 0 || (rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    char max_s[24];
+    pg_count_arg(max_turns, max_s, sizeof max_s);
+    const char *params[5];
+    pg_memory_key(params, crew_id, agent_key, user_id, session_id);
+    params[4] = max_s;
+    res = PQexecPrepared(s->conn, pg_stmts[PG_MEMORY_GET].name, 5, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = pg_fail(s, res, "get memory", e);
+        goto out;
+    }
+    int n_rows = PQntuples(res);
+    if (n_rows == 0)
+        goto out;
+    list.items = calloc((size_t)n_rows, sizeof *list.items);
+    if (list.items == NULL) {
+        rc = err_set(e, ERR_NOMEM, "store: out of memory");
+        goto out;
+    }
+    /* The rows come newest first (the index scanned backwards); the list is oldest first. */
+    for (int i = 0; i < n_rows; i++) {
+        struct store_turn *t = &list.items[list.n];
+        int row = n_rows - 1 - i;
+        list.n++; /* counted first, so that cleanup frees a half-copied turn */
+        if (pg_copy_fixed(res, row, 2, t->created_at, sizeof t->created_at) != 0) {
+            rc = err_set(e, ERR_STORE, "store: postgres: unexpected timestamp form");
+            goto out;
+        }
+        if (pg_dup_field(res, row, 0, &t->role) != 0 ||
+            pg_dup_field(res, row, 1, &t->content) != 0) {
+            rc = err_set(e, ERR_NOMEM, "store: out of memory");
+            goto out;
+        }
+    }
+    *out = list;
+    list = (struct store_turn_list){0};
+out:
+    store_turn_list_cleanup(&list);
+    PQclear(res);
+    return rc;
+}
+
+/* One transaction: the conversation's lock, the inserts, the trim. A round trip each, fine
+ * for the two turns of an exchange. */
+static int pg_memory_append(struct store *st, const char *crew_id, const char *agent_key,
+                            const char *user_id, const char *session_id,
+                            const struct store_turn *turns, size_t n, size_t keep_turns,
+                            long long now_ms, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    int rc = store_memory_check(crew_id, agent_key, turns, n, e);
+    if (rc != 0 || (rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    char created[CLOCK_RFC3339_LEN], keep_s[24];
+    clock_rfc3339(now_ms, created);
+    pg_count_arg(keep_turns, keep_s, sizeof keep_s);
+    const char *params[7];
+    pg_memory_key(params, crew_id, agent_key, user_id, session_id);
+    if ((rc = pg_exec(s, "BEGIN", "append memory: begin", e)) != 0)
+        goto out;
+    res = PQexecPrepared(s->conn, pg_stmts[PG_MEMORY_LOCK].name, 4, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = pg_fail(s, res, "append memory: lock", e);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        params[4] = turns[i].role;
+        params[5] = turns[i].content;
+        params[6] = created;
+        if ((rc = pg_command(s, PG_MEMORY_INSERT, 7, params, "append memory", NULL, e)) != 0)
+            goto out;
+    }
+    if (keep_turns > 0) {
+        params[4] = keep_s;
+        if ((rc = pg_command(s, PG_MEMORY_TRIM, 5, params, "trim memory", NULL, e)) != 0)
+            goto out;
+    }
+    rc = pg_exec(s, "COMMIT", "append memory: commit", e);
+out:
+    PQclear(res);
+    if (rc != 0 && PQstatus(s->conn) == CONNECTION_OK &&
+        PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
+        PGresult *rb = PQexec(s->conn, "ROLLBACK");
+        PQclear(rb);
+    }
+    return rc;
+}
+
+static int pg_memory_clear(struct store *st, const char *crew_id, const char *agent_key,
+                           const char *user_id, const char *session_id, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    int rc = store_memory_check(crew_id, agent_key, NULL, 0, e);
+    if (rc != 0 || (rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    const char *params[4];
+    pg_memory_key(params, crew_id, agent_key, user_id, session_id);
+    if ((rc = pg_command(s, PG_MEMORY_CLEAR, 4, params, "clear memory", &res, e)) != 0)
+        goto out;
+    if (strcmp(PQcmdTuples(res), "0") == 0)
+        rc = err_set(e, ERR_NOT_FOUND, "conversation not found");
+out:
+    PQclear(res);
+    return rc;
+}
+
 static void pg_close(struct store *st)
 {
     struct pg_store *s = (struct pg_store *)st;
@@ -1069,6 +1266,9 @@ static const struct store_ops pg_ops = {
     .job_step_put = pg_job_step_put,
     .job_steps_get = pg_job_steps_get,
     .job_finish = pg_job_finish,
+    .memory_get = pg_memory_get,
+    .memory_append = pg_memory_append,
+    .memory_clear = pg_memory_clear,
     .close = pg_close,
 };
 

@@ -79,6 +79,23 @@ static const char *const MIGRATIONS[] = {
     " seq INTEGER NOT NULL,"
     " created_at TEXT NOT NULL,"
     " PRIMARY KEY (job_id, key));",
+    /* 3: conversation memory, one row per turn. seq is the rowid: a new row gets max + 1,
+     * above every turn still in the table, so within a conversation it is the append order
+     * (a number freed by a delete may come back, but only above every remaining row). The
+     * index holds the four keys then seq (the rowid, which every index carries anyway), so
+     * "the newest n" is a backward walk of n entries and the trim finds its bound the same
+     * way. user_id and session_id are '' for none, never NULL, so that equality matches
+     * "no user" and the index serves it. No foreign key to crews, like the jobs. */
+    "CREATE TABLE memory ("
+    " seq INTEGER PRIMARY KEY,"
+    " crew_id TEXT NOT NULL,"
+    " agent_key TEXT NOT NULL,"
+    " user_id TEXT NOT NULL,"
+    " session_id TEXT NOT NULL,"
+    " role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),"
+    " content TEXT NOT NULL,"
+    " created_at TEXT NOT NULL);"
+    "CREATE INDEX memory_conversation ON memory(crew_id, agent_key, user_id, session_id, seq);",
 };
 
 _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
@@ -96,6 +113,9 @@ _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
     "job_id, crew_id, crew_name, status, execution_mode, request, definition, plan, metadata,"     \
     " result, error, created_at, started_at, completed_at, attempts"
 #define JOB_N_COLS 15
+
+/* The conversation a memory statement is about: parameters ?1..?4. */
+#define MEMORY_KEY "crew_id = ?1 AND agent_key = ?2 AND user_id = ?3 AND session_id = ?4"
 
 /* A job that is still to be finished; the same list guards finish without an owner. */
 #define JOB_LIVE "status IN ('pending', 'running')"
@@ -122,6 +142,10 @@ enum stmt_id {
     ST_STEPS_GET,
     ST_JOB_FINISH_OWNED,
     ST_JOB_FINISH_ANY,
+    ST_MEMORY_GET,
+    ST_MEMORY_INSERT,
+    ST_MEMORY_TRIM,
+    ST_MEMORY_CLEAR,
     ST_COUNT_
 };
 
@@ -189,6 +213,16 @@ static const char *const STMT_SQL[ST_COUNT_] = {
     [ST_JOB_FINISH_ANY] = "UPDATE jobs SET status = ?3, result = ?4, error = ?5,"
                           " completed_at = ?6, lease_owner = NULL, lease_expires_ms = NULL"
                           " WHERE job_id = ?1 AND " JOB_LIVE,
+    /* ?1..?4 the conversation, as every memory statement numbers it. */
+    [ST_MEMORY_GET] = "SELECT role, content, created_at FROM memory"
+                      " WHERE " MEMORY_KEY " ORDER BY seq DESC LIMIT ?5",
+    [ST_MEMORY_INSERT] = "INSERT INTO memory (crew_id, agent_key, user_id, session_id, role,"
+                         " content, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    /* ?5 keep_turns (> 0): every turn at or below the (keep + 1)-th newest goes; with no
+     * such turn the bound is NULL and nothing matches. */
+    [ST_MEMORY_TRIM] = "DELETE FROM memory WHERE " MEMORY_KEY " AND seq <= (SELECT seq"
+                       " FROM memory WHERE " MEMORY_KEY " ORDER BY seq DESC LIMIT 1 OFFSET ?5)",
+    [ST_MEMORY_CLEAR] = "DELETE FROM memory WHERE " MEMORY_KEY,
 };
 
 struct store_sqlite {
@@ -990,6 +1024,159 @@ out:
     return ret;
 }
 
+/* ---- conversation memory ---- */
+
+/* Binds the conversation to ?1..?4; a NULL user or session is the conversation of "". */
+static int memory_bind_key(struct store_sqlite *s, sqlite3_stmt *stmt, const char *crew_id,
+                           const char *agent_key, const char *user_id, const char *session_id,
+                           struct err *e)
+{
+    int ret;
+    if ((ret = bind_text(s, stmt, 1, crew_id, e)) == 0 &&
+        (ret = bind_text(s, stmt, 2, agent_key, e)) == 0 &&
+        (ret = bind_text(s, stmt, 3, user_id ? user_id : "", e)) == 0)
+        ret = bind_text(s, stmt, 4, session_id ? session_id : "", e);
+    return ret;
+}
+
+/* A count from the caller as an SQL integer: above INT64_MAX means "all" anyway. */
+static sqlite3_int64 count_arg(size_t n)
+{
+    return n > (size_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)n;
+}
+
+static int memory_get(struct store *st, const char *crew_id, const char *agent_key,
+                      const char *user_id, const char *session_id, size_t max_turns,
+                      struct store_turn_list *out, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *stmt = s->stmt[ST_MEMORY_GET];
+    struct store_turn_list list = {0};
+    size_t cap = 0;
+    int ret, rc;
+    *out = list;
+    if ((ret = store_memory_check(crew_id, agent_key, NULL, 0, e)) != 0)
+        goto out;
+    if (max_turns == 0)
+        goto out;
+    if ((ret = memory_bind_key(s, stmt, crew_id, agent_key, user_id, session_id, e)) != 0)
+        goto out;
+    if ((rc = sqlite3_bind_int64(stmt, 5, count_arg(max_turns))) != SQLITE_OK) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    /* Newest first, as the index walks backwards; reversed below. The list grows as rows
+     * come, since max_turns may be far above what the conversation holds. */
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (list.n == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            struct store_turn *items = realloc(list.items, ncap * sizeof *items);
+            if (items == NULL) {
+                ret = err_set(e, ERR_NOMEM, "store: out of memory reading memory");
+                goto out;
+            }
+            list.items = items;
+            cap = ncap;
+        }
+        struct store_turn *t = &list.items[list.n];
+        *t = (struct store_turn){0};
+        list.n++; /* counted first, so that cleanup frees a half-read turn */
+        if ((ret = col_dup(stmt, 0, false, &t->role, e)) != 0 ||
+            (ret = col_dup(stmt, 1, false, &t->content, e)) != 0 ||
+            (ret = col_fixed(stmt, 2, t->created_at, sizeof t->created_at, e)) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    for (size_t i = 0; i < list.n / 2; i++) {
+        struct store_turn tmp = list.items[i];
+        list.items[i] = list.items[list.n - 1 - i];
+        list.items[list.n - 1 - i] = tmp;
+    }
+    *out = list;
+    list = (struct store_turn_list){0};
+out:
+    stmt_done(stmt);
+    store_turn_list_cleanup(&list);
+    return ret;
+}
+
+/*
+ * BEGIN IMMEDIATE takes the write lock first, so appends to one file serialize: the turns of
+ * one append are contiguous in seq order and the trim counts every committed turn.
+ */
+static int memory_append(struct store *st, const char *crew_id, const char *agent_key,
+                         const char *user_id, const char *session_id,
+                         const struct store_turn *turns, size_t n, size_t keep_turns,
+                         long long now_ms, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *insert = s->stmt[ST_MEMORY_INSERT];
+    sqlite3_stmt *trim = s->stmt[ST_MEMORY_TRIM];
+    bool in_tx = false;
+    int ret, rc;
+    if ((ret = store_memory_check(crew_id, agent_key, turns, n, e)) != 0)
+        goto out;
+    char created[CLOCK_RFC3339_LEN];
+    clock_rfc3339(now_ms, created);
+    if ((ret = run(s, ST_BEGIN_IMMEDIATE, e)) != 0)
+        goto out;
+    in_tx = true;
+    for (size_t i = 0; i < n; i++) {
+        if ((ret = memory_bind_key(s, insert, crew_id, agent_key, user_id, session_id, e)) != 0 ||
+            (ret = bind_text(s, insert, 5, turns[i].role, e)) != 0 ||
+            (ret = bind_text(s, insert, 6, turns[i].content, e)) != 0 ||
+            (ret = bind_text(s, insert, 7, created, e)) != 0)
+            goto out;
+        if ((rc = sqlite3_step(insert)) != SQLITE_DONE) {
+            ret = fail(s->db, rc, e);
+            goto out;
+        }
+        stmt_done(insert);
+    }
+    if (keep_turns > 0) {
+        if ((ret = memory_bind_key(s, trim, crew_id, agent_key, user_id, session_id, e)) != 0)
+            goto out;
+        if ((rc = sqlite3_bind_int64(trim, 5, count_arg(keep_turns))) != SQLITE_OK ||
+            (rc = sqlite3_step(trim)) != SQLITE_DONE) {
+            ret = fail(s->db, rc, e);
+            goto out;
+        }
+        stmt_done(trim);
+    }
+    if ((ret = run(s, ST_COMMIT, e)) != 0)
+        goto out;
+    in_tx = false;
+out:
+    stmt_done(insert);
+    stmt_done(trim);
+    if (in_tx)
+        run(s, ST_ROLLBACK, NULL);
+    return ret;
+}
+
+static int memory_clear(struct store *st, const char *crew_id, const char *agent_key,
+                        const char *user_id, const char *session_id, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *stmt = s->stmt[ST_MEMORY_CLEAR];
+    int ret, rc;
+    if ((ret = store_memory_check(crew_id, agent_key, NULL, 0, e)) != 0 ||
+        (ret = memory_bind_key(s, stmt, crew_id, agent_key, user_id, session_id, e)) != 0)
+        goto out;
+    if ((rc = sqlite3_step(stmt)) != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    if (sqlite3_changes(s->db) == 0)
+        ret = err_set(e, ERR_NOT_FOUND, "conversation not found");
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
 static void close_store(struct store *st)
 {
     struct store_sqlite *s = from_store(st);
@@ -1020,6 +1207,9 @@ static const struct store_ops SQLITE_OPS = {
     .job_step_put = job_step_put,
     .job_steps_get = job_steps_get,
     .job_finish = job_finish,
+    .memory_get = memory_get,
+    .memory_append = memory_append,
+    .memory_clear = memory_clear,
     .close = close_store,
 };
 

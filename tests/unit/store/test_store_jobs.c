@@ -116,7 +116,7 @@ static void pg_exec(const char *sql)
 static void pg_reset(void)
 {
     pg_exec("SET client_min_messages = warning;"
-            "DROP TABLE IF EXISTS crews, jobs, job_steps, schema_version");
+            "DROP TABLE IF EXISTS crews, jobs, job_steps, memory, schema_version");
 }
 
 static int pg_group_setup(void **state)
@@ -813,7 +813,7 @@ static const char SQLITE_V1[] =
     "INSERT INTO crews VALUES ('" CREW_ID "', 'old-crew', NULL, 'sequential', 1,"
     " '{\"name\":\"old-crew\"}', '{}', '2025-11-01T00:00:00.001Z', '2025-11-01T00:00:00.001Z');";
 
-/* Opens a version-1 database with this build: migration 2 runs, the crew survives and the
+/* Opens a version-1 database with this build: migrations 2 and 3 run, the crew survives and the
  * job queue works. */
 static void upgrade_check(void)
 {
@@ -855,7 +855,7 @@ static void test_upgrade_from_v1_sqlite(void **state)
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(stmt, 0),
-                        "1,2/2025-11-01T00:00:00.000Z");
+                        "1,2,3/2025-11-01T00:00:00.000Z");
     sqlite3_finalize(stmt);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
@@ -866,7 +866,7 @@ static void test_upgrade_from_v1_pg(void **state)
 {
     store_close(*state);
     *state = NULL;
-    pg_exec("DROP TABLE jobs, job_steps; DELETE FROM schema_version WHERE version = 2;"
+    pg_exec("DROP TABLE jobs, job_steps, memory; DELETE FROM schema_version WHERE version >= 2;"
             "INSERT INTO crews (crew_id, name, execution_mode, agent_count, definition, plan,"
             " created_at, updated_at) VALUES ('" CREW_ID "', 'old-crew', 'sequential', 1,"
             " '{}', '{}', '2025-11-01T00:00:00.001Z', '2025-11-01T00:00:00.001Z')");
