@@ -375,6 +375,11 @@ int agent_step_start(const struct agent_step_params *p, agent_step_done_cb cb, v
     s->api_key = dup_or_null(p->api_key, &nomem);
     s->system_prompt = dup_or_null(p->system_prompt, &nomem);
     s->tool_log = json_array();
+    for (size_t i = 0; i < p->n_history && !nomem; i++) {
+        char *content = dup_or_null(p->history[i].content ? p->history[i].content : "", &nomem);
+        if (!nomem && !push_msg(s, p->history[i].role, content, NULL, 0, NULL))
+            nomem = true;
+    }
     char *input = dup_or_null(p->input ? p->input : "", &nomem);
     if (nomem || s->tool_log == NULL || !push_msg(s, LLM_ROLE_USER, input, NULL, 0, NULL)) {
         if (nomem)

@@ -40,6 +40,8 @@ struct agent_step_params {
     const struct agent_tools *tools; /* NULL: no tools */
     const char *provider, *model, *base_url, *api_key;
     const char *system_prompt; /* NULL: none */
+    const struct llm_message *history; /* earlier user/assistant turns (memory); copied */
+    size_t n_history;
     const char *input;         /* the user message */
     char *const *tool_names;   /* offered to the model (registry names) */
     size_t n_tool_names;

@@ -47,6 +47,7 @@ struct step {
     char model_buf[256];
     int64_t t0_ms;
     struct agent_step *as; /* in flight */
+    int memory_turns;      /* > 0: an agent step with conversation memory (exchanges kept) */
     struct step *prev, *next; /* the run's list of steps in flight */
 };
 
@@ -308,7 +309,8 @@ static void abandon(struct crew_run *run, const struct err *e)
 }
 
 /* A step is over (from the LLM, or at once). Checkpoints, then applies. */
-static void finish_step(struct step *s, json_t *rec)
+/* Returns true when the step was checkpointed and applied. */
+static bool finish_step(struct step *s, json_t *rec)
 {
     struct crew_run *run = s->run;
     struct err e = {0};
@@ -316,16 +318,33 @@ static void finish_step(struct step *s, json_t *rec)
         err_set(&e, ERR_NOMEM, "out of memory recording step %s", s->key);
         abandon(run, &e);
         step_free(s);
-        return;
+        return false;
     }
     if (run->hooks.checkpoint(run->hooks.arg, s->key, rec, &e) != 0) {
         json_decref(rec);
         abandon(run, &e);
         step_free(s);
-        return;
+        return false;
     }
     apply_record(run, s->kind, s->agent, s->pass, rec);
     step_free(s);
+    return true;
+}
+
+/* An exchange of a step with memory goes to the conversation, after its checkpoint: a crash
+ * in between loses that exchange from the memory, never doubles it. A store error costs the
+ * memory, not the job. */
+static void remember(struct crew_run *run, size_t agent, char *input, char *answer, int keep)
+{
+    const struct plan_agent *a = &run->plan->agents[agent];
+    char user[] = "user", assistant[] = "assistant";
+    struct store_turn turns[2] = {{.role = user, .content = input},
+                                  {.role = assistant, .content = answer}};
+    struct err e = {0};
+    if (store_memory_append(run->env.store, run->spec.crew_id, a->key, run->req->user_id,
+                            run->req->session_id, turns, 2, (size_t)keep * 2, clock_now_ms(),
+                            &e) != 0)
+        log_warn("engine", "agent %s: conversation memory not saved: %s", a->key, err_text(&e));
 }
 
 static void on_agent_done(void *arg, struct agent_step_result *res)
@@ -334,7 +353,18 @@ static void on_agent_done(void *arg, struct agent_step_result *res)
     struct crew_run *run = s->run;
     s->as = NULL; /* the agent step frees itself after this callback */
     active_remove(run, s);
-    finish_step(s, make_record(s, res));
+    /* What memory needs outlives the step, which finish_step frees. */
+    size_t agent = s->agent;
+    int keep = s->memory_turns;
+    char *input = NULL, *answer = NULL;
+    if (keep > 0 && res->rc == 0 && res->text != NULL) {
+        input = strdup(s->input ? s->input : "");
+        answer = strdup(res->text);
+    }
+    if (finish_step(s, make_record(s, res)) && input != NULL && answer != NULL)
+        remember(run, agent, input, answer, keep);
+    free(input);
+    free(answer);
     advance(run);
 }
 
@@ -345,7 +375,8 @@ static void on_agent_done(void *arg, struct agent_step_result *res)
 static bool start_step(struct crew_run *run, struct step *s, const char *system_prompt,
                        const char *api_key, const char *key_env, const char *base_url,
                        double temperature, long max_tokens, long timeout_ms,
-                       char *const *tools, size_t n_tools, int tool_rounds)
+                       char *const *tools, size_t n_tools, int tool_rounds,
+                       const struct llm_message *history, size_t n_history)
 {
     json_t *old = json_object_get(run->replay, s->key);
     if (old != NULL) {
@@ -380,6 +411,8 @@ static bool start_step(struct crew_run *run, struct step *s, const char *system_
         .base_url = base_url,
         .api_key = api_key,
         .system_prompt = system_prompt,
+        .history = history,
+        .n_history = n_history,
         .input = s->input,
         .tool_names = tools,
         .n_tool_names = n_tools,
@@ -452,10 +485,35 @@ static bool start_agent(struct crew_run *run, size_t i, long pass, size_t pos, c
     int rounds = run->spec.tool_rounds != NULL && run->spec.tool_rounds[i] >= 0
                      ? run->spec.tool_rounds[i]
                      : CREW_DEFAULT_TOOL_ITERATIONS;
-    return start_step(run, s, a->system_prompt, agent_key_value(run, i), a->api_key_env,
-                      a->base_url, temp, max_tokens,
-                      a->timeout_s > 0 ? (long)(a->timeout_s * 1000) : 0, a->tools, a->n_tools,
-                      rounds);
+    /* Conversation memory: the agent's earlier exchanges in this (crew, user, session) come
+     * before its input. A replayed step needs none. */
+    struct store_turn_list mem = {0};
+    struct llm_message *history = NULL;
+    size_t n_history = 0;
+    int keep = run->spec.context_turns != NULL ? run->spec.context_turns[i] : 0;
+    if (keep > 0 && run->env.store != NULL && run->spec.crew_id != NULL &&
+        json_object_get(run->replay, s->key) == NULL) {
+        struct err e = {0};
+        s->memory_turns = keep;
+        if (store_memory_get(run->env.store, run->spec.crew_id, a->key, r->user_id,
+                             r->session_id, (size_t)keep * 2, &mem, &e) != 0)
+            log_warn("engine", "agent %s: conversation memory not read: %s", a->key,
+                     err_text(&e));
+        else if (mem.n > 0 && (history = calloc(mem.n, sizeof *history)) != NULL) {
+            for (size_t k = 0; k < mem.n; k++)
+                history[n_history++] = (struct llm_message){
+                    .role = strcmp(mem.items[k].role, "assistant") == 0 ? LLM_ROLE_ASSISTANT
+                                                                        : LLM_ROLE_USER,
+                    .content = mem.items[k].content};
+        }
+    }
+    bool done = start_step(run, s, a->system_prompt, agent_key_value(run, i), a->api_key_env,
+                           a->base_url, temp, max_tokens,
+                           a->timeout_s > 0 ? (long)(a->timeout_s * 1000) : 0, a->tools,
+                           a->n_tools, rounds, history, n_history);
+    free(history);
+    store_turn_list_cleanup(&mem);
+    return done;
 }
 
 /* The judge or synthesis call: the first agent's LLM (the judge's may be named by
@@ -502,7 +560,8 @@ static bool start_aux(struct crew_run *run, enum step_kind kind, long pass, char
                                                  : JOB_DEFAULT_MAX_TOKENS;
     return start_step(run, s, kind == STEP_JUDGE ? PROMPT_JUDGE_SYSTEM : NULL, key, key_env,
                       base_url, temp, max_tokens,
-                      a->timeout_s > 0 ? (long)(a->timeout_s * 1000) : 0, NULL, 0, 0);
+                      a->timeout_s > 0 ? (long)(a->timeout_s * 1000) : 0, NULL, 0, 0, NULL,
+                      0);
 }
 
 /* ---- the modes ------------------------------------------------------------------------- */

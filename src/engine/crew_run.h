@@ -54,9 +54,12 @@ struct crew_run_hooks {
 
 struct agent_tools;
 
+struct store;
+
 struct crew_run_env {
     struct event_base *base;
     struct llm_client *llm;
+    struct store *store; /* conversation memory; NULL: none */
     const struct agent_tools *tools;            /* NULL: agents' tools are not offered */
     const char *(*getenv_fn)(const char *name); /* reads API key variables */
 };
@@ -67,6 +70,9 @@ struct crew_run_spec {
     char *const *inline_keys;          /* per agent: config.api_key, or NULL; borrowed */
     const int *tool_rounds;             /* per agent: config.max_tool_iterations, or -1 for
                                            the default; NULL: all default; borrowed */
+    const int *context_turns;           /* per agent: exchanges of conversation memory to
+                                           use and keep, 0 for none; NULL: none; borrowed */
+    const char *crew_id;                /* memory is kept per crew, agent, user, session */
     const struct store_step_list *done; /* checkpoints of an earlier run, or NULL; read
                                            during crew_run_new only */
     int64_t started_ms;                 /* the job's started_at, for total_time */

@@ -50,6 +50,8 @@ struct job_slot {
     struct job_request *req;
     char **inline_keys; /* per agent */
     int *tool_rounds;   /* per agent: config.max_tool_iterations, -1 when not set */
+    int *context_turns; /* per agent: exchanges of memory, 0 when memory is off */
+    char crew_id[ID_UUID_LEN];
     size_t n_keys;
     struct crew_run *run;
     /* FINISHING: what to write */
@@ -118,6 +120,7 @@ static void slot_free(struct job_slot *slot)
     }
     free(slot->inline_keys);
     free(slot->tool_rounds);
+    free(slot->context_turns);
     json_decref(slot->result);
     free(slot->error);
     if (slot->retry_ev)
@@ -281,21 +284,33 @@ static void on_done(void *arg, int rc, enum crew_run_status status, json_t *resu
 }
 
 /* What the plan does not carry from each agent's config in the definition snapshot: the
- * inline api_key (a secret: kept in memory only) and max_tool_iterations. */
+ * inline api_key (a secret: kept in memory only), max_tool_iterations, and memory (on by
+ * default for a Chatbot, config.memory either way) with max_context_turns. */
 static int read_agent_config(struct job_slot *slot, const char *definition, struct err *e)
 {
     size_t n = slot->plan->n_agents;
     if ((slot->inline_keys = calloc(n, sizeof *slot->inline_keys)) == NULL ||
-        (slot->tool_rounds = malloc(n * sizeof *slot->tool_rounds)) == NULL)
+        (slot->tool_rounds = malloc(n * sizeof *slot->tool_rounds)) == NULL ||
+        (slot->context_turns = calloc(n, sizeof *slot->context_turns)) == NULL)
         return err_set(e, ERR_NOMEM, "out of memory");
     slot->n_keys = n;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         slot->tool_rounds[i] = -1;
+        if (strcmp(slot->plan->agents[i].agent_class, "Chatbot") == 0)
+            slot->context_turns[i] = CREW_DEFAULT_CONTEXT_TURNS;
+    }
     json_t *def = definition ? json_loads(definition, 0, NULL) : NULL;
     json_t *agents = json_object_get(def, "agents");
     int rc = 0;
     for (size_t i = 0; i < n && i < json_array_size(agents); i++) {
         const json_t *cfg = json_object_get(json_array_get(agents, i), "config");
+        const json_t *memory = json_object_get(cfg, "memory");
+        const json_t *turns = json_object_get(cfg, "max_context_turns");
+        if (json_is_boolean(memory))
+            slot->context_turns[i] = json_is_true(memory) ? CREW_DEFAULT_CONTEXT_TURNS : 0;
+        if (slot->context_turns[i] > 0 && json_is_integer(turns) &&
+            json_integer_value(turns) >= 1 && json_integer_value(turns) <= CREW_MAX_CONTEXT_TURNS)
+            slot->context_turns[i] = (int)json_integer_value(turns);
         const json_t *rounds = json_object_get(cfg, "max_tool_iterations");
         if (json_is_integer(rounds) && json_integer_value(rounds) >= 0 &&
             json_integer_value(rounds) <= CREW_MAX_TOOL_ITERATIONS)
@@ -335,6 +350,7 @@ static void start_job(struct jobs *jobs, const struct store_job *row)
     }
     slot->jobs = jobs;
     memcpy(slot->job_id, row->job_id, ID_UUID_LEN);
+    memcpy(slot->crew_id, row->crew_id, ID_UUID_LEN);
     slot_link(jobs, slot);
     json_error_t jerr;
     plan_json = json_loads(row->plan ? row->plan : "", 0, &jerr);
@@ -361,12 +377,15 @@ static void start_job(struct jobs *jobs, const struct store_job *row)
         clock_parse_rfc3339(row->started_at, &started_ms);
     struct crew_run_env env = {.base = jobs->base,
                                .llm = jobs->llm,
+                               .store = jobs->store,
                                .tools = jobs->opts.tool_runner ? &jobs->tools : NULL,
                                .getenv_fn = jobs->opts.getenv_fn};
     struct crew_run_spec spec = {.plan = slot->plan,
                                  .req = slot->req,
                                  .inline_keys = slot->inline_keys,
                                  .tool_rounds = slot->tool_rounds,
+                                 .context_turns = slot->context_turns,
+                                 .crew_id = slot->crew_id,
                                  .done = &steps,
                                  .started_ms = started_ms};
     struct crew_run_hooks hooks = {.checkpoint = on_checkpoint, .done = on_done, .arg = slot};

@@ -335,6 +335,16 @@ static int check_config(const json_t *cfg, const char *p, struct err *e)
             return err_set(e, ERR_INVALID, "%s: must be more than 0 and at most 86400 seconds",
                            CFG_PATH("timeout"));
     }
+    if ((v = json_object_get(cfg, "memory")) != NULL && !json_is_null(v) && !json_is_boolean(v))
+        return type_error(e, CFG_PATH("memory"), "true or false", v);
+    if ((v = json_object_get(cfg, "max_context_turns")) != NULL && !json_is_null(v)) {
+        if (!json_is_integer(v))
+            return type_error(e, CFG_PATH("max_context_turns"), "an integer", v);
+        json_int_t m = json_integer_value(v);
+        if (m < 1 || m > CREW_MAX_CONTEXT_TURNS)
+            return err_set(e, ERR_INVALID, "%s: must be between 1 and %d",
+                           CFG_PATH("max_context_turns"), CREW_MAX_CONTEXT_TURNS);
+    }
     if ((v = json_object_get(cfg, "max_tool_iterations")) != NULL && !json_is_null(v)) {
         if (!json_is_integer(v))
             return type_error(e, CFG_PATH("max_tool_iterations"), "an integer", v);

@@ -47,6 +47,10 @@ int crew_mode_parse(const char *s, enum crew_mode *out);
 /* config.max_tool_iterations: rounds of tool calls in one agent step */
 #define CREW_DEFAULT_TOOL_ITERATIONS 10
 #define CREW_MAX_TOOL_ITERATIONS 100
+/* Conversation memory (config.memory, on by default for Chatbot): the last
+ * config.max_context_turns exchanges of (crew, agent key, user_id, session_id). */
+#define CREW_DEFAULT_CONTEXT_TURNS 10
+#define CREW_MAX_CONTEXT_TURNS 1000
 
 struct crew_agent {
     char *agent_id;    /* required, non-empty */

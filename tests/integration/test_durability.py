@@ -1,5 +1,5 @@
 """Durability of the crew registry: what a 2xx acknowledged survives a graceful restart and a
-kill -9; the SQLite file is in WAL mode and carries schema_version 2. Each test runs its own
+kill -9; the SQLite file is in WAL mode and carries the current schema_version. Each test runs its own
 server, because each one stops and restarts it."""
 
 import http.client
@@ -199,7 +199,7 @@ class TestStoreFile(DurabilityCase):
         con = self.open_db(srv)
         self.assertEqual(con.execute("PRAGMA journal_mode").fetchone()[0].lower(), "wal")
 
-    def test_schema_version_is_2(self):
+    def test_schema_version_is_current(self):
         srv = self.start_crewd()
         self.assertEqual(srv.stop(), 0, srv.describe())
         con = self.open_db(srv)

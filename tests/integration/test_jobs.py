@@ -757,6 +757,72 @@ class TestProviders(FakeCase):
         self.assertIn("anthropic: HTTP 400", job["error"])
 
 
+class TestMemory(FakeCase):
+    def roles_and_texts(self, req):
+        return [(m["role"], m["content"]) for m in req["body"]["messages"]]
+
+    def ask(self, name, query, **body):
+        acc = self.srv.execute(dict({"crew_id": name, "query": query}, **body))
+        job = self.srv.wait_job(acc["job_id"])
+        self.assertEqual(job["status"], "completed", job)
+        reqs = [r for r in self.requests_for(query)]
+        return job["result"]["output"], reqs[-1]
+
+    def test_chatbot_continues_a_session(self):
+        name = unique_name()
+        self.srv.create({"name": name, "agents": [fake_agent("bot", self.fake,
+                                                             agent_class="Chatbot")]})
+        out1, _ = self.ask(name, "first " + name, user_id="u", session_id="s1")
+        out2, req2 = self.ask(name, "second " + name, user_id="u", session_id="s1")
+        self.assertEqual(self.roles_and_texts(req2)[1:], [
+            ("user", "first " + name), ("assistant", out1), ("user", "second " + name)])
+        # Another session, or another user, starts afresh.
+        _, req3 = self.ask(name, "third " + name, user_id="u", session_id="s2")
+        self.assertEqual(len(req3["body"]["messages"]), 2)
+        _, req4 = self.ask(name, "fourth " + name, user_id="v", session_id="s1")
+        self.assertEqual(len(req4["body"]["messages"]), 2)
+
+    def test_base_agent_only_with_memory_on(self):
+        name = unique_name()
+        self.srv.create({"name": name, "agents": [fake_agent("plain", self.fake)]})
+        self.ask(name, "one " + name, session_id="s")
+        _, req = self.ask(name, "two " + name, session_id="s")
+        self.assertEqual(len(req["body"]["messages"]), 2)
+        name2 = unique_name()
+        self.srv.create({"name": name2, "agents": [fake_agent("mem", self.fake,
+                                                              config={"memory": True})]})
+        self.ask(name2, "one " + name2, session_id="s")
+        _, req = self.ask(name2, "two " + name2, session_id="s")
+        self.assertEqual(len(req["body"]["messages"]), 4)
+
+    def test_max_context_turns_trims(self):
+        name = unique_name()
+        self.srv.create({"name": name, "agents": [fake_agent(
+            "bot", self.fake, agent_class="Chatbot", config={"max_context_turns": 1})]})
+        for i in range(3):
+            self.ask(name, "turn%d %s" % (i, name), session_id="t")
+        _, req = self.ask(name, "last " + name, session_id="t")
+        texts = self.roles_and_texts(req)[1:]
+        self.assertEqual([r for r, _ in texts], ["user", "assistant", "user"])
+        self.assertEqual(texts[0][1], "turn2 " + name)
+
+    def test_memory_survives_a_restart(self):
+        name = unique_name()
+        self.srv.create({"name": name, "agents": [fake_agent("bot", self.fake,
+                                                             agent_class="Chatbot")]})
+        out1, _ = self.ask(name, "before " + name, session_id="r")
+        self.srv.restart()
+        _, req = self.ask(name, "after " + name, session_id="r")
+        self.assertEqual(self.roles_and_texts(req)[1:3],
+                         [("user", "before " + name), ("assistant", out1)])
+
+    def test_bad_memory_config(self):
+        for cfg, word in (({"memory": "yes"}, "memory"), ({"max_context_turns": 0},
+                                                          "max_context_turns")):
+            d = {"name": unique_name(), "agents": [fake_agent("b", self.fake, config=cfg)]}
+            self.assertJsonError(self.srv.request("PUT", "/api/v1/crew", body=d), 400, word)
+
+
 class TestRetries(FakeCase):
     def test_500_twice_then_success(self):
         name = unique_name()
