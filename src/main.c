@@ -19,6 +19,7 @@
 #include "http/server.h"
 #include "jobs/jobs.h"
 #include "llm/llm.h"
+#include "llm/price.h"
 #include "store/store.h"
 #include "tools/registry.h"
 #include "tools/runner.h"
@@ -53,6 +54,7 @@ int main(int argc, char **argv)
     struct http_server *server = NULL;
     struct llm_client *llm = NULL;
     struct tool_runner *runner = NULL;
+    struct llm_prices *prices = NULL;
     struct jobs *jobs = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
 
@@ -126,12 +128,24 @@ int main(int argc, char **argv)
         log_error("main", "%s", err_text(&e));
         goto out;
     }
+    if (cfg.prices != NULL) {
+        /* checked when read; parsed here into the table the engine reads */
+        json_t *j = json_loads(cfg.prices, 0, NULL);
+        prices = calloc(1, sizeof *prices);
+        if (j == NULL || prices == NULL || llm_prices_parse(j, prices, &e) != 0) {
+            json_decref(j);
+            log_error("main", "prices: %s", err_text(&e));
+            goto out;
+        }
+        json_decref(j);
+    }
     struct jobs_opts jobs_opts = {
         .max_running = cfg.max_running_jobs,
         .lease_ms = cfg.job_lease_ms,
         .getenv_fn = env_get,
         .tool_registry = tools,
         .tool_runner = runner,
+        .prices = prices,
     };
     if (jobs_new(base, store, llm, &jobs_opts, &jobs, &e) != 0) {
         log_error("main", "%s", err_text(&e));
@@ -191,6 +205,7 @@ out:
     http_server_free(server);
     jobs_free(jobs);
     tool_runner_free(runner);
+    free(prices);
     llm_client_free(llm);
     if (base != NULL)
         event_base_free(base);

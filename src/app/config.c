@@ -9,6 +9,7 @@
 
 #include "core/url.h"
 #include "llm/llm.h"
+#include "llm/price.h"
 #include "llm/provider.h"
 
 enum setting {
@@ -27,6 +28,7 @@ enum setting {
     SET_LLM_LIMIT,
     SET_TOOL_HTTP_ALLOW,
     SET_TOOL_HTTP_PRIVATE,
+    SET_PRICES,
     SET_CONFIG,
 };
 
@@ -120,6 +122,9 @@ static const struct {
     {SET_TOOL_HTTP_PRIVATE, "--tool-http-allow-private", "CREWD_TOOL_HTTP_ALLOW_PRIVATE",
      "tool_http_allow_private", false,
      "1: the http_request tool may reach loopback and private addresses (default 0)"},
+    {SET_PRICES, "--prices", "CREWD_PRICES", "prices", false,
+     "JSON object \"provider:model\" -> {input, output, cached_input} in USD per million "
+     "tokens: results then carry cost (default: none)"},
     {SET_CONFIG, "--config", NULL, NULL, false, "JSON file with any of the settings above"},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -321,6 +326,19 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
         *slot = v;
         return 0;
     }
+    case SET_PRICES: {
+        json_error_t jerr;
+        json_t *j = json_loads(value, JSON_REJECT_DUPLICATES, &jerr);
+        if (j == NULL)
+            return err_set(e, ERR_INVALID, "%s: not JSON: %s", source, jerr.text);
+        int rc = llm_prices_parse(j, NULL, e);
+        json_decref(j);
+        if (rc != 0) {
+            err_prefix(e, "%s", source);
+            return rc;
+        }
+        return set_string(&cfg->prices, value);
+    }
     case SET_CONFIG:
         return 0; /* read first, by config_load */
     }
@@ -391,6 +409,19 @@ static int load_file(struct config *cfg, const char *path, struct err *e)
         }
         char num[32];
         const char *text;
+        char *dumped = NULL;
+        if (settings[i].id == SET_PRICES && json_is_object(value)) {
+            /* an object in the file, JSON text elsewhere: one parser for both */
+            if ((dumped = json_dumps(value, JSON_COMPACT)) == NULL) {
+                rc = err_set(e, ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            rc = apply(cfg, SET_PRICES, dumped, false, source, e);
+            free(dumped);
+            if (rc != 0)
+                goto out;
+            continue;
+        }
         if (json_is_string(value)) {
             text = json_string_value(value);
         } else if (is_numeric(settings[i].id) && json_is_integer(value)) {
@@ -514,6 +545,7 @@ void config_cleanup(struct config *cfg)
     free_list(&cfg->cors_origins, &cfg->n_cors_origins);
     free_list(&cfg->llm_limits, &cfg->n_llm_limits);
     free_list(&cfg->tool_http_allow, &cfg->n_tool_http_allow);
+    free(cfg->prices);
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -50,6 +50,7 @@ struct config {
     char **tool_http_allow; /* hosts the http_request tool may reach ("*": any) */
     size_t n_tool_http_allow;
     long tool_http_allow_private; /* 1: loopback and private addresses too */
+    char *prices;                 /* JSON text of the price table (llm/price.h), checked */
 };
 
 /* One parsed --llm-limit. */

@@ -24,6 +24,7 @@
 #include "engine/agent_step.h"
 #include "engine/prompt.h"
 #include "llm/llm.h"
+#include "llm/price.h"
 #include "llm/provider.h"
 #include "model/job.h"
 #include "model/plan.h"
@@ -196,12 +197,16 @@ static json_t *make_record(const struct step *s, struct agent_step_result *res)
     bool ok = res->rc == 0;
     json_t *tools = res->tool_calls ? res->tool_calls : json_array();
     res->tool_calls = NULL;
+    json_t *usage = usage_json(&res->usage);
+    double usd;
+    if (usage != NULL && llm_prices_cost(run->env.prices, s->provider, s->model, &res->usage, &usd))
+        json_object_set_new(usage, "cost", json_real(usd));
     json_t *r = json_pack("{s:s,s:s,s:I,s:s,s:s?,s:s?,s:b,s:f,s:o,s:I,s:I,s:s,s:s,s:o}",
                           "agent_key", a->key, "agent_id", a->agent_id, "agent_index",
                           (json_int_t)s->agent, "input", s->input ? s->input : "", "output",
                           ok ? (res->text ? res->text : "") : NULL, "error",
                           ok ? NULL : err_text(&res->err), "success", ok, "execution_time",
-                          secs < 0 ? 0.0 : secs, "usage", usage_json(&res->usage), "llm_calls",
+                          secs < 0 ? 0.0 : secs, "usage", usage, "llm_calls",
                           (json_int_t)res->llm_calls, "attempts", (json_int_t)res->attempts,
                           "llm_provider", s->provider, "model", s->model, "tool_calls", tools);
     if (r == NULL)
@@ -745,6 +750,11 @@ static void add_usage(json_t *total, const json_t *rec)
     json_int_t calls = json_integer_value(json_object_get(total, "llm_calls")) +
                        json_integer_value(json_object_get(rec, "llm_calls"));
     json_object_set_new(total, "llm_calls", json_integer(calls));
+    const json_t *cost = json_object_get(u, "cost");
+    if (json_is_number(cost)) /* present once any priced call is in the sum */
+        json_object_set_new(total, "cost", json_real(json_number_value(json_object_get(total,
+                                                                                   "cost")) +
+                                                     json_number_value(cost)));
 }
 
 /* The records that make the result, in a stable order: agents in definition order, or

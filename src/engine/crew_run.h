@@ -53,6 +53,7 @@ struct crew_run_hooks {
 };
 
 struct agent_tools;
+struct llm_prices;
 
 struct store;
 
@@ -61,6 +62,7 @@ struct crew_run_env {
     struct llm_client *llm;
     struct store *store; /* conversation memory; NULL: none */
     const struct agent_tools *tools;            /* NULL: agents' tools are not offered */
+    const struct llm_prices *prices;            /* NULL: usage carries no cost */
     const char *(*getenv_fn)(const char *name); /* reads API key variables */
 };
 

@@ -378,6 +378,7 @@ static void start_job(struct jobs *jobs, const struct store_job *row)
     struct crew_run_env env = {.base = jobs->base,
                                .llm = jobs->llm,
                                .store = jobs->store,
+                               .prices = jobs->opts.prices,
                                .tools = jobs->opts.tool_runner ? &jobs->tools : NULL,
                                .getenv_fn = jobs->opts.getenv_fn};
     struct crew_run_spec spec = {.plan = slot->plan,

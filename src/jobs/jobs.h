@@ -33,6 +33,7 @@ struct jobs_opts {
     const char *(*getenv_fn)(const char *name); /* API key variables */
     const struct tool_registry *tool_registry;  /* schemas offered to the models */
     struct tool_runner *tool_runner;            /* runs agents' tools; NULL: none offered */
+    const struct llm_prices *prices;            /* NULL: no cost in results */
 };
 
 struct jobs;

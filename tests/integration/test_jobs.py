@@ -823,6 +823,41 @@ class TestMemory(FakeCase):
             self.assertJsonError(self.srv.request("PUT", "/api/v1/crew", body=d), 400, word)
 
 
+class TestCost(FakeCase):
+    # $0.5 per input token, $1 per output token: the cost is easy to check from the tokens.
+    CREWD_ARGS = ["--prices", json.dumps({"openai:fake-model": {"input": 500000,
+                                                                "output": 1000000}})]
+
+    def test_cost_per_agent_and_job(self):
+        name = unique_name()
+        d = {"name": name, "agents": [fake_agent("a", self.fake, reply="x"),
+                                      fake_agent("b", self.fake, reply="y")]}
+        _, job = self.run_job(d, "cost " + name)
+        res = job["result"]
+        for a in res["agents"]:
+            u = a["usage"]
+            self.assertAlmostEqual(u["cost"], 0.5 * u["prompt_tokens"] + u["completion_tokens"])
+        self.assertAlmostEqual(res["usage"]["cost"], sum(a["usage"]["cost"]
+                                                         for a in res["agents"]))
+
+    def test_unpriced_model_has_no_cost(self):
+        name = unique_name()
+        a = fake_agent("a", self.fake, reply="x",
+                       config={"model": "other-model"})
+        _, job = self.run_job({"name": name, "agents": [a]}, "nocost " + name)
+        self.assertNotIn("cost", job["result"]["usage"])
+
+    def test_bad_price_table_exits_2(self):
+        from crewd_harness import run_crewd
+        for bad in ('[]', '{"skynet:m": {"input": 1, "output": 1}}',
+                    '{"openai:m": {"input": -1, "output": 1}}', '{"m": {"input": 1}}',
+                    '{"m": {"input": 1, "output": 1, "extra": 2}}', 'nope'):
+            rc, _, err = run_crewd(["--listen", "127.0.0.1:0", "--prices", bad,
+                                    "--store", "sqlite:/nonexistent/never.db"])
+            self.assertEqual(rc, 2, (bad, err))
+            self.assertIn("--prices", err)
+
+
 class TestRetries(FakeCase):
     def test_500_twice_then_success(self):
         name = unique_name()
