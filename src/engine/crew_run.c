@@ -916,11 +916,13 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
             continue; /* not in the loop's sequence */
         json_t *u = usage_zero(), *calls = json_array();
         double secs = 0;
+        json_int_t attempts = 0;
         json_array_foreach(recs, k, r)
         {
             if ((size_t)json_integer_value(json_object_get(r, "agent_index")) != i)
                 continue;
             secs += json_real_value(json_object_get(r, "execution_time"));
+            attempts += json_integer_value(json_object_get(r, "attempts"));
             add_usage(u, r);
             json_t *tc = json_object_get(r, "tool_calls");
             if (json_is_array(tc))
@@ -944,10 +946,10 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
             json_object_set(errors, a->key, err);
         }
         json_array_append_new(
-            agents, json_pack("{s:s,s:s,s:s,s:s,s:f,s:o,s:s,s:o,s:o}", "agent_id", a->agent_id,
-                              "agent_name", a->key, "llm_provider", a->provider, "model", a->model,
-                              "execution_time", secs, "tool_calls", calls, "status", st, "error",
-                              err, "usage", u));
+            agents, json_pack("{s:s,s:s,s:s,s:s,s:f,s:o,s:s,s:o,s:o,s:I}", "agent_id",
+                              a->agent_id, "agent_name", a->key, "llm_provider", a->provider,
+                              "model", a->model, "execution_time", secs, "tool_calls", calls,
+                              "status", st, "error", err, "usage", u, "attempts", attempts));
         n_counted++;
         if (run->status[i] == AGENT_DONE)
             n_done++;

@@ -867,6 +867,7 @@ class TestRetries(FakeCase):
         self.assertEqual(job["status"], "completed", job)
         self.assertEqual(job["result"]["output"], "finally")
         self.assertEqual(len(self.requests_for("retry " + name)), 3)
+        self.assertEqual(job["result"]["agents"][0]["attempts"], 3)
 
 
 if __name__ == "__main__":
