@@ -226,6 +226,23 @@ static int check_list_item(enum setting id, const char *v, size_t len, const cha
     return 0;
 }
 
+/* A second limit for one provider (aliases included) is a mistake, not an override. */
+static int limit_is_new(const struct config *cfg, const char *v, size_t len, const char *source,
+                        struct err *e)
+{
+    struct config_llm_limit mine, other;
+    if (config_parse_llm_limit(v, len, &mine, source, e) != 0)
+        return ERR_INVALID;
+    for (size_t i = 0; i < cfg->n_llm_limits; i++) {
+        const char *o = cfg->llm_limits[i];
+        if (config_parse_llm_limit(o, strlen(o), &other, source, NULL) == 0 &&
+            strcmp(other.provider, mine.provider) == 0)
+            return err_set(e, ERR_INVALID, "%s: two limits for provider '%s'", source,
+                           mine.provider);
+    }
+    return 0;
+}
+
 /* Applies one scalar or list value. `append` adds to a list instead of replacing it. */
 static int apply(struct config *cfg, enum setting id, const char *value, bool append,
                  const char *source, struct err *e)
@@ -280,6 +297,8 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
             size_t len = append ? strlen(p) : strcspn(p, ",");
             int rc = check_list_item(id, p, len, source, e);
             if (rc != 0)
+                return rc;
+            if (id == SET_LLM_LIMIT && (rc = limit_is_new(cfg, p, len, source, e)) != 0)
                 return rc;
             if (list_add(list, n, p, len) != 0)
                 return err_set(e, ERR_NOMEM, "out of memory");
@@ -427,6 +446,8 @@ static int load_file(struct config *cfg, const char *path, struct err *e)
         } else if (is_numeric(settings[i].id) && json_is_integer(value)) {
             snprintf(num, sizeof num, "%lld", (long long)json_integer_value(value));
             text = num;
+        } else if (settings[i].id == SET_TOOL_HTTP_PRIVATE && json_is_boolean(value)) {
+            text = json_is_true(value) ? "1" : "0"; /* a flag may be written as one */
         } else {
             rc = err_set(e, ERR_INVALID, "%s: expected a %s", source,
                          is_numeric(settings[i].id) ? "number" : "string");

@@ -251,6 +251,14 @@ static void on_tool(void *arg, int rc, const char *output, const struct err *e)
         round_over(s);
 }
 
+static bool offered(const struct agent_step *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_defs; i++)
+        if (strcmp(s->defs[i].name, name) == 0)
+            return true;
+    return false;
+}
+
 /* Runs the tool calls of `resp` (taken), then asks again when they are all back. */
 static void run_tools(struct agent_step *s, struct llm_response *resp)
 {
@@ -288,8 +296,14 @@ static void run_tools(struct agent_step *s, struct llm_response *resp)
         p->index = i;
         p->t0_ms = clock_mono_ms();
         struct err te = {0};
-        int rc = s->tools && s->tools->invoke
-                     ? s->tools->invoke(s->tools->ctx, calls[i].name ? calls[i].name : "",
+        const char *name = calls[i].name ? calls[i].name : "";
+        /* Only the tools offered to this agent run, whatever the model asks for: a prompt
+         * injection must not reach a tool (http_request) the crew did not give the agent. */
+        int rc = !offered(s, name) ? err_set(&te, ERR_NOT_FOUND,
+                                             "tool '%.*s' is not available to this agent",
+                                             (int)utf8_prefix_len(name, strlen(name), 64), name)
+                 : s->tools && s->tools->invoke
+                     ? s->tools->invoke(s->tools->ctx, name,
                                         calls[i].arguments ? calls[i].arguments : "{}", on_tool,
                                         p, &p->handle, &te)
                      : err_set(&te, ERR_UNSUPPORTED, "no tools can run here");

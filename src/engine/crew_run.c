@@ -62,6 +62,7 @@ struct crew_run {
     struct event *kick;
     struct event *deadline; /* the job's timeout */
     bool timed_out;
+    bool halted; /* timed out and a step that would need a call was reached */
     struct step *active;
     size_t n_active;
     bool finished; /* done hook called (or about to be) */
@@ -392,6 +393,11 @@ static bool start_step(struct crew_run *run, struct step *s, const char *system_
         step_free(s);
         return true;
     }
+    if (run->timed_out) {
+        run->halted = true;
+        step_free(s);
+        return false;
+    }
     s->t0_ms = clock_mono_ms();
     if (s->input == NULL) {
         finish_step(s, NULL);
@@ -495,7 +501,11 @@ static bool start_agent(struct crew_run *run, size_t i, long pass, size_t pos, c
     struct store_turn_list mem = {0};
     struct llm_message *history = NULL;
     size_t n_history = 0;
-    int keep = run->spec.context_turns != NULL ? run->spec.context_turns[i] : 0;
+    /* Only a caller who names a user or a session has a conversation: without either, every
+     * caller of the crew would share one, and read each other's exchanges. */
+    int keep = run->spec.context_turns != NULL && (r->user_id != NULL || r->session_id != NULL)
+                   ? run->spec.context_turns[i]
+                   : 0;
     if (keep > 0 && run->env.store != NULL && run->spec.crew_id != NULL &&
         json_object_get(run->replay, s->key) == NULL) {
         struct err e = {0};
@@ -909,7 +919,7 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
         add_usage(usage, r);
     }
     /* One entry per agent that ran (or was skipped), in definition order. */
-    size_t n_done = 0, n_failed = 0, n_counted = 0;
+    size_t n_done = 0, n_failed = 0;
     for (size_t i = 0; i < p->n_agents; i++) {
         const struct plan_agent *a = &p->agents[i];
         if (run->status[i] == AGENT_IDLE)
@@ -950,7 +960,6 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
                               a->agent_id, "agent_name", a->key, "llm_provider", a->provider,
                               "model", a->model, "execution_time", secs, "tool_calls", calls,
                               "status", st, "error", err, "usage", u, "attempts", attempts));
-        n_counted++;
         if (run->status[i] == AGENT_DONE)
             n_done++;
         else
@@ -1008,7 +1017,8 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
         /* What finished is kept in the result; the job itself failed. */
         char buf[200];
         snprintf(buf, sizeof buf, "job timed out after %g s (%zu of %zu agent(s) finished)",
-                 run->req->timeout_s, n_done, n_counted);
+                 run->req->timeout_s, n_done,
+                 run->req->mode == CREW_MODE_LOOP ? run->n_seq : p->n_agents);
         *status = CREW_RUN_FAILED;
         *error = strdup(buf);
         json_object_set_new(metadata, "timed_out", json_true());
@@ -1051,7 +1061,10 @@ static void advance(struct crew_run *run)
     if (run->finished)
         return;
     for (;;) {
-        if (run->abandoned || run->timed_out)
+        /* Past the deadline the scheduler still replays checkpointed steps (a resumed job
+         * whose time ran out while it was down keeps what it had done), and stops at the
+         * first step that would need a call. */
+        if (run->abandoned || run->halted)
             break;
         bool progress = false;
         if (!mode_over(run)) {

@@ -39,6 +39,7 @@
 #define DEF_MAX_HOST_CONNECTIONS 64
 #define DEF_MAX_TOTAL_CONNECTIONS 1024
 #define DEF_ADD_BATCH 64
+#define LIMIT_LOOKAHEAD 256 /* queued calls of one host looked at past a limited provider's */
 #define DEF_TIMEOUT_MS 120000
 #define DEF_CONNECT_TIMEOUT_MS 10000
 #define DEF_MAX_ATTEMPTS 3
@@ -899,15 +900,19 @@ static void on_add(evutil_socket_t fd, short what, void *arg)
         bool limited = false;
         while (h->queued.head != NULL && h->in_multi < c->o.max_host_connections &&
                c->in_multi < c->o.max_total_connections) {
-            /* A host's calls go in order: when the head's provider is at its limit, the
-             * host waits (a host serves one provider in practice). */
-            if (!limit_allows(h->queued.head->limit, &wait_ms)) {
+            /* The first call whose provider is under its limit: one host may serve several
+             * providers (a local gateway), and a limited one must not hold up the others.
+             * Calls keep their order within a provider. The look-ahead is bounded. */
+            struct llm_call *call = h->queued.head;
+            int looked = 0;
+            while (call != NULL && !limit_allows(call->limit, &wait_ms))
+                call = ++looked < LIMIT_LOOKAHEAD ? call->next : NULL;
+            if (call == NULL) {
                 limited = true;
                 break;
             }
             if (budget-- <= 0)
                 break;
-            struct llm_call *call = h->queued.head;
             struct err e = {0};
             call_move(call, CALL_RUNNING);
             if (begin_attempt(call, &e) != 0) {

@@ -53,7 +53,9 @@ int llm_prices_parse(const json_t *in, struct llm_prices *out, struct err *e)
             name[plen] = '\0';
             const struct llm_provider_info *info = llm_provider_find(name);
             if (info == NULL)
-                return err_set(e, ERR_INVALID, "prices.%.*s: unknown provider '%s' (known: %s)",
+                return err_set(e, ERR_INVALID,
+                               "prices.%.*s: unknown provider '%s' (known: %s; a model name "
+                               "with ':' needs its provider first, as in ollama:llama3:8b)",
                                QUOTED(key), name, llm_provider_known_list());
             snprintf(p.provider, sizeof p.provider, "%s", info->name);
             model = colon + 1;

@@ -191,7 +191,11 @@ class TestConfigFile(CliCase):
             "job_lease_ms": 5000,
             "llm_max_host_connections": 8,
             "llm_timeout_ms": 60000,
-            "llm_max_attempts": 2})
+            "llm_max_attempts": 2,
+            "llm_limits": ["openai=4/100"],
+            "tool_http_allow": ["example.com"],
+            "tool_http_allow_private": True,
+            "prices": {"openai:gpt-4o-mini": {"input": 0.15, "output": 0.6}}})
         srv = self.start_crewd(listen=None, store=None, args=["--config", cfg])
         # api_keys
         st = srv.request("GET", "/api/v1/crew")[0]

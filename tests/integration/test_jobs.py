@@ -565,11 +565,36 @@ class TestProviderLimits(CrewdTestCase):
         # Not faster than the rate (a loaded machine can only make it slower).
         self.assertGreaterEqual(times[-1] - times[0], 1400, times)
 
+    def test_limited_provider_does_not_hold_up_another_on_the_same_host(self):
+        fake = FakeLLM([])
+        self.addCleanup(fake.stop)
+        srv = self.start_crewd(args=["--llm-limit", "anthropic=1"],
+                               env={"ANTHROPIC_API_KEY": "k"})
+        name = unique_name()
+
+        def ag(aid, prov, extra=""):
+            return fake_agent(aid, fake, reply="r", extra_prompt=extra,
+                              config={"llm": prov, "model": "m", "base_url": fake.base_url})
+        srv.create({"name": name, "execution_mode": "parallel", "agents": [
+            ag("a1", "anthropic", " [[fake:delay_ms=3000]]"), ag("a2", "anthropic"),
+            ag("o", "openai")]})
+        job_id = srv.execute({"crew_id": name, "query": "hol " + name})["job_id"]
+
+        def seen(who):
+            return [r for r in fake.requests() if "You are %s." % who in json.dumps(r["body"])]
+        wait_until(lambda: seen("o"), 30, "the openai agent's call")
+        # openai has no limit: its call went out while anthropic's first was still held
+        # (answered after 3 s) and its second was waiting for the limit.
+        self.assertEqual(seen("a1")[0]["status"], 0, "a1 was answered first: head-of-line")
+        self.assertEqual(seen("a2"), [])
+        self.assertEqual(srv.wait_job(job_id)["result"]["status"], "completed")
+
     def test_bad_limits_exit_2(self):
         from crewd_harness import run_crewd
-        for bad in ("openai", "skynet=2", "openai=x", "openai=0/0", "openai=-1"):
-            rc, _, err = run_crewd(["--listen", "127.0.0.1:0", "--llm-limit", bad,
-                                    "--store", "sqlite:/nonexistent/never-opened.db"])
+        for bad in ("openai", "skynet=2", "openai=x", "openai=0/0", "openai=-1",
+                    "claude=1 --llm-limit anthropic=2"):
+            rc, _, err = run_crewd(["--listen", "127.0.0.1:0", "--llm-limit"] + bad.split(" ") + [
+                                   "--store", "sqlite:/nonexistent/never-opened.db"])
             self.assertEqual(rc, 2, (bad, err))
             self.assertIn("--llm-limit", err)
 
@@ -627,6 +652,16 @@ class TestToolCalls(FakeCase):
         self.assertEqual(len(reqs), 1)
         self.assertNotIn("tools", reqs[0]["body"])
         self.assertEqual(job["result"]["agents"][0]["tool_calls"], [])
+
+    def test_a_tool_not_offered_does_not_run(self):
+        name = unique_name()
+        d = {"name": name, "agents": [self.tool_agent(
+            '[[fake:tool=json_query:{"json":"{\\"a\\":1}","path":"a"}]]')]}
+        _, job = self.run_job(d, "notoffered " + name)
+        call = job["result"]["agents"][0]["tool_calls"][0]
+        self.assertEqual(call["name"], "json_query")
+        self.assertIsNone(call["result"])
+        self.assertIn("not available to this agent", call["error"])
 
     def test_shared_tools_reach_every_agent(self):
         name = unique_name()
@@ -781,6 +816,14 @@ class TestMemory(FakeCase):
         self.assertEqual(len(req3["body"]["messages"]), 2)
         _, req4 = self.ask(name, "fourth " + name, user_id="v", session_id="s1")
         self.assertEqual(len(req4["body"]["messages"]), 2)
+
+    def test_no_user_or_session_no_memory(self):
+        name = unique_name()
+        self.srv.create({"name": name, "agents": [fake_agent("bot", self.fake,
+                                                             agent_class="Chatbot")]})
+        self.ask(name, "anon1 " + name)
+        _, req = self.ask(name, "anon2 " + name)
+        self.assertEqual(len(req["body"]["messages"]), 2, "callers without ids share nothing")
 
     def test_base_agent_only_with_memory_on(self):
         name = unique_name()

@@ -54,6 +54,26 @@ class TestRecovery(CrewdTestCase):
         self.assertEqual(len(calls["third"]), 1)
         self.assertEqual(res["metadata"].get("resumed_steps"), 1)
 
+    def test_resumed_job_keeps_its_deadline_and_its_finished_steps(self):
+        srv = self.start_crewd(args=["--job-lease-ms", str(LEASE_MS)])
+        name = unique_name()
+        srv.create({"name": name, "agents": [
+            fake_agent("a", self.fake, reply="quick"),
+            fake_agent("b", self.fake, reply="slow", extra_prompt=" [[fake:delay_ms=30000]]"),
+            fake_agent("c", self.fake, reply="c")]})
+        job_id = srv.execute({"crew_id": name, "query": "rd " + name, "timeout": 2})["job_id"]
+        wait_until(lambda: "b" in self.calls_by_agent(name), 30, "b's call")
+        srv.kill9()
+        srv.start()
+        # Whether the deadline passed while crewd was down or passes after the restart, the
+        # job ends timed out with a's checkpointed output, and a is not called again.
+        job = srv.wait_job(job_id)
+        self.assertEqual(job["status"], "failed", job)
+        self.assertIn("timed out", job["error"])
+        self.assertEqual(job["result"]["results"], ["quick"])
+        self.assertEqual(len(self.calls_by_agent(name)["a"]), 1)
+        self.assertNotIn("c", self.calls_by_agent(name))
+
     def test_kill9_with_many_jobs_loses_none(self):
         srv = self.start_crewd(args=["--job-lease-ms", str(LEASE_MS), "--max-running-jobs", "8"])
         name = unique_name()
