@@ -86,6 +86,10 @@ int main(int argc, char **argv)
         log_error("main", "out of memory building the tool registry");
         goto out;
     }
+    if (api_tools_load(store, tools, &e) != 0) {
+        log_error("main", "%s", err_text(&e));
+        goto out;
+    }
     if ((base = event_base_new()) == NULL) {
         log_error("main", "cannot create the event loop");
         goto out;

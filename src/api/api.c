@@ -24,6 +24,14 @@ static const struct http_route routes[] = {
     {HTTP_PUT, "/api/v1/crew/{crew}", api_crews_update},
     {HTTP_POST, "/api/v1/crew/{crew}", api_jobs_execute_crew},
     {HTTP_DELETE, "/api/v1/crew/{crew}", api_crews_delete},
+    {HTTP_GET, "/api/v1/tools", api_tools_list},
+    {HTTP_PUT, "/api/v1/tools", api_tools_put},
+    {HTTP_GET, "/api/v1/tools/{name}", api_tools_get},
+    {HTTP_DELETE, "/api/v1/tools/{name}", api_tools_delete},
+    {HTTP_GET, "/api/v1/agents", api_agents_list},
+    {HTTP_PUT, "/api/v1/agents", api_agents_put},
+    {HTTP_GET, "/api/v1/agents/{name}", api_agents_get},
+    {HTTP_DELETE, "/api/v1/agents/{name}", api_agents_delete},
 };
 
 const struct http_route *api_routes(size_t *n)

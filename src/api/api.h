@@ -15,11 +15,12 @@
 struct jobs;
 struct store;
 struct tool_registry;
+struct crew_class;
 
 /* What every handler needs; owned by main, borrowed by the API for the server's life. */
 struct api_ctx {
     struct store *store;
-    const struct tool_registry *tools;
+    struct tool_registry *tools; /* changed by the tool routes, on the loop thread */
     const char *default_provider;
     struct jobs *jobs; /* woken after each execute; NULL: jobs wait for the next poll */
 };
@@ -46,5 +47,24 @@ void api_jobs_execute(struct http_req *req, void *arg);
 void api_jobs_execute_crew(struct http_req *req, void *arg);
 void api_jobs_status(struct http_req *req, void *arg);
 void api_jobs_status_by_query(struct http_req *req, void *arg);
+void api_tools_put(struct http_req *req, void *arg);
+void api_tools_list(struct http_req *req, void *arg);
+void api_tools_get(struct http_req *req, void *arg);
+void api_tools_delete(struct http_req *req, void *arg);
+void api_agents_put(struct http_req *req, void *arg);
+void api_agents_list(struct http_req *req, void *arg);
+void api_agents_get(struct http_req *req, void *arg);
+void api_agents_delete(struct http_req *req, void *arg);
+
+/* Loads the stored user tools into `reg` at start-up. A row that does not load (unreadable,
+ * or its name now a built-in's) is logged and skipped. Returns 0, or ERR_NOMEM / the store's
+ * error. */
+int api_tools_load(struct store *store, struct tool_registry *reg, struct err *e);
+
+/* The stored custom agent classes, for crew create and replace to expand (an unreadable row
+ * is logged and skipped). *out is a new array for api_agents_free. */
+int api_agents_load(struct store *store, struct crew_class ***out, size_t *n_out,
+                    struct err *e);
+void api_agents_free(struct crew_class **items, size_t n);
 
 #endif

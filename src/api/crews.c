@@ -48,12 +48,19 @@ static int build_row(struct http_req *req, const struct api_ctx *ctx, const char
     json_t *body = NULL, *full = NULL, *plan_json = NULL;
     struct plan *plan = NULL;
     struct store_crew *r = NULL;
+    struct crew_class **classes = NULL;
+    size_t n_classes = 0;
     *row = NULL;
     *def = NULL;
     int rc = http_req_body_json(req, &body, e);
     if (rc != 0)
         goto out;
-    if ((rc = crew_def_parse(body, ctx->tools, def, e)) != 0)
+    /* Custom classes are expanded into the definition now (agents.c), so a crew never
+     * depends on a class row again. */
+    if ((rc = api_agents_load(ctx->store, &classes, &n_classes, e)) != 0)
+        goto out;
+    struct crew_classes set = {.items = classes, .n = n_classes};
+    if ((rc = crew_def_parse_with(body, ctx->tools, &set, def, e)) != 0)
         goto out;
     struct plan_opts opts = {.default_provider = ctx->default_provider};
     if ((rc = plan_compile(*def, &opts, &plan, e)) != 0)
@@ -101,6 +108,7 @@ out:
     }
     store_crew_free(r);
     plan_free(plan);
+    api_agents_free(classes, n_classes);
     json_decref(body);
     json_decref(full);
     json_decref(plan_json);

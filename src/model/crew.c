@@ -366,9 +366,82 @@ static int check_config(const json_t *cfg, const char *p, struct err *e)
 
 /* ---- agents ---- */
 
-static int parse_agent(const json_t *a, size_t i, const struct tool_registry *reg,
-                       struct crew_agent *ag, struct err *e)
+static const struct crew_class *find_class(const struct crew_classes *classes, const char *name)
 {
+    for (size_t i = 0; classes != NULL && i < classes->n; i++)
+        if (strcmp(classes->items[i]->name, name) == 0)
+            return classes->items[i];
+    return NULL;
+}
+
+/* "BaseAgent, Agent, BasicAgent, Chatbot, Mine, ..." for the unknown-class message. */
+static void class_names(const struct crew_classes *classes, char *buf, size_t len)
+{
+    size_t used = (size_t)snprintf(buf, len, "%s", AGENT_CLASSES);
+    for (size_t i = 0; classes != NULL && i < classes->n && used < len; i++) {
+        int w = snprintf(buf + used, len - used, ", %s", classes->items[i]->name);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+}
+
+/* The expansion of crew_def_parse_with, on an agent whose own fields are parsed. */
+static int expand_class(const struct crew_class *c, const char *p,
+                        const struct tool_registry *reg, struct crew_agent *ag, struct err *e)
+{
+    json_t *cfg = json_deep_copy(c->config);
+    if (cfg == NULL)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    const char *k;
+    json_t *v;
+    json_object_foreach(ag->config, k, v)
+    {
+        if (!json_is_null(v) && json_object_set(cfg, k, v) != 0) {
+            json_decref(cfg);
+            return err_set(e, ERR_NOMEM, "out of memory");
+        }
+    }
+    json_decref(ag->config);
+    ag->config = cfg;
+    if (ag->system_prompt == NULL && c->system_prompt != NULL &&
+        dup_into(&ag->system_prompt, c->system_prompt, e) != 0)
+        return ERR_NOMEM;
+    if (c->n_tools > 0) {
+        char **list = calloc(c->n_tools + ag->n_tools, sizeof *list);
+        size_t n = 0;
+        if (list == NULL)
+            return err_set(e, ERR_NOMEM, "out of memory");
+        for (size_t t = 0; t < c->n_tools + ag->n_tools; t++) {
+            const char *name = t < c->n_tools ? c->tools[t] : ag->tools[t - c->n_tools];
+            if (t < c->n_tools && tool_registry_find(reg, name) == NULL) {
+                model_free_strings(list, n);
+                return err_set(e, ERR_INVALID,
+                               "%s.agent_class: class '%s' lists tool '%s', which no longer "
+                               "exists; replace the class or define the tool",
+                               p, c->name, name);
+            }
+            bool seen = false;
+            for (size_t j = 0; j < n && !seen; j++)
+                seen = strcmp(list[j], name) == 0;
+            if (!seen && (list[n++] = strdup(name)) == NULL) {
+                model_free_strings(list, n);
+                return err_set(e, ERR_NOMEM, "out of memory");
+            }
+        }
+        model_free_strings(ag->tools, ag->n_tools);
+        ag->tools = list;
+        ag->n_tools = n;
+    }
+    free(ag->base_class);
+    ag->base_class = NULL;
+    return dup_into(&ag->base_class, c->base, e);
+}
+
+static int parse_agent(const json_t *a, size_t i, const struct tool_registry *reg,
+                       const struct crew_classes *classes, struct crew_agent *ag, struct err *e)
+{
+    const struct crew_class *custom = NULL;
     int rc = 0;
     char p[PATH_MAX_LEN], path[PATH_MAX_LEN];
     snprintf(p, sizeof p, "agents[%zu]", i);
@@ -398,14 +471,18 @@ static int parse_agent(const json_t *a, size_t i, const struct tool_registry *re
         rc = dup_into(&ag->agent_class, "BaseAgent", e);
     } else if (!json_is_string(v)) {
         rc = type_error(e, path, "a string", v);
-    } else if (has_nul(v) || !in_list(json_string_value(v), agent_classes, COUNT(agent_classes))) {
+    } else if (has_nul(v) ||
+               (!in_list(json_string_value(v), agent_classes, COUNT(agent_classes)) &&
+                (custom = find_class(classes, json_string_value(v))) == NULL)) {
         char q[QUOTE_MAX + 4];
+        char known[LIST_MAX + 8];
+        class_names(classes, known, sizeof known);
         rc = err_set(e, ERR_INVALID, "%s: unknown class '%s' (known: %s)", path,
-                     quote(q, json_string_value(v)), AGENT_CLASSES);
+                     quote(q, json_string_value(v)), known);
     } else {
         rc = dup_into(&ag->agent_class, json_string_value(v), e);
     }
-    if (rc != 0)
+    if (rc != 0 || (rc = dup_into(&ag->base_class, ag->agent_class, e)) != 0)
         goto out;
 
     v = json_object_get(a, "name");
@@ -441,6 +518,8 @@ static int parse_agent(const json_t *a, size_t i, const struct tool_registry *re
 
     snprintf(path, sizeof path, "%s.system_prompt", p);
     rc = get_text(json_object_get(a, "system_prompt"), path, &ag->system_prompt, e);
+    if (rc == 0 && custom != NULL)
+        rc = expand_class(custom, p, reg, ag, e);
 out:
     return rc;
 }
@@ -606,8 +685,8 @@ static int parse_name(const json_t *v, struct crew_def *def, struct err *e)
     return dup_into(&def->name, s, e);
 }
 
-static int parse_agents(const json_t *v, const struct tool_registry *reg, struct crew_def *def,
-                        struct err *e)
+static int parse_agents(const json_t *v, const struct tool_registry *reg,
+                        const struct crew_classes *classes, struct crew_def *def, struct err *e)
 {
     int rc = 0;
     if (v == NULL || json_is_null(v)) {
@@ -634,7 +713,7 @@ static int parse_agents(const json_t *v, const struct tool_registry *reg, struct
     }
     def->n_agents = n;
     for (size_t i = 0; i < n; i++) {
-        rc = parse_agent(json_array_get(v, i), i, reg, &def->agents[i], e);
+        rc = parse_agent(json_array_get(v, i), i, reg, classes, &def->agents[i], e);
         if (rc != 0)
             goto out;
         for (size_t j = 0; j < i; j++) {
@@ -654,6 +733,13 @@ out:
 
 int crew_def_parse(const json_t *in, const struct tool_registry *tools, struct crew_def **out,
                    struct err *e)
+{
+    return crew_def_parse_with(in, tools, NULL, out, e);
+}
+
+int crew_def_parse_with(const json_t *in, const struct tool_registry *tools,
+                        const struct crew_classes *classes, struct crew_def **out,
+                        struct err *e)
 {
     int rc = 0;
     const json_t *v;
@@ -709,7 +795,7 @@ int crew_def_parse(const json_t *in, const struct tool_registry *tools, struct c
         }
     }
 
-    if ((rc = parse_agents(json_object_get(in, "agents"), tools, def, e)) != 0)
+    if ((rc = parse_agents(json_object_get(in, "agents"), tools, classes, def, e)) != 0)
         goto out;
     if ((rc = parse_relations(json_object_get(in, "flow_relations"), def, e)) != 0)
         goto out;
@@ -765,6 +851,7 @@ void crew_def_free(struct crew_def *def)
         struct crew_agent *a = &def->agents[i];
         free(a->agent_id);
         free(a->agent_class);
+        free(a->base_class);
         free(a->name);
         json_decref(a->config);
         model_free_strings(a->tools, a->n_tools);
@@ -795,6 +882,141 @@ long crew_def_find_agent(const struct crew_def *def, const char *name)
             return (long)i;
     }
     return -1;
+}
+
+/* ---- custom agent classes ---- */
+
+static const char *const class_fields[] = {"name", "base", "config", "system_prompt", "tools",
+                                           "builtin", "created_at", "updated_at"};
+#define CLASS_FIELDS "name, base, config, system_prompt, tools"
+
+bool crew_class_is_builtin(const char *name)
+{
+    return name != NULL && in_list(name, agent_classes, COUNT(agent_classes));
+}
+
+void crew_class_free(struct crew_class *c)
+{
+    if (c == NULL)
+        return;
+    free(c->name);
+    free(c->base);
+    json_decref(c->config);
+    model_free_strings(c->tools, c->n_tools);
+    free(c->system_prompt);
+    free(c);
+}
+
+int crew_class_parse(const json_t *in, const struct tool_registry *tools, struct crew_class **out,
+                     struct err *e)
+{
+    int rc = 0;
+    struct crew_class *c = calloc(1, sizeof *c);
+    *out = NULL;
+    if (c == NULL) {
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (!json_is_object(in)) {
+        rc = err_set(e, ERR_INVALID, "agent class: expected an object, got %s",
+                     in ? type_name(in) : "nothing");
+        goto out;
+    }
+    if ((rc = check_fields(in, "", class_fields, COUNT(class_fields), CLASS_FIELDS, e)) != 0)
+        goto out;
+    const json_t *v = json_object_get(in, "name");
+    const char *name = json_string_value(v);
+    bool ok = name != NULL && !has_nul(v) && json_string_length(v) >= 1 &&
+              json_string_length(v) <= 64;
+    for (size_t i = 0; ok && name[i] != '\0'; i++) {
+        char ch = name[i];
+        ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+             ch == '_' || ch == '-';
+    }
+    if (!ok) {
+        rc = err_set(e, ERR_INVALID, "name: required, must match [a-zA-Z0-9_-]{1,64}");
+        goto out;
+    }
+    if (crew_class_is_builtin(name)) {
+        rc = err_set(e, ERR_INVALID, "name: '%s' is a built-in class (%s); choose another name",
+                     name, AGENT_CLASSES);
+        goto out;
+    }
+    if ((rc = dup_into(&c->name, name, e)) != 0)
+        goto out;
+    v = json_object_get(in, "base");
+    const char *base = (v == NULL || json_is_null(v)) ? "BaseAgent" : json_string_value(v);
+    if (base == NULL || has_nul(v) ||
+        (strcmp(base, "BaseAgent") != 0 && strcmp(base, "Chatbot") != 0)) {
+        rc = err_set(e, ERR_INVALID, "base: must be \"BaseAgent\" (the default) or \"Chatbot\"");
+        goto out;
+    }
+    if ((rc = dup_into(&c->base, base, e)) != 0)
+        goto out;
+    v = json_object_get(in, "config");
+    if (v != NULL && !json_is_null(v) && !json_is_object(v)) {
+        rc = type_error(e, "config", "an object or null", v);
+        goto out;
+    }
+    if (json_is_object(v) && (rc = check_config(v, "config", e)) != 0)
+        goto out;
+    c->config = json_is_object(v) ? json_deep_copy(v) : json_object();
+    if (c->config == NULL) {
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    v = json_object_get(in, "tools");
+    if (tools != NULL) {
+        rc = parse_tool_list(v, "tools", tools, &c->tools, &c->n_tools, e);
+    } else if (v != NULL && !json_is_null(v)) {
+        /* Loaded for a crew: the names were checked when the class was put. */
+        if (!json_is_array(v)) {
+            rc = type_error(e, "tools", "an array of tool names or null", v);
+            goto out;
+        }
+        size_t n = json_array_size(v);
+        if (n > 0 && (c->tools = calloc(n, sizeof *c->tools)) == NULL) {
+            rc = err_set(e, ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            const char *t = json_string_value(json_array_get(v, i));
+            if (t == NULL)
+                rc = err_set(e, ERR_INVALID, "tools[%zu]: must be a string", i);
+            else if ((rc = dup_into(&c->tools[i], t, e)) == 0)
+                c->n_tools = i + 1;
+        }
+    }
+    if (rc != 0)
+        goto out;
+    if ((rc = get_text(json_object_get(in, "system_prompt"), "system_prompt", &c->system_prompt,
+                       e)) != 0)
+        goto out;
+    *out = c;
+    c = NULL;
+out:
+    crew_class_free(c);
+    return rc;
+}
+
+json_t *crew_class_to_json(const struct crew_class *c, int flags)
+{
+    json_t *o = json_object();
+    json_t *cfg =
+        (flags & CREW_JSON_REDACTED) ? crew_config_redact(c->config) : json_deep_copy(c->config);
+    bool ok = o != NULL && model_put(o, "name", json_string(c->name)) &&
+              model_put(o, "base", json_string(c->base));
+    if (ok)
+        ok = model_put(o, "config", cfg);
+    else
+        json_decref(cfg);
+    ok = ok && model_put(o, "system_prompt", model_string_or_null(c->system_prompt)) &&
+         model_put(o, "tools", model_string_array(c->tools, c->n_tools));
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
 }
 
 /* ---- JSON out ---- */

@@ -54,7 +54,9 @@ int crew_mode_parse(const char *s, enum crew_mode *out);
 
 struct crew_agent {
     char *agent_id;    /* required, non-empty */
-    char *agent_class; /* one of the known classes; default "BaseAgent" */
+    char *agent_class; /* one of the known classes, built-in or custom; default "BaseAgent" */
+    char *base_class;  /* the built-in class whose behaviour it has: agent_class itself, or a
+                          custom class's base ("BaseAgent" or "Chatbot") */
     char *name;        /* NULL when not given */
     const char *key;   /* name if given, else agent_id (points into this struct) */
     json_t *config;    /* object, owned, never NULL; may hold secrets (api_key) */
@@ -95,6 +97,52 @@ struct crew_def {
  */
 int crew_def_parse(const json_t *in, const struct tool_registry *tools, struct crew_def **out,
                    struct err *e);
+
+/*
+ * A custom agent class (PUT /api/v1/agents): a name usable as agent_class, the built-in class
+ * it behaves as, and defaults for the agents that use it. Owned by whoever parsed it.
+ */
+struct crew_class {
+    char *name;          /* [a-zA-Z0-9_-]{1,64}, not a built-in class */
+    char *base;          /* "BaseAgent" or "Chatbot" */
+    json_t *config;      /* object, never NULL; may hold secrets */
+    char **tools;        /* tool names */
+    size_t n_tools;
+    char *system_prompt; /* NULL when none */
+};
+
+/* The custom classes a definition may name (borrowed). */
+struct crew_classes {
+    struct crew_class *const *items;
+    size_t n;
+};
+
+/* True for BaseAgent, Agent, BasicAgent, Chatbot. */
+bool crew_class_is_builtin(const char *name);
+
+/*
+ * Validates `in` as a class {name, base, config, system_prompt, tools}: config by the rules
+ * of an AgentDefinition's config, tools against `tools` (borrowed; NULL: names are not
+ * checked, as when classes are loaded for a crew, which checks them at expansion). Returns
+ * 0, ERR_INVALID (message names the field), or ERR_NOMEM.
+ */
+int crew_class_parse(const json_t *in, const struct tool_registry *tools, struct crew_class **out,
+                     struct err *e);
+void crew_class_free(struct crew_class *c);
+/* {name, base, config, system_prompt, tools}; CREW_JSON_REDACTED masks config secrets. New
+ * reference or NULL. */
+json_t *crew_class_to_json(const struct crew_class *c, int flags);
+
+/*
+ * crew_def_parse with custom classes: an agent whose agent_class names one of `classes` (may
+ * be NULL) is expanded at once: the class's config under the agent's (the agent's non-null
+ * keys win), the class's system_prompt when the agent has none, the class's tools before
+ * the agent's (no duplicates; each must be in the registry), base_class the class's base.
+ * The agent keeps agent_class = the custom name, so the stored definition records it.
+ */
+int crew_def_parse_with(const json_t *in, const struct tool_registry *tools,
+                        const struct crew_classes *classes, struct crew_def **out,
+                        struct err *e);
 
 void crew_def_free(struct crew_def *def);
 

@@ -86,7 +86,9 @@ static int compile_agent(const struct crew_def *def, size_t i, const char *defau
     if (key_env == NULL)
         key_env = res.provider->api_key_env;
     if (!dup_opt(&pa->key, ag->key) || !dup_opt(&pa->agent_id, ag->agent_id) ||
-        !dup_opt(&pa->agent_class, ag->agent_class) ||
+        /* The behaviour's class: a custom class runs as its base (the definition keeps the
+         * custom name), so the engine and jobs.c only ever see built-in classes. */
+        !dup_opt(&pa->agent_class, ag->base_class ? ag->base_class : ag->agent_class) ||
         !dup_opt(&pa->provider, res.provider->name) || !dup_opt(&pa->model, res.model) ||
         !dup_opt(&pa->base_url, choice.base_url) || !dup_opt(&pa->api_key_env, key_env) ||
         !dup_opt(&pa->system_prompt, ag->system_prompt)) {

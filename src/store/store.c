@@ -222,3 +222,41 @@ int store_memory_check(const char *crew_id, const char *agent_key, const struct 
     }
     return 0;
 }
+
+void store_named_free(struct store_named *row)
+{
+    if (row == NULL)
+        return;
+    free(row->name);
+    free(row->definition);
+    free(row);
+}
+
+void store_named_list_cleanup(struct store_named_list *l)
+{
+    if (l == NULL)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        store_named_free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+const char *store_catalog_noun(enum store_catalog c)
+{
+    return c == STORE_AGENT_CLASSES ? "agent class" : "tool";
+}
+
+int store_named_check(enum store_catalog c, const char *name, const char *definition, bool put,
+                      struct err *e)
+{
+    if (c != STORE_TOOLS && c != STORE_AGENT_CLASSES)
+        return err_set(e, ERR_INVALID, "store: unknown catalog %d", (int)c);
+    if (name == NULL || name[0] == '\0')
+        return err_set(e, ERR_INVALID, "store: a %s needs a name", store_catalog_noun(c));
+    if (put && definition == NULL)
+        return err_set(e, ERR_INVALID, "store: %s '%s' has no definition", store_catalog_noun(c),
+                       name);
+    return 0;
+}

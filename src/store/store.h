@@ -11,6 +11,8 @@
  * fenced on its lease owner, so an instance that lost a lease cannot overwrite the work of
  * the one that took the job over. It also keeps the agents' conversation memory: per
  * (crew, agent, user, session), an ordered list of turns, trimmed to the newest N on append.
+ * And two small catalogs keyed by name: the user-defined HTTP tools and the custom agent
+ * classes (PUT /api/v1/tools, PUT /api/v1/agents), each row a name and a JSON definition.
  * Calls are synchronous and made from the loop thread:
  * single-row statements on a local WAL database cost tens of microseconds.
  *
@@ -19,6 +21,7 @@
 #ifndef CREWD_STORE_STORE_H
 #define CREWD_STORE_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/clock.h"
@@ -138,6 +141,40 @@ void store_turn_list_cleanup(struct store_turn_list *l);
 int store_memory_check(const char *crew_id, const char *agent_key, const struct store_turn *turns,
                        size_t n, struct err *e);
 
+/*
+ * One entry of a catalog (a user tool or a custom agent class): a name and its definition as
+ * JSON text, secrets included. Rows read back own their strings (store_named_free).
+ */
+struct store_named {
+    char *name;
+    char *definition;
+    char created_at[CLOCK_RFC3339_LEN];
+    char updated_at[CLOCK_RFC3339_LEN];
+};
+
+void store_named_free(struct store_named *row);
+
+struct store_named_list {
+    struct store_named **items; /* ordered by name (byte order); NULL when n is 0 */
+    size_t n;
+};
+
+void store_named_list_cleanup(struct store_named_list *l);
+
+/* The catalogs of store_named rows; the ops below take one of these. */
+enum store_catalog {
+    STORE_TOOLS = 0,     /* table tools: user-defined HTTP tools */
+    STORE_AGENT_CLASSES, /* table agent_classes: custom agent classes */
+};
+
+/* "tool", "agent class": the noun of the catalog's messages ("tool 'x' not found"). */
+const char *store_catalog_noun(enum store_catalog c);
+
+/* The argument checks every backend's catalog calls make, with the same messages: 0, or
+ * ERR_INVALID for an unknown catalog, a NULL or empty name, or (put) a NULL definition. */
+int store_named_check(enum store_catalog c, const char *name, const char *definition,
+                      bool put, struct err *e);
+
 struct store;
 
 struct store_ops {
@@ -226,6 +263,24 @@ struct store_ops {
      * when it had none. */
     int (*memory_clear)(struct store *st, const char *crew_id, const char *agent_key,
                         const char *user_id, const char *session_id, struct err *e);
+
+    /*
+     * The catalogs (user tools, custom agent classes). Names are compared byte for byte.
+     */
+
+    /* Inserts or replaces the row `name` with `definition` in one atomic step. A new row gets
+     * created_at and updated_at from now_ms; a replaced one keeps its created_at and gets
+     * updated_at from now_ms. *created (may be NULL) tells which happened. */
+    int (*named_put)(struct store *st, enum store_catalog c, const char *name,
+                     const char *definition, long long now_ms, bool *created, struct err *e);
+    /* ERR_NOT_FOUND ("tool 'x' not found"), else *out is a new row. */
+    int (*named_get)(struct store *st, enum store_catalog c, const char *name,
+                     struct store_named **out, struct err *e);
+    /* Every row of the catalog, ordered by name; an empty list when none. */
+    int (*named_list)(struct store *st, enum store_catalog c, struct store_named_list *out,
+                      struct err *e);
+    /* ERR_NOT_FOUND ("tool 'x' not found") when no such row. */
+    int (*named_delete)(struct store *st, enum store_catalog c, const char *name, struct err *e);
     void (*close)(struct store *st);
 };
 
@@ -242,7 +297,8 @@ int store_open(const char *url, struct store **out, struct err *e);
 void store_close(struct store *st);
 
 /* The schema version this build migrates to. */
-#define STORE_SCHEMA_VERSION 3 /* 1: crews; 2: jobs and job_steps; 3: memory */
+#define STORE_SCHEMA_VERSION 4 /* 1: crews; 2: jobs and job_steps; 3: memory; 4: tools and
+                                  agent_classes */
 
 static inline int store_crew_insert(struct store *st, const struct store_crew *c, struct err *e)
 {
@@ -327,6 +383,46 @@ static inline int store_memory_clear(struct store *st, const char *crew_id, cons
                                      const char *user_id, const char *session_id, struct err *e)
 {
     return st->ops->memory_clear(st, crew_id, agent_key, user_id, session_id, e);
+}
+
+/* The catalog ops under the names of what they hold. */
+static inline int store_tool_put(struct store *st, const char *name, const char *definition,
+                                 long long now_ms, bool *created, struct err *e)
+{
+    return st->ops->named_put(st, STORE_TOOLS, name, definition, now_ms, created, e);
+}
+static inline int store_tool_get(struct store *st, const char *name, struct store_named **out,
+                                 struct err *e)
+{
+    return st->ops->named_get(st, STORE_TOOLS, name, out, e);
+}
+static inline int store_tool_list(struct store *st, struct store_named_list *out, struct err *e)
+{
+    return st->ops->named_list(st, STORE_TOOLS, out, e);
+}
+static inline int store_tool_delete(struct store *st, const char *name, struct err *e)
+{
+    return st->ops->named_delete(st, STORE_TOOLS, name, e);
+}
+static inline int store_agent_class_put(struct store *st, const char *name,
+                                        const char *definition, long long now_ms, bool *created,
+                                        struct err *e)
+{
+    return st->ops->named_put(st, STORE_AGENT_CLASSES, name, definition, now_ms, created, e);
+}
+static inline int store_agent_class_get(struct store *st, const char *name,
+                                        struct store_named **out, struct err *e)
+{
+    return st->ops->named_get(st, STORE_AGENT_CLASSES, name, out, e);
+}
+static inline int store_agent_class_list(struct store *st, struct store_named_list *out,
+                                         struct err *e)
+{
+    return st->ops->named_list(st, STORE_AGENT_CLASSES, out, e);
+}
+static inline int store_agent_class_delete(struct store *st, const char *name, struct err *e)
+{
+    return st->ops->named_delete(st, STORE_AGENT_CLASSES, name, e);
 }
 
 #endif

@@ -131,7 +131,29 @@ static const char *const pg_migration_3[] = {
     NULL,
 };
 
-static const char *const *const pg_migrations[] = {pg_migration_1, pg_migration_2, pg_migration_3};
+/*
+ * 4: the catalogs of user-defined HTTP tools and custom agent classes, keyed by name. The
+ * definition is TEXT (JSON, secrets included), read back byte for byte. Crews do not
+ * reference these rows: a crew is expanded from them when it is created.
+ */
+static const char *const pg_migration_4[] = {
+    "CREATE TABLE tools ("
+    " name TEXT NOT NULL,"
+    " definition TEXT NOT NULL,"
+    " created_at TIMESTAMPTZ NOT NULL,"
+    " updated_at TIMESTAMPTZ NOT NULL,"
+    " CONSTRAINT tools_pkey PRIMARY KEY (name))",
+    "CREATE TABLE agent_classes ("
+    " name TEXT NOT NULL,"
+    " definition TEXT NOT NULL,"
+    " created_at TIMESTAMPTZ NOT NULL,"
+    " updated_at TIMESTAMPTZ NOT NULL,"
+    " CONSTRAINT agent_classes_pkey PRIMARY KEY (name))",
+    NULL,
+};
+
+static const char *const *const pg_migrations[] = {pg_migration_1, pg_migration_2, pg_migration_3,
+                                                   pg_migration_4};
 
 _Static_assert(sizeof pg_migrations / sizeof pg_migrations[0] == STORE_SCHEMA_VERSION,
                "one migration per schema version");
@@ -188,8 +210,34 @@ enum pg_stmt {
     PG_MEMORY_INSERT,
     PG_MEMORY_TRIM,
     PG_MEMORY_CLEAR,
-    PG_N_STMTS,
+    /* The catalogs: one block of PG_NAMED_N_ statements per catalog (pg_named_stmt()). */
+    PG_NAMED_FIRST_,
+    PG_N_STMTS = PG_NAMED_FIRST_ + 2 * 4,
 };
+
+enum pg_named_op { PG_NAMED_GET, PG_NAMED_LIST, PG_NAMED_PUT, PG_NAMED_DELETE, PG_NAMED_N_ };
+_Static_assert(PG_NAMED_N_ == 4, "PG_N_STMTS counts 4 statements per catalog");
+
+#define PG_NAMED_COLS                                                                              \
+    "name, definition, to_char(created_at AT TIME ZONE 'UTC', " PG_TS_FMT "),"                    \
+    " to_char(updated_at AT TIME ZONE 'UTC', " PG_TS_FMT ")"
+/* The put is one statement, so two instances putting the same name at once cannot both
+ * insert; xmax is 0 exactly on a row version this statement inserted, not updated. */
+#define PG_NAMED_SQL(table)                                                                        \
+    {"crewd_" table "_get", "SELECT " PG_NAMED_COLS " FROM " table " WHERE name = $1"},            \
+        {"crewd_" table "_list", "SELECT " PG_NAMED_COLS " FROM " table " ORDER BY name COLLATE \"C\""}, \
+        {"crewd_" table "_put",                                                                    \
+         "INSERT INTO " table " (name, definition, created_at, updated_at)"                        \
+         " VALUES ($1, $2, $3::timestamptz, $3::timestamptz)"                                      \
+         " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition,"                     \
+         " updated_at = EXCLUDED.updated_at RETURNING (xmax = 0) AS inserted"},                    \
+        {"crewd_" table "_delete", "DELETE FROM " table " WHERE name = $1"}
+
+/* Indexed by enum store_catalog, then enum pg_named_op. */
+static const struct {
+    const char *name;
+    const char *sql;
+} pg_named_stmts[2][PG_NAMED_N_] = {{PG_NAMED_SQL("tools")}, {PG_NAMED_SQL("agent_classes")}};
 
 static const struct {
     const char *name;
@@ -400,7 +448,17 @@ static int pg_prepare_all(struct pg_store *s, struct err *e)
 {
     int rc = 0;
     for (int i = 0; i < PG_N_STMTS && rc == 0; i++) {
-        PGresult *res = PQprepare(s->conn, pg_stmts[i].name, pg_stmts[i].sql, 0, NULL);
+        const char *name, *sql;
+        if (i < PG_NAMED_FIRST_) {
+            name = pg_stmts[i].name;
+            sql = pg_stmts[i].sql;
+        } else {
+            name = pg_named_stmts[(i - PG_NAMED_FIRST_) / PG_NAMED_N_]
+                                 [(i - PG_NAMED_FIRST_) % PG_NAMED_N_].name;
+            sql = pg_named_stmts[(i - PG_NAMED_FIRST_) / PG_NAMED_N_]
+                                [(i - PG_NAMED_FIRST_) % PG_NAMED_N_].sql;
+        }
+        PGresult *res = PQprepare(s->conn, name, sql, 0, NULL);
         if (PQresultStatus(res) != PGRES_COMMAND_OK)
             rc = pg_fail(s, res, "prepare", e);
         PQclear(res);
@@ -1242,6 +1300,138 @@ out:
     return rc;
 }
 
+/* ---- catalogs (tools, agent classes) ---------------------------------------------------- */
+
+static const char *pg_named_name(enum store_catalog c, enum pg_named_op op)
+{
+    return pg_named_stmts[c][op].name;
+}
+
+static int pg_row_to_named(const PGresult *res, int row, struct store_named **out, struct err *e)
+{
+    int rc = 0;
+    struct store_named *r = calloc(1, sizeof *r);
+    *out = NULL;
+    if (r == NULL || pg_dup_field(res, row, 0, &r->name) != 0 ||
+        pg_dup_field(res, row, 1, &r->definition) != 0 || r->name == NULL ||
+        r->definition == NULL) {
+        rc = err_set(e, ERR_NOMEM, "store: out of memory");
+        goto out;
+    }
+    if (pg_copy_fixed(res, row, 2, r->created_at, sizeof r->created_at) != 0 ||
+        pg_copy_fixed(res, row, 3, r->updated_at, sizeof r->updated_at) != 0) {
+        rc = err_set(e, ERR_STORE, "store: postgres: unexpected timestamp form");
+        goto out;
+    }
+    *out = r;
+    r = NULL;
+out:
+    store_named_free(r);
+    return rc;
+}
+
+static int pg_named_put(struct store *st, enum store_catalog c, const char *name,
+                        const char *definition, long long now_ms, bool *created, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    int rc = store_named_check(c, name, definition, true, e);
+    if (rc != 0 || (rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    char now[CLOCK_RFC3339_LEN];
+    clock_rfc3339(now_ms, now);
+    const char *params[3] = {name, definition, now};
+    res = PQexecPrepared(s->conn, pg_named_name(c, PG_NAMED_PUT), 3, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        rc = pg_fail(s, res, "put", e);
+        goto out;
+    }
+    if (created != NULL)
+        *created = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+static int pg_named_get(struct store *st, enum store_catalog c, const char *name,
+                        struct store_named **out, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    *out = NULL;
+    int rc = store_named_check(c, name, NULL, false, e);
+    if (rc != 0 || (rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    const char *params[1] = {name};
+    res = PQexecPrepared(s->conn, pg_named_name(c, PG_NAMED_GET), 1, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = pg_fail(s, res, "get", e);
+        goto out;
+    }
+    if (PQntuples(res) == 0) {
+        rc = err_set(e, ERR_NOT_FOUND, "%s '%s' not found", store_catalog_noun(c), name);
+        goto out;
+    }
+    rc = pg_row_to_named(res, 0, out, e);
+out:
+    PQclear(res);
+    return rc;
+}
+
+static int pg_named_list(struct store *st, enum store_catalog c, struct store_named_list *out,
+                         struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    struct store_named_list l = {0};
+    *out = l;
+    int rc = store_named_check(c, "-", NULL, false, e);
+    if (rc != 0 || (rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    res = PQexecPrepared(s->conn, pg_named_name(c, PG_NAMED_LIST), 0, NULL, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = pg_fail(s, res, "list", e);
+        goto out;
+    }
+    int n = PQntuples(res);
+    if (n > 0 && (l.items = calloc((size_t)n, sizeof *l.items)) == NULL) {
+        rc = err_set(e, ERR_NOMEM, "store: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        if ((rc = pg_row_to_named(res, i, &l.items[i], e)) != 0)
+            goto out;
+        l.n++;
+    }
+    *out = l;
+    l = (struct store_named_list){0};
+out:
+    store_named_list_cleanup(&l);
+    PQclear(res);
+    return rc;
+}
+
+static int pg_named_delete(struct store *st, enum store_catalog c, const char *name,
+                           struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    int rc = store_named_check(c, name, NULL, false, e);
+    if (rc != 0 || (rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    const char *params[1] = {name};
+    res = PQexecPrepared(s->conn, pg_named_name(c, PG_NAMED_DELETE), 1, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        rc = pg_fail(s, res, "delete", e);
+        goto out;
+    }
+    if (strcmp(PQcmdTuples(res), "0") == 0)
+        rc = err_set(e, ERR_NOT_FOUND, "%s '%s' not found", store_catalog_noun(c), name);
+out:
+    PQclear(res);
+    return rc;
+}
+
 static void pg_close(struct store *st)
 {
     struct pg_store *s = (struct pg_store *)st;
@@ -1269,6 +1459,10 @@ static const struct store_ops pg_ops = {
     .memory_get = pg_memory_get,
     .memory_append = pg_memory_append,
     .memory_clear = pg_memory_clear,
+    .named_put = pg_named_put,
+    .named_get = pg_named_get,
+    .named_list = pg_named_list,
+    .named_delete = pg_named_delete,
     .close = pg_close,
 };
 

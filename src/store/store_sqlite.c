@@ -96,6 +96,19 @@ static const char *const MIGRATIONS[] = {
     " content TEXT NOT NULL,"
     " created_at TEXT NOT NULL);"
     "CREATE INDEX memory_conversation ON memory(crew_id, agent_key, user_id, session_id, seq);",
+    /* 4: the catalogs of user-defined HTTP tools and custom agent classes, keyed by name.
+     * The definition is JSON text (secrets included), read back byte for byte. Crews do not
+     * reference these rows: a crew is expanded from them when it is created. */
+    "CREATE TABLE tools ("
+    " name TEXT PRIMARY KEY,"
+    " definition TEXT NOT NULL,"
+    " created_at TEXT NOT NULL,"
+    " updated_at TEXT NOT NULL);"
+    "CREATE TABLE agent_classes ("
+    " name TEXT PRIMARY KEY,"
+    " definition TEXT NOT NULL,"
+    " created_at TEXT NOT NULL,"
+    " updated_at TEXT NOT NULL);",
 };
 
 _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
@@ -146,8 +159,27 @@ enum stmt_id {
     ST_MEMORY_INSERT,
     ST_MEMORY_TRIM,
     ST_MEMORY_CLEAR,
-    ST_COUNT_
+    /* The catalogs: one block of ST_NAMED_N_ per catalog, in enum store_catalog order. */
+    ST_NAMED_FIRST_,
+    ST_COUNT_ = ST_NAMED_FIRST_ + 2 * 5
 };
+
+/* The statements of one catalog, as offsets from its block (named_stmt()). */
+enum named_op { NAMED_GET, NAMED_LIST, NAMED_INSERT, NAMED_UPDATE, NAMED_DELETE, NAMED_N_ };
+_Static_assert(NAMED_N_ == 5, "ST_COUNT_ counts 5 statements per catalog");
+
+#define NAMED_COLS "name, definition, created_at, updated_at"
+#define NAMED_SQL(table)                                                                           \
+    "SELECT " NAMED_COLS " FROM " table " WHERE name = ?1",                                        \
+        "SELECT " NAMED_COLS " FROM " table " ORDER BY name",                                      \
+        "INSERT INTO " table " (name, definition, created_at, updated_at)"                         \
+        " VALUES (?1, ?2, ?3, ?3)",                                                                \
+        "UPDATE " table " SET definition = ?2, updated_at = ?3 WHERE name = ?1",                   \
+        "DELETE FROM " table " WHERE name = ?1"
+
+/* Indexed by enum store_catalog, then enum named_op. */
+static const char *const NAMED_STMT_SQL[2][NAMED_N_] = {{NAMED_SQL("tools")},
+                                                         {NAMED_SQL("agent_classes")}};
 
 static const char *const STMT_SQL[ST_COUNT_] = {
     [ST_BEGIN] = "BEGIN",
@@ -1192,6 +1224,164 @@ static void close_store(struct store *st)
     free(s);
 }
 
+/* ---- catalogs (tools, agent classes) ---- */
+
+static sqlite3_stmt *named_stmt(struct store_sqlite *s, enum store_catalog c, enum named_op op)
+{
+    return s->stmt[ST_NAMED_FIRST_ + (int)c * NAMED_N_ + (int)op];
+}
+
+static int named_from_row(sqlite3_stmt *stmt, struct store_named **out, struct err *e)
+{
+    int ret = 0;
+    struct store_named *r = calloc(1, sizeof *r);
+    *out = NULL;
+    if (r == NULL) {
+        ret = err_set(e, ERR_NOMEM, "store: out of memory reading a row");
+        goto out;
+    }
+    if ((ret = col_dup(stmt, 0, false, &r->name, e)) != 0 ||
+        (ret = col_dup(stmt, 1, false, &r->definition, e)) != 0 ||
+        (ret = col_fixed(stmt, 2, r->created_at, sizeof r->created_at, e)) != 0 ||
+        (ret = col_fixed(stmt, 3, r->updated_at, sizeof r->updated_at, e)) != 0)
+        goto out;
+    *out = r;
+    r = NULL;
+out:
+    store_named_free(r);
+    return ret;
+}
+
+/* UPDATE, and INSERT when nothing was updated, in one write transaction: no other writer
+ * lands between the two, so *created is exact. */
+static int named_put(struct store *st, enum store_catalog c, const char *name,
+                     const char *definition, long long now_ms, bool *created, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    bool in_tx = false, inserted = false;
+    int ret, rc;
+    if ((ret = store_named_check(c, name, definition, true, e)) != 0)
+        return ret;
+    sqlite3_stmt *update = named_stmt(s, c, NAMED_UPDATE);
+    sqlite3_stmt *insert = named_stmt(s, c, NAMED_INSERT);
+    char now[CLOCK_RFC3339_LEN];
+    clock_rfc3339(now_ms, now);
+    if ((ret = run(s, ST_BEGIN_IMMEDIATE, e)) != 0)
+        goto out;
+    in_tx = true;
+    if ((ret = bind_text(s, update, 1, name, e)) != 0 ||
+        (ret = bind_text(s, update, 2, definition, e)) != 0 ||
+        (ret = bind_text(s, update, 3, now, e)) != 0)
+        goto out;
+    if ((rc = sqlite3_step(update)) != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    if (sqlite3_changes(s->db) == 0) {
+        if ((ret = bind_text(s, insert, 1, name, e)) != 0 ||
+            (ret = bind_text(s, insert, 2, definition, e)) != 0 ||
+            (ret = bind_text(s, insert, 3, now, e)) != 0)
+            goto out;
+        if ((rc = sqlite3_step(insert)) != SQLITE_DONE) {
+            ret = fail(s->db, rc, e);
+            goto out;
+        }
+        inserted = true;
+    }
+    if ((ret = run(s, ST_COMMIT, e)) != 0)
+        goto out;
+    in_tx = false;
+    if (created != NULL)
+        *created = inserted;
+out:
+    stmt_done(update);
+    stmt_done(insert);
+    if (in_tx)
+        run(s, ST_ROLLBACK, NULL);
+    return ret;
+}
+
+static int named_get(struct store *st, enum store_catalog c, const char *name,
+                     struct store_named **out, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    *out = NULL;
+    int ret = store_named_check(c, name, NULL, false, e);
+    if (ret != 0)
+        return ret;
+    sqlite3_stmt *stmt = named_stmt(s, c, NAMED_GET);
+    if ((ret = bind_text(s, stmt, 1, name, e)) != 0)
+        goto out;
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        ret = named_from_row(stmt, out, e);
+    else if (rc == SQLITE_DONE)
+        ret = err_set(e, ERR_NOT_FOUND, "%s '%s' not found", store_catalog_noun(c), name);
+    else
+        ret = fail(s->db, rc, e);
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
+static int named_list(struct store *st, enum store_catalog c, struct store_named_list *out,
+                      struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    struct store_named_list l = {0};
+    size_t cap = 0;
+    *out = l;
+    int ret = store_named_check(c, "-", NULL, false, e);
+    if (ret != 0)
+        return ret;
+    sqlite3_stmt *stmt = named_stmt(s, c, NAMED_LIST);
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (l.n == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            struct store_named **grown = realloc(l.items, ncap * sizeof *grown);
+            if (grown == NULL) {
+                ret = err_set(e, ERR_NOMEM, "store: out of memory listing");
+                goto out;
+            }
+            l.items = grown;
+            cap = ncap;
+        }
+        if ((ret = named_from_row(stmt, &l.items[l.n], e)) != 0)
+            goto out;
+        l.n++;
+    }
+    if (rc != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    *out = l;
+    l = (struct store_named_list){0};
+out:
+    stmt_done(stmt);
+    store_named_list_cleanup(&l);
+    return ret;
+}
+
+static int named_delete(struct store *st, enum store_catalog c, const char *name, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    int ret = store_named_check(c, name, NULL, false, e);
+    if (ret != 0)
+        return ret;
+    sqlite3_stmt *stmt = named_stmt(s, c, NAMED_DELETE);
+    if ((ret = bind_text(s, stmt, 1, name, e)) != 0)
+        goto out;
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE)
+        ret = fail(s->db, rc, e);
+    else if (sqlite3_changes(s->db) == 0)
+        ret = err_set(e, ERR_NOT_FOUND, "%s '%s' not found", store_catalog_noun(c), name);
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
 static const struct store_ops SQLITE_OPS = {
     .kind = "sqlite",
     .crew_insert = crew_insert,
@@ -1210,6 +1400,10 @@ static const struct store_ops SQLITE_OPS = {
     .memory_get = memory_get,
     .memory_append = memory_append,
     .memory_clear = memory_clear,
+    .named_put = named_put,
+    .named_get = named_get,
+    .named_list = named_list,
+    .named_delete = named_delete,
     .close = close_store,
 };
 
@@ -1389,8 +1583,11 @@ int store_sqlite_open(const char *path, struct store **out, struct err *e)
     if ((ret = configure(s->db, in_memory, e)) != 0 || (ret = migrate(s->db, e)) != 0)
         goto out;
     for (int i = 0; i < ST_COUNT_; i++) {
-        rc = sqlite3_prepare_v3(s->db, STMT_SQL[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i],
-                                NULL);
+        const char *sql = i < ST_NAMED_FIRST_
+                              ? STMT_SQL[i]
+                              : NAMED_STMT_SQL[(i - ST_NAMED_FIRST_) / NAMED_N_]
+                                              [(i - ST_NAMED_FIRST_) % NAMED_N_];
+        rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL);
         if (rc != SQLITE_OK) {
             ret = fail(s->db, rc, e);
             goto out;

@@ -1,8 +1,8 @@
 /*
  * registry.c - the tool registry behind registry.h: a growable array of tool_def, filled
- * with the built-in tools at creation. Lookups are linear because a registry holds a handful
- * of tools and is only read at create time and when an agent step starts; the built-ins'
- * code lives in runner.c.
+ * with the built-in tools at creation, plus the user tools of the API, whose strings are
+ * owned here. Lookups are linear because a registry holds a handful of tools and is only
+ * read at create time and when an agent step starts; the built-ins' code lives in runner.c.
  */
 #include "tools/registry.h"
 
@@ -16,6 +16,11 @@ struct tool_registry {
     struct tool_def *tools;
     size_t n;
     size_t cap;
+    /* Names and descriptions of replaced or removed user tools, freed with the registry
+     * (registry.h: agent steps in flight borrow them). */
+    char **retired;
+    size_t n_retired;
+    size_t cap_retired;
 };
 
 /* The built-ins (runner.c holds their code). `current_time` and `http_get` are the names of
@@ -25,7 +30,9 @@ struct tool_registry {
     "{\"type\":\"object\",\"properties\":{\"timezone\":{\"type\":\"string\","                 \
     "\"description\":\"IANA time zone such as Europe/Madrid; UTC when absent\"}},"              \
     "\"additionalProperties\":false}"
-static const struct tool_def builtin_tools[] = {
+static const struct builtin {
+    const char *name, *description, *params_schema;
+} builtin_tools[] = {
     {"calculator",
      "Evaluate an arithmetic expression: numbers (decimals, exponents), + - * / % ^, "
      "parentheses, unary minus, sqrt abs min max round floor ceil log exp sin cos tan, pi, e.",
@@ -86,7 +93,12 @@ int tool_registry_new(struct tool_registry **out)
         goto out;
     }
     for (size_t i = 0; i < sizeof builtin_tools / sizeof builtin_tools[0]; i++) {
-        rc = tool_registry_add(reg, &builtin_tools[i], NULL);
+        const struct builtin *b = &builtin_tools[i];
+        struct tool_def def = {.name = b->name,
+                               .description = b->description,
+                               .params_schema = b->params_schema,
+                               .origin = TOOL_BUILTIN};
+        rc = tool_registry_add(reg, &def, NULL);
         if (rc != 0)
             goto out;
     }
@@ -97,12 +109,144 @@ out:
     return rc;
 }
 
+/* Frees the strings a user tool owns. */
+static void user_strings_free(struct tool_def *d)
+{
+    free((char *)d->name);
+    free((char *)d->description);
+    free((char *)d->params_schema);
+    free((char *)d->url);
+    free((char *)d->headers_json);
+}
+
 void tool_registry_free(struct tool_registry *reg)
 {
     if (reg == NULL)
         return;
+    for (size_t i = 0; i < reg->n; i++)
+        if (reg->tools[i].origin == TOOL_USER)
+            user_strings_free(&reg->tools[i]);
+    for (size_t i = 0; i < reg->n_retired; i++)
+        free(reg->retired[i]);
+    free(reg->retired);
     free(reg->tools);
     free(reg);
+}
+
+bool tool_registry_is_builtin(const char *name)
+{
+    for (size_t i = 0; name != NULL && i < sizeof builtin_tools / sizeof builtin_tools[0]; i++)
+        if (strcmp(builtin_tools[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+static char *dup_opt(const char *s, bool *nomem)
+{
+    if (s == NULL)
+        return NULL;
+    char *d = strdup(s);
+    if (d == NULL)
+        *nomem = true;
+    return d;
+}
+
+/* Room for `n` more retired strings, so that retiring cannot fail half-way. */
+static int retire_reserve(struct tool_registry *reg, size_t n)
+{
+    if (reg->n_retired + n <= reg->cap_retired)
+        return 0;
+    size_t cap = reg->cap_retired ? reg->cap_retired * 2 : 8;
+    while (cap < reg->n_retired + n)
+        cap *= 2;
+    char **grown = realloc(reg->retired, cap * sizeof *grown);
+    if (grown == NULL)
+        return ERR_NOMEM;
+    reg->retired = grown;
+    reg->cap_retired = cap;
+    return 0;
+}
+
+/* Room for one more tool. */
+static int tools_reserve(struct tool_registry *reg)
+{
+    if (reg->n < reg->cap)
+        return 0;
+    size_t cap = reg->cap ? reg->cap * 2 : 8;
+    struct tool_def *grown = realloc(reg->tools, cap * sizeof *grown);
+    if (grown == NULL)
+        return ERR_NOMEM;
+    reg->tools = grown;
+    reg->cap = cap;
+    return 0;
+}
+
+int tool_registry_put_user(struct tool_registry *reg, const struct tool_def *def,
+                           bool *replaced, struct err *e)
+{
+    if (reg == NULL || def == NULL)
+        return err_set(e, ERR_INVALID, "tool: missing definition");
+    if (!name_is_valid(def->name))
+        return err_set(e, ERR_INVALID, "tool name: must match [a-zA-Z0-9_-]{1,64}");
+    if (tool_registry_is_builtin(def->name))
+        return err_set(e, ERR_CONFLICT, "tool '%s' is a built-in tool", def->name);
+    if (def->description == NULL || def->params_schema == NULL || def->url == NULL)
+        return err_set(e, ERR_INVALID, "tool '%s': description, schema and url are required",
+                       def->name);
+    struct tool_def *old = (struct tool_def *)tool_registry_find(reg, def->name);
+    /* Everything that can fail comes first, so a failure leaves the registry as it was. */
+    bool nomem = (old != NULL ? retire_reserve(reg, 1) : tools_reserve(reg)) != 0;
+    struct tool_def copy = {
+        .name = old ? NULL : dup_opt(def->name, &nomem),
+        .description = dup_opt(def->description, &nomem),
+        .params_schema = dup_opt(def->params_schema, &nomem),
+        .origin = TOOL_USER,
+        .url = dup_opt(def->url, &nomem),
+        .post = def->post,
+        .headers_json = dup_opt(def->headers_json, &nomem),
+        .timeout_ms = def->timeout_ms,
+    };
+    if (nomem) {
+        user_strings_free(&copy);
+        return err_set(e, ERR_NOMEM, "out of memory");
+    }
+    if (old != NULL) {
+        /* The name is kept (the same bytes); the description is retired, the rest freed. */
+        copy.name = old->name;
+        reg->retired[reg->n_retired++] = (char *)old->description;
+        free((char *)old->params_schema);
+        free((char *)old->url);
+        free((char *)old->headers_json);
+        *old = copy;
+    } else {
+        reg->tools[reg->n++] = copy;
+    }
+    if (replaced != NULL)
+        *replaced = old != NULL;
+    return 0;
+}
+
+int tool_registry_remove_user(struct tool_registry *reg, const char *name, struct err *e)
+{
+    if (tool_registry_is_builtin(name))
+        return err_set(e, ERR_CONFLICT, "tool '%s' is a built-in tool and cannot be removed",
+                       name);
+    size_t i = 0;
+    while (reg != NULL && name != NULL && i < reg->n && strcmp(reg->tools[i].name, name) != 0)
+        i++;
+    if (reg == NULL || name == NULL || i == reg->n || reg->tools[i].origin != TOOL_USER)
+        return err_set(e, ERR_NOT_FOUND, "unknown tool '%.64s'", name ? name : "");
+    if (retire_reserve(reg, 2) != 0)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    struct tool_def *d = &reg->tools[i];
+    reg->retired[reg->n_retired++] = (char *)d->name;
+    reg->retired[reg->n_retired++] = (char *)d->description;
+    free((char *)d->params_schema);
+    free((char *)d->url);
+    free((char *)d->headers_json);
+    memmove(d, d + 1, (reg->n - i - 1) * sizeof *d);
+    reg->n--;
+    return 0;
 }
 
 int tool_registry_add(struct tool_registry *reg, const struct tool_def *def, struct err *e)

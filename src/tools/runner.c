@@ -35,6 +35,7 @@
 #include "tools/netguard.h"
 #include "tools/registry.h"
 #include "tools/tzclock.h"
+#include "tools/user_tool.h"
 
 #define ARGS_MAX_DEPTH 16
 #define HTTP_MAX_URL 8192
@@ -99,6 +100,7 @@ struct tool_call {
     size_t reply_len, reply_cap;
     bool cut;
     long status;
+    long timeout_ms; /* the runner's, or a user tool's own */
     char location[HTTP_MAX_LOCATION + 1];
     char blocked[128];
     char errbuf[CURL_ERROR_SIZE];
@@ -562,7 +564,7 @@ static void complete(struct tool_call *c, CURLcode result)
                     c->tool, c->blocked, c->host);
         else if (result == CURLE_OPERATION_TIMEDOUT)
             err_set(&e, ERR_IO, "%s: '%s' did not answer within %ld ms", c->tool, c->host,
-                    r->timeout_ms);
+                    c->timeout_ms);
         else if (result == CURLE_COULDNT_RESOLVE_HOST)
             err_set(&e, ERR_IO, "%s: cannot resolve host '%s'", c->tool, c->host);
         else
@@ -628,29 +630,6 @@ static bool host_allowed(const struct tool_runner *r, const char *host)
                 return true;
         }
     }
-    return false;
-}
-
-static bool header_name_ok(const char *k)
-{
-    if (k[0] == '\0')
-        return false;
-    for (const char *p = k; *p; p++) {
-        unsigned char ch = (unsigned char)*p;
-        if (ch <= 0x20 || ch >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", ch) != NULL)
-            return false;
-    }
-    return true;
-}
-
-/* Headers libcurl or the connection own; a model setting them could only confuse framing. */
-static bool header_reserved(const char *k)
-{
-    static const char *const names[] = {"host", "content-length", "transfer-encoding",
-                                        "connection", "expect", "upgrade", "te", "trailer"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strcasecmp(k, names[i]) == 0)
-            return true;
     return false;
 }
 
@@ -725,11 +704,11 @@ static int http_setup(struct tool_call *c, const json_t *args, bool post_allowed
             rc = err_set(e, ERR_TOO_LARGE, "%s: at most %d headers", c->tool, HTTP_MAX_HEADERS);
             goto out;
         }
-        if (!header_name_ok(k)) {
+        if (!tool_header_name_ok(k)) {
             rc = err_set(e, ERR_INVALID, "%s: '%s' is not a valid header name", c->tool, q);
             goto out;
         }
-        if (header_reserved(k)) {
+        if (tool_header_reserved(k)) {
             rc = err_set(e, ERR_INVALID, "%s: header '%s' may not be set", c->tool, q);
             goto out;
         }
@@ -806,7 +785,7 @@ static int http_setup(struct tool_call *c, const json_t *args, bool post_allowed
     }
     SET(CURLOPT_PRIVATE, (void *)c);
     SET(CURLOPT_NOSIGNAL, 1L);
-    SET(CURLOPT_TIMEOUT_MS, r->timeout_ms);
+    SET(CURLOPT_TIMEOUT_MS, c->timeout_ms);
     SET(CURLOPT_WRITEFUNCTION, on_write);
     SET(CURLOPT_WRITEDATA, (void *)c);
     SET(CURLOPT_HEADERFUNCTION, on_header);
@@ -849,6 +828,104 @@ static void run_http(struct tool_call *c, const json_t *args, bool post_allowed)
     struct err e = {0};
     if (http_setup(c, args, post_allowed, &e) != 0)
         finish_err(c, &e);
+}
+
+/* Appends the arguments to the URL as a query: strings as they are, anything else as its
+ * JSON text; both percent-encoded by libcurl. */
+static int user_query_url(struct tool_call *c, const struct tool_def *def, const json_t *args,
+                          char **out, struct err *e)
+{
+    int rc = 0;
+    char *pair = NULL;
+    *out = NULL;
+    CURLU *u = curl_url();
+    if (u == NULL)
+        return err_set(e, ERR_NOMEM, "%s: out of memory", c->tool);
+    if (curl_url_set(u, CURLUPART_URL, def->url, 0) != CURLUE_OK) {
+        rc = err_set(e, ERR_INVALID, "%s: the tool's url is not valid", c->tool);
+        goto out;
+    }
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)args, k, v)
+    {
+        char *text = json_is_string(v) ? NULL : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        const char *val = json_is_string(v) ? json_string_value(v) : text;
+        size_t len = strlen(k) + (val ? strlen(val) : 0) + 2;
+        pair = malloc(len);
+        if (pair == NULL || val == NULL) {
+            free(text);
+            rc = err_set(e, ERR_NOMEM, "%s: out of memory", c->tool);
+            goto out;
+        }
+        snprintf(pair, len, "%s=%s", k, val);
+        free(text);
+        if (curl_url_set(u, CURLUPART_QUERY, pair, CURLU_APPENDQUERY | CURLU_URLENCODE) !=
+            CURLUE_OK) {
+            rc = err_set(e, ERR_INVALID, "%s: cannot put argument '%.64s' in the URL", c->tool,
+                         k);
+            goto out;
+        }
+        free(pair);
+        pair = NULL;
+    }
+    char *full = NULL;
+    if (curl_url_get(u, CURLUPART_URL, &full, 0) != CURLUE_OK || full == NULL) {
+        rc = err_set(e, ERR_NOMEM, "%s: out of memory", c->tool);
+        goto out;
+    }
+    *out = strdup(full);
+    curl_free(full);
+    if (*out == NULL)
+        rc = err_set(e, ERR_NOMEM, "%s: out of memory", c->tool);
+out:
+    free(pair);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+/*
+ * A user-defined tool (user_tool.h): its request is described as http_request arguments
+ * (url, method, the configured headers, the arguments as a JSON body for POST) and goes
+ * through http_setup, so the allowlist, the address guard, the header rules and the reply
+ * cap are exactly http_request's. Everything taken from `def` is copied now: the registry
+ * may replace or remove the tool while the request is in flight.
+ */
+static void run_user(struct tool_call *c, const struct tool_def *def, const json_t *args)
+{
+    struct err e = {0};
+    char *url = NULL, *body = NULL;
+    json_t *req = NULL, *headers = NULL;
+    if (def->timeout_ms > 0)
+        c->timeout_ms = def->timeout_ms;
+    if (def->headers_json != NULL && (headers = json_loads(def->headers_json, 0, NULL)) == NULL) {
+        err_set(&e, ERR_INTERNAL, "%s: the tool's headers do not parse", c->tool);
+        goto fail;
+    }
+    if (def->post) {
+        body = json_dumps(args, JSON_COMPACT);
+        req = json_pack("{s:s, s:s, s:s}", "url", def->url, "method", "POST", "body",
+                        body ? body : "{}");
+    } else {
+        if (user_query_url(c, def, args, &url, &e) != 0)
+            goto fail;
+        req = json_pack("{s:s, s:s}", "url", url, "method", "GET");
+    }
+    if (req == NULL || (def->post && body == NULL) ||
+        (headers != NULL && json_object_set(req, "headers", headers) != 0)) {
+        err_set(&e, ERR_NOMEM, "%s: out of memory", c->tool);
+        goto fail;
+    }
+    if (http_setup(c, req, true, &e) != 0)
+        goto fail;
+    goto out;
+fail:
+    finish_err(c, &e);
+out:
+    free(url);
+    free(body);
+    json_decref(req);
+    json_decref(headers);
 }
 
 /* ---- runner ---- */
@@ -977,7 +1054,7 @@ static void run(struct tool_call *c, const char *name, const char *args_json)
         err_set(&e, ERR_NOT_FOUND, "unknown tool '%s'", q);
         goto fail;
     }
-    if (!lookup_kind(name, &kind)) {
+    if (def->origin != TOOL_USER && !lookup_kind(name, &kind)) {
         err_set(&e, ERR_UNSUPPORTED, "tool '%s' has no implementation in this server", name);
         goto fail;
     }
@@ -1020,6 +1097,11 @@ static void run(struct tool_call *c, const char *name, const char *args_json)
         err_prefix(&e, "%s: arguments", c->tool);
         goto fail;
     }
+    if (def->origin == TOOL_USER) {
+        run_user(c, def, args);
+        json_decref(args);
+        return;
+    }
     switch (kind) {
     case TOOL_CALCULATOR:
         run_calculator(c, args);
@@ -1060,6 +1142,7 @@ int tool_runner_invoke(struct tool_runner *r, const char *name, const char *args
         return err_set(e, ERR_NOMEM, "out of memory");
     }
     c->runner = r;
+    c->timeout_ms = r->timeout_ms;
     c->cb = cb;
     c->arg = arg;
     quote(c->tool, sizeof c->tool, name);

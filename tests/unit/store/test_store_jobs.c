@@ -116,7 +116,7 @@ static void pg_exec(const char *sql)
 static void pg_reset(void)
 {
     pg_exec("SET client_min_messages = warning;"
-            "DROP TABLE IF EXISTS crews, jobs, job_steps, memory, schema_version");
+            "DROP TABLE IF EXISTS crews, jobs, job_steps, memory, tools, agent_classes, schema_version");
 }
 
 static int pg_group_setup(void **state)
@@ -855,7 +855,7 @@ static void test_upgrade_from_v1_sqlite(void **state)
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(stmt, 0),
-                        "1,2,3/2025-11-01T00:00:00.000Z");
+                        "1,2,3,4/2025-11-01T00:00:00.000Z");
     sqlite3_finalize(stmt);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
@@ -866,7 +866,7 @@ static void test_upgrade_from_v1_pg(void **state)
 {
     store_close(*state);
     *state = NULL;
-    pg_exec("DROP TABLE jobs, job_steps, memory; DELETE FROM schema_version WHERE version >= 2;"
+    pg_exec("DROP TABLE jobs, job_steps, memory, tools, agent_classes; DELETE FROM schema_version WHERE version >= 2;"
             "INSERT INTO crews (crew_id, name, execution_mode, agent_count, definition, plan,"
             " created_at, updated_at) VALUES ('" CREW_ID "', 'old-crew', 'sequential', 1,"
             " '{}', '{}', '2025-11-01T00:00:00.001Z', '2025-11-01T00:00:00.001Z')");

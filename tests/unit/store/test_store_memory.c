@@ -110,7 +110,7 @@ static void pg_exec(const char *sql)
 static void pg_reset(void)
 {
     pg_exec("SET client_min_messages = warning;"
-            "DROP TABLE IF EXISTS crews, jobs, job_steps, memory, schema_version;"
+            "DROP TABLE IF EXISTS crews, jobs, job_steps, memory, tools, agent_classes, schema_version;"
             "DROP FUNCTION IF EXISTS memory_boom");
 }
 
@@ -701,7 +701,7 @@ static void test_upgrade_from_v2_sqlite(void **state)
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(stmt, 0),
-                        "1,2,3/2025-11-10T00:00:00.000Z/1");
+                        "1,2,3,4/2025-11-10T00:00:00.000Z/1");
     sqlite3_finalize(stmt);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
@@ -711,7 +711,7 @@ static void test_upgrade_from_v2_pg(void **state)
 {
     store_close(*state);
     *state = NULL;
-    pg_exec("DROP TABLE memory; DELETE FROM schema_version WHERE version = 3;"
+    pg_exec("DROP TABLE memory, tools, agent_classes; DELETE FROM schema_version WHERE version >= 3;"
             "INSERT INTO crews (crew_id, name, execution_mode, agent_count, definition, plan,"
             " created_at, updated_at) VALUES ('" CREW "', 'old-crew', 'sequential', 1,"
             " '{}', '{}', '2025-11-01T00:00:00.001Z', '2025-11-01T00:00:00.001Z');"

@@ -157,7 +157,7 @@ static int group_teardown(void **state)
 /* Each test: an empty database (no tables), then a freshly opened (so migrated) store. */
 static int test_setup(void **state)
 {
-    admin_exec("DROP TABLE IF EXISTS crews, jobs, job_steps, memory, schema_version");
+    admin_exec("DROP TABLE IF EXISTS crews, jobs, job_steps, memory, tools, agent_classes, schema_version");
     *state = open_store();
     return 0;
 }
@@ -465,13 +465,13 @@ static void test_schema_version(void **state)
     (void)state;
     char *v = admin_query("SELECT string_agg(version::text, ',' ORDER BY version)"
                           " FROM schema_version");
-    assert_string_equal(v, "1,2,3");
+    assert_string_equal(v, "1,2,3,4");
     free(v);
     /* A second open (the first is still open) migrates nothing. */
     struct store *again = open_store();
     again->ops->close(again);
     v = admin_query("SELECT count(*) FROM schema_version");
-    assert_string_equal(v, "3");
+    assert_string_equal(v, "4");
     free(v);
     v = admin_query("SELECT count(*) FROM pg_indexes WHERE indexname IN"
                     " ('crews_created_idx', 'jobs_claim_idx', 'jobs_owner_idx',"
@@ -483,15 +483,15 @@ static void test_schema_version(void **state)
 static void test_newer_schema_refused(void **state)
 {
     (void)state;
-    admin_exec("INSERT INTO schema_version (version) VALUES (4)");
+    admin_exec("INSERT INTO schema_version (version) VALUES (5)");
     struct store *st = (struct store *)&st; /* must be reset to NULL */
     struct err e = {0};
     assert_int_equal(store_pg_open(g_cluster.url, &st, &e), ERR_STORE);
     assert_null(st);
-    assert_non_null(strstr(e.msg, "schema version 4"));
+    assert_non_null(strstr(e.msg, "schema version 5"));
     /* Nothing was changed by the refusal. */
     char *v = admin_query("SELECT count(*) FROM schema_version");
-    assert_string_equal(v, "4");
+    assert_string_equal(v, "5");
     free(v);
 }
 
@@ -501,7 +501,7 @@ static void test_concurrent_migration(void **state)
     struct store *st = *state;
     st->ops->close(st);
     *state = NULL;
-    admin_exec("DROP TABLE IF EXISTS crews, jobs, job_steps, memory, schema_version");
+    admin_exec("DROP TABLE IF EXISTS crews, jobs, job_steps, memory, tools, agent_classes, schema_version");
     enum { N_PROCS = 4 };
     pid_t pids[N_PROCS];
     for (int i = 0; i < N_PROCS; i++) {
@@ -525,7 +525,7 @@ static void test_concurrent_migration(void **state)
         assert_int_equal(WEXITSTATUS(status), 0);
     }
     char *v = admin_query("SELECT count(*) FROM schema_version");
-    assert_string_equal(v, "3");
+    assert_string_equal(v, "4");
     free(v);
 }
 

@@ -103,6 +103,11 @@ static void srv_cb(struct evhttp_request *req, void *arg)
                             ct ? ct : "-", xt ? xt : "-");
         evbuffer_add_buffer(out, in);
         evhttp_send_reply(req, 200, "OK", out);
+    } else if (strncmp(uri, "/q?", 3) == 0) {
+        evbuffer_add_printf(out, "%s %s",
+                            evhttp_request_get_command(req) == EVHTTP_REQ_GET ? "GET" : "POST",
+                            uri);
+        evhttp_send_reply(req, 200, "OK", out);
     } else if (strcmp(uri, "/redirect") == 0) {
         evhttp_add_header(oh, "Location", "http://example.com/elsewhere");
         evbuffer_add_printf(out, "moved");
@@ -330,9 +335,51 @@ static void test_calculator_tool(void **state)
 static void test_unimplemented(void **state)
 {
     struct fixture *f = fixture_new(NULL);
-    struct tool_def d = {"custom", "d", "{\"type\":\"object\"}"};
+    struct tool_def d = {.name = "custom", .description = "d", .params_schema = "{\"type\":\"object\"}"};
     assert_int_equal(tool_registry_add(f->reg, &d, NULL), 0);
     expect_fail(f, "custom", "{}", "tool 'custom' has no implementation");
+    fixture_free(f);
+}
+
+/* A user-defined tool: POST of the arguments with the configured headers, GET with them as
+ * a query, the allowlist applied, and "unknown tool" once removed. */
+static void test_user_tool(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(NULL);
+    struct err e = {0};
+    char url[256];
+    snprintf(url, sizeof url, "%s/echo", f->url);
+    struct tool_def d = {.name = "echo_tool",
+                         .description = "echo",
+                         .params_schema = "{\"type\":\"object\",\"properties\":"
+                                          "{\"a\":{\"type\":\"integer\"}}}",
+                         .url = url,
+                         .post = true,
+                         .headers_json = "{\"X-Test\":\"u\"}",
+                         .timeout_ms = 5000};
+    assert_int_equal(tool_registry_put_user(f->reg, &d, NULL, &e), 0);
+    expect_ok(f, "echo_tool", "{\"a\":1}", "HTTP 200\nPOST ct=application/json x=u\n{\"a\":1}");
+    expect_fail(f, "echo_tool", "{\"a\":\"x\"}", "'a' must be an integer");
+
+    snprintf(url, sizeof url, "%s/q?fixed=1", f->url);
+    struct tool_def g = {.name = "get_tool",
+                         .description = "get",
+                         .params_schema = "{\"type\":\"object\"}",
+                         .url = url};
+    assert_int_equal(tool_registry_put_user(f->reg, &g, NULL, &e), 0);
+    expect_ok(f, "get_tool", "{\"s\":\"a b&c\",\"n\":2}", "HTTP 200\nGET /q?fixed=1&s=a+b%26c&n=2");
+
+    struct tool_def far = {.name = "far",
+                           .description = "far",
+                           .params_schema = "{\"type\":\"object\"}",
+                           .url = "http://not-allowed.example/x",
+                           .post = true};
+    assert_int_equal(tool_registry_put_user(f->reg, &far, NULL, &e), 0);
+    expect_fail(f, "far", "{}", "far: host 'not-allowed.example' is not in the allowlist");
+
+    assert_int_equal(tool_registry_remove_user(f->reg, "echo_tool", &e), 0);
+    expect_fail(f, "echo_tool", "{}", "unknown tool 'echo_tool'");
     fixture_free(f);
 }
 
@@ -706,7 +753,7 @@ int main(void)
         cmocka_unit_test(test_http_get_post), cmocka_unit_test(test_http_refusals),
         cmocka_unit_test(test_http_timeout),  cmocka_unit_test(test_netguard),
         cmocka_unit_test(test_cancel),        cmocka_unit_test(test_free_in_flight),
-        cmocka_unit_test(test_reentry),
+        cmocka_unit_test(test_reentry),       cmocka_unit_test(test_user_tool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
