@@ -41,7 +41,8 @@ struct agent_step {
     int max_rounds;
     double temperature;
     long max_tokens, timeout_ms;
-    struct llm_tool_def *defs;
+    struct llm_tool_def *defs; /* names and descriptions owned: user tools may be replaced
+                                  or removed from the registry while the step runs */
     size_t n_defs;
     json_t **schemas;
 
@@ -110,8 +111,11 @@ static void step_free(struct agent_step *s)
     }
     free(s->msgs);
     round_free(s);
-    for (size_t i = 0; i < s->n_defs; i++)
+    for (size_t i = 0; i < s->n_defs; i++) {
         json_decref(s->schemas[i]);
+        free((char *)s->defs[i].name);
+        free((char *)s->defs[i].description);
+    }
     free(s->schemas);
     free(s->defs);
     json_decref(s->tool_log);
@@ -358,10 +362,12 @@ static int build_defs(struct agent_step *s, const struct agent_step_params *p, s
         json_t *schema = json_loads(d->params_schema, 0, NULL);
         if (schema == NULL)
             return err_set(e, ERR_INTERNAL, "tool %s: its schema does not parse", d->name);
+        char *name = strdup(d->name), *desc = strdup(d->description ? d->description : "");
         s->schemas[s->n_defs] = schema;
         s->defs[s->n_defs++] =
-            (struct llm_tool_def){.name = d->name, .description = d->description,
-                                  .parameters = schema};
+            (struct llm_tool_def){.name = name, .description = desc, .parameters = schema};
+        if (name == NULL || desc == NULL)
+            return err_set(e, ERR_NOMEM, "out of memory");
     }
     return 0;
 }

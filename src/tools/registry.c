@@ -18,9 +18,6 @@ struct tool_registry {
     size_t cap;
     /* Names and descriptions of replaced or removed user tools, freed with the registry
      * (registry.h: agent steps in flight borrow them). */
-    char **retired;
-    size_t n_retired;
-    size_t cap_retired;
 };
 
 /* The built-ins (runner.c holds their code). `current_time` and `http_get` are the names of
@@ -126,9 +123,6 @@ void tool_registry_free(struct tool_registry *reg)
     for (size_t i = 0; i < reg->n; i++)
         if (reg->tools[i].origin == TOOL_USER)
             user_strings_free(&reg->tools[i]);
-    for (size_t i = 0; i < reg->n_retired; i++)
-        free(reg->retired[i]);
-    free(reg->retired);
     free(reg->tools);
     free(reg);
 }
@@ -151,21 +145,6 @@ static char *dup_opt(const char *s, bool *nomem)
     return d;
 }
 
-/* Room for `n` more retired strings, so that retiring cannot fail half-way. */
-static int retire_reserve(struct tool_registry *reg, size_t n)
-{
-    if (reg->n_retired + n <= reg->cap_retired)
-        return 0;
-    size_t cap = reg->cap_retired ? reg->cap_retired * 2 : 8;
-    while (cap < reg->n_retired + n)
-        cap *= 2;
-    char **grown = realloc(reg->retired, cap * sizeof *grown);
-    if (grown == NULL)
-        return ERR_NOMEM;
-    reg->retired = grown;
-    reg->cap_retired = cap;
-    return 0;
-}
 
 /* Room for one more tool. */
 static int tools_reserve(struct tool_registry *reg)
@@ -195,7 +174,7 @@ int tool_registry_put_user(struct tool_registry *reg, const struct tool_def *def
                        def->name);
     struct tool_def *old = (struct tool_def *)tool_registry_find(reg, def->name);
     /* Everything that can fail comes first, so a failure leaves the registry as it was. */
-    bool nomem = (old != NULL ? retire_reserve(reg, 1) : tools_reserve(reg)) != 0;
+    bool nomem = old == NULL && tools_reserve(reg) != 0;
     struct tool_def copy = {
         .name = old ? NULL : dup_opt(def->name, &nomem),
         .description = dup_opt(def->description, &nomem),
@@ -211,9 +190,9 @@ int tool_registry_put_user(struct tool_registry *reg, const struct tool_def *def
         return err_set(e, ERR_NOMEM, "out of memory");
     }
     if (old != NULL) {
-        /* The name is kept (the same bytes); the description is retired, the rest freed. */
+        /* The name is kept (the same bytes); the rest is freed. */
         copy.name = old->name;
-        reg->retired[reg->n_retired++] = (char *)old->description;
+        free((char *)old->description);
         free((char *)old->params_schema);
         free((char *)old->url);
         free((char *)old->headers_json);
@@ -236,11 +215,9 @@ int tool_registry_remove_user(struct tool_registry *reg, const char *name, struc
         i++;
     if (reg == NULL || name == NULL || i == reg->n || reg->tools[i].origin != TOOL_USER)
         return err_set(e, ERR_NOT_FOUND, "unknown tool '%.64s'", name ? name : "");
-    if (retire_reserve(reg, 2) != 0)
-        return err_set(e, ERR_NOMEM, "out of memory");
     struct tool_def *d = &reg->tools[i];
-    reg->retired[reg->n_retired++] = (char *)d->name;
-    reg->retired[reg->n_retired++] = (char *)d->description;
+    free((char *)d->name);
+    free((char *)d->description);
     free((char *)d->params_schema);
     free((char *)d->url);
     free((char *)d->headers_json);

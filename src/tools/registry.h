@@ -12,11 +12,10 @@
  * the loop thread only (the API changes it there; crew validation, agent steps and the
  * runner read it there).
  *
- * Pointer lifetime: a tool_def pointer from find/at is valid until the next put or remove.
- * The name and description strings of a user tool stay valid until the registry is freed,
- * even after the tool is replaced or removed: an agent step in flight borrows them for the
- * tools it offers its model (engine/agent_step.c), so they are retired, not freed. The other
- * strings (schema, url, headers) are freed at once; their readers copy what they need.
+ * Pointer lifetime: a tool_def pointer from find/at, and its strings, are valid until the
+ * next put or remove; readers that keep anything longer copy it (an agent step copies the
+ * names, descriptions and schemas it offers its model). So replacing or removing a user tool
+ * frees its strings at once, and repeated PUTs cost no memory.
  */
 #ifndef CREWD_TOOLS_REGISTRY_H
 #define CREWD_TOOLS_REGISTRY_H
