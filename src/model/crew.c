@@ -946,7 +946,7 @@ int crew_class_parse(const json_t *in, const struct tool_registry *tools, struct
         goto out;
     v = json_object_get(in, "base");
     const char *base = (v == NULL || json_is_null(v)) ? "BaseAgent" : json_string_value(v);
-    if (base == NULL || has_nul(v) ||
+    if (base == NULL || (json_is_string(v) && has_nul(v)) ||
         (strcmp(base, "BaseAgent") != 0 && strcmp(base, "Chatbot") != 0)) {
         rc = err_set(e, ERR_INVALID, "base: must be \"BaseAgent\" (the default) or \"Chatbot\"");
         goto out;

@@ -20,6 +20,15 @@ class TestAgentsApi(CrewdTestCase):
     def put(self, body):
         return self.srv.request("PUT", "/api/v1/agents", body)
 
+    def test_a_class_without_base_is_a_base_agent(self):
+        # Regression (found by fuzz_user_tool): a missing base crashed the parser.
+        name = unique_name("cls").replace("-", "_")
+        st, _, js, raw = self.srv.request("PUT", "/api/v1/agents", body={"name": name})
+        self.assertIn(st, (200, 201), raw)
+        st, _, js, raw = self.srv.request("GET", "/api/v1/agents/" + name)
+        self.assertEqual(st, 200, raw)
+        self.assertEqual(js["base"], "BaseAgent")
+
     def test_crud(self):
         name = unique_name("K")
         st, _, js, raw = self.put(klass(name))
