@@ -39,76 +39,7 @@
 #define ANTHROPIC_VERSION "2023-06-01"
 #define ANTHROPIC_MAX_TOKENS 4096
 
-#define NOMEM_IF(cond)                                                                             \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            rc = err_set(e, ERR_NOMEM, "out of memory");                                           \
-            goto out;                                                                              \
-        }                                                                                          \
-    } while (0)
-
-#define TRY(expr)                                                                                  \
-    do {                                                                                           \
-        rc = (expr);                                                                               \
-        if (rc != 0)                                                                               \
-            goto out;                                                                              \
-    } while (0)
-
 /* ---- request ---- */
-
-/* A new JSON string of v, or NULL with e set ("<field>: not valid UTF-8" or ENOMEM). */
-static json_t *string_or_fail(const char *v, struct err *e, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static json_t *string_or_fail(const char *v, struct err *e, const char *fmt, ...)
-{
-    if (!utf8_valid(v, strlen(v))) {
-        char field[128];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(field, sizeof field, fmt, ap);
-        va_end(ap);
-        err_set(e, ERR_INVALID, "%s: not valid UTF-8", field);
-        return NULL;
-    }
-    json_t *s = json_string(v);
-    if (s == NULL)
-        err_set(e, ERR_NOMEM, "out of memory");
-    return s;
-}
-
-/* o[key] = v (a new reference, stolen even on failure); 0 or the code already in e. */
-static int set_new(json_t *o, const char *key, json_t *v, struct err *e)
-{
-    if (v == NULL)
-        return e->code != 0 ? e->code : err_set(e, ERR_NOMEM, "out of memory");
-    if (json_object_set_new(o, key, v) != 0)
-        return err_set(e, ERR_NOMEM, "out of memory");
-    return 0;
-}
-
-static bool has_control_char(const char *s)
-{
-    for (; *s; s++) {
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            return true;
-    }
-    return false;
-}
-
-/* A header line "name: value" (value may be a secret: llm_wire_http_cleanup wipes it). */
-static int add_header(struct llm_wire_http *out, const char *name, const char *value)
-{
-    if (out->n_headers >= LLM_WIRE_MAX_HEADERS)
-        return ERR_INTERNAL;
-    size_t n = strlen(name) + strlen(value) + 3;
-    char *h = malloc(n);
-    if (h == NULL)
-        return ERR_NOMEM;
-    snprintf(h, n, "%s: %s", name, value);
-    out->headers[out->n_headers++] = h;
-    return 0;
-}
 
 /* The turn being assembled: consecutive messages of one API role share it. */
 struct turn {
@@ -140,7 +71,7 @@ static int text_block(const char *text, size_t i, json_t **out, struct err *e)
     json_t *b = json_object();
     NOMEM_IF(b == NULL);
     NOMEM_IF(json_object_set_new(b, "type", json_string("text")) != 0);
-    TRY(set_new(b, "text", string_or_fail(text, e, "messages[%zu].content", i), e));
+    TRY(llm_json_set(b, "text", llm_json_string(text, e, "messages[%zu].content", i), e));
     *out = b;
     b = NULL;
 out:
@@ -182,12 +113,12 @@ static int message_blocks(const struct llm_message *m, size_t i, json_t *blocks,
             b = json_object();
             NOMEM_IF(b == NULL);
             NOMEM_IF(json_object_set_new(b, "type", json_string("tool_use")) != 0);
-            TRY(set_new(b, "id",
-                        string_or_fail(tc->id, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
-            TRY(set_new(b, "name",
-                        string_or_fail(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k),
+            TRY(llm_json_set(b, "id",
+                        llm_json_string(tc->id, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
+            TRY(llm_json_set(b, "name",
+                        llm_json_string(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k),
                         e));
-            TRY(set_new(b, "input", tool_input(tc->arguments), e));
+            TRY(llm_json_set(b, "input", tool_input(tc->arguments), e));
             NOMEM_IF(json_array_append_new(blocks, b) != 0);
             b = NULL;
         }
@@ -198,10 +129,10 @@ static int message_blocks(const struct llm_message *m, size_t i, json_t *blocks,
         b = json_object();
         NOMEM_IF(b == NULL);
         NOMEM_IF(json_object_set_new(b, "type", json_string("tool_result")) != 0);
-        TRY(set_new(b, "tool_use_id",
-                    string_or_fail(m->tool_call_id, e, "messages[%zu].tool_call_id", i), e));
+        TRY(llm_json_set(b, "tool_use_id",
+                    llm_json_string(m->tool_call_id, e, "messages[%zu].tool_call_id", i), e));
         if (m->content != NULL)
-            TRY(set_new(b, "content", string_or_fail(m->content, e, "messages[%zu].content", i),
+            TRY(llm_json_set(b, "content", llm_json_string(m->content, e, "messages[%zu].content", i),
                         e));
         NOMEM_IF(json_array_append_new(blocks, b) != 0);
         b = NULL;
@@ -307,10 +238,10 @@ static int build_tool(const struct llm_tool_def *t, size_t i, json_t **out, stru
         rc = err_set(e, ERR_INVALID, "tools[%zu].name: required", i);
         goto out;
     }
-    TRY(set_new(o, "name", string_or_fail(t->name, e, "tools[%zu].name", i), e));
+    TRY(llm_json_set(o, "name", llm_json_string(t->name, e, "tools[%zu].name", i), e));
     if (t->description != NULL)
-        TRY(set_new(o, "description",
-                    string_or_fail(t->description, e, "tools[%zu].description", i), e));
+        TRY(llm_json_set(o, "description",
+                    llm_json_string(t->description, e, "tools[%zu].description", i), e));
     if (t->parameters != NULL) {
         if (!json_is_object(t->parameters)) {
             rc = err_set(e, ERR_INVALID, "tools[%zu].parameters: must be an object", i);
@@ -320,7 +251,7 @@ static int build_tool(const struct llm_tool_def *t, size_t i, json_t **out, stru
         NOMEM_IF(json_object_set(o, "input_schema", (json_t *)t->parameters) != 0);
     } else {
         /* input_schema is required; a tool without parameters takes an empty object. */
-        TRY(set_new(o, "input_schema", json_pack("{s:s,s:{}}", "type", "object", "properties"), e));
+        TRY(llm_json_set(o, "input_schema", json_pack("{s:s,s:{}}", "type", "object", "properties"), e));
     }
     *out = o;
     o = NULL;
@@ -343,10 +274,10 @@ static int anthropic_build(const struct llm_request *req, const char *base_url,
         return err_set(e, ERR_INVALID, "messages: at least one is required");
     if (base_url == NULL || base_url[0] == '\0')
         return err_set(e, ERR_INVALID, "base_url: required");
-    if (has_control_char(base_url))
+    if (llm_has_ctl(base_url))
         return err_set(e, ERR_INVALID, "base_url: contains control characters");
     /* A CR or LF in the key would inject header lines; the message must not quote it. */
-    if (req->api_key != NULL && has_control_char(req->api_key))
+    if (req->api_key != NULL && llm_has_ctl(req->api_key))
         return err_set(e, ERR_INVALID, "api_key: contains control characters");
 
     size_t blen = strlen(base_url);
@@ -357,14 +288,14 @@ static int anthropic_build(const struct llm_request *req, const char *base_url,
     memcpy(out->url, base_url, blen);
     memcpy(out->url + blen, MESSAGES_PATH, sizeof MESSAGES_PATH);
 
-    NOMEM_IF(add_header(out, "content-type", "application/json") != 0);
-    NOMEM_IF(add_header(out, "anthropic-version", ANTHROPIC_VERSION) != 0);
+    NOMEM_IF(llm_wire_add_header(out, "content-type", "application/json") != 0);
+    NOMEM_IF(llm_wire_add_header(out, "anthropic-version", ANTHROPIC_VERSION) != 0);
     if (req->api_key != NULL && req->api_key[0] != '\0')
-        NOMEM_IF(add_header(out, "x-api-key", req->api_key) != 0);
+        NOMEM_IF(llm_wire_add_header(out, "x-api-key", req->api_key) != 0);
 
     body = json_object();
     NOMEM_IF(body == NULL);
-    TRY(set_new(body, "model", string_or_fail(req->model, e, "model"), e));
+    TRY(llm_json_set(body, "model", llm_json_string(req->model, e, "model"), e));
     NOMEM_IF(json_object_set_new(
                  body, "max_tokens",
                  json_integer(req->max_tokens > 0 ? req->max_tokens : ANTHROPIC_MAX_TOKENS)) != 0);

@@ -56,76 +56,7 @@
 #define TS_SEP "~ts~"             /* between a tool id and the part's thoughtSignature */
 #define MAX_SIGNATURE (64 * 1024) /* longer signatures are dropped, not carried in an id */
 
-#define NOMEM_IF(cond)                                                                             \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            rc = err_set(e, ERR_NOMEM, "out of memory");                                           \
-            goto out;                                                                              \
-        }                                                                                          \
-    } while (0)
-
-#define TRY(expr)                                                                                  \
-    do {                                                                                           \
-        rc = (expr);                                                                               \
-        if (rc != 0)                                                                               \
-            goto out;                                                                              \
-    } while (0)
-
 /* ---- request ---- */
-
-static json_t *string_or_fail(const char *v, struct err *e, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* A new JSON string of v, or NULL with e set ("<field>: not valid UTF-8" or ENOMEM). */
-static json_t *string_or_fail(const char *v, struct err *e, const char *fmt, ...)
-{
-    if (!utf8_valid(v, strlen(v))) {
-        char field[128];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(field, sizeof field, fmt, ap);
-        va_end(ap);
-        err_set(e, ERR_INVALID, "%s: not valid UTF-8", field);
-        return NULL;
-    }
-    json_t *s = json_string(v);
-    if (s == NULL)
-        err_set(e, ERR_NOMEM, "out of memory");
-    return s;
-}
-
-/* o[key] = v (a new reference, stolen even on failure). A NULL v is a failure string_or_fail
- * already described, or ENOMEM. */
-static int set_new(json_t *o, const char *key, json_t *v, struct err *e)
-{
-    if (v == NULL)
-        return e->code != 0 ? e->code : err_set(e, ERR_NOMEM, "out of memory");
-    if (json_object_set_new(o, key, v) != 0)
-        return err_set(e, ERR_NOMEM, "out of memory");
-    return 0;
-}
-
-static bool has_control_char(const char *s)
-{
-    for (; *s; s++) {
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            return true;
-    }
-    return false;
-}
-
-static int add_header(struct llm_wire_http *out, const char *name, const char *value)
-{
-    if (out->n_headers >= LLM_WIRE_MAX_HEADERS)
-        return ERR_INTERNAL;
-    size_t n = strlen(name) + strlen(value) + 3;
-    char *h = malloc(n);
-    if (h == NULL)
-        return ERR_NOMEM;
-    snprintf(h, n, "%s: %s", name, value);
-    out->headers[out->n_headers++] = h;
-    return 0;
-}
 
 static bool model_char_ok(char c)
 {
@@ -160,7 +91,7 @@ static int text_part(const char *text, size_t i, json_t **out, struct err *e)
     int rc = 0;
     json_t *p = json_object();
     NOMEM_IF(p == NULL);
-    TRY(set_new(p, "text", string_or_fail(text, e, "messages[%zu].content", i), e));
+    TRY(llm_json_set(p, "text", llm_json_string(text, e, "messages[%zu].content", i), e));
     *out = p;
     p = NULL;
 out:
@@ -202,16 +133,16 @@ static int call_part(const struct llm_tool_call *tc, size_t i, size_t k, json_t 
                      k);
         goto out;
     }
-    TRY(set_new(fc, "name", string_or_fail(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k),
+    TRY(llm_json_set(fc, "name", llm_json_string(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k),
                 e));
-    TRY(set_new(fc, "args", call_args(tc->arguments), e));
+    TRY(llm_json_set(fc, "args", call_args(tc->arguments), e));
     int set = json_object_set_new(p, "functionCall", fc);
     fc = NULL;
     NOMEM_IF(set != 0);
     const char *sig = id_signature(tc->id);
     if (sig != NULL)
-        TRY(set_new(p, "thoughtSignature",
-                    string_or_fail(sig, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
+        TRY(llm_json_set(p, "thoughtSignature",
+                    llm_json_string(sig, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
     *out = p;
     p = NULL;
 out:
@@ -236,7 +167,7 @@ static int response_part(const struct llm_request *req, size_t i, json_t **out, 
                      "messages[%zu].tool_call_id: no earlier assistant tool call has this id", i);
         goto out;
     }
-    TRY(set_new(fr, "name", string_or_fail(name, e, "messages[%zu] (tool name)", i), e));
+    TRY(llm_json_set(fr, "name", llm_json_string(name, e, "messages[%zu] (tool name)", i), e));
     const char *content = m->content ? m->content : "";
     if (!utf8_valid(content, strlen(content))) {
         rc = err_set(e, ERR_INVALID, "messages[%zu].content: not valid UTF-8", i);
@@ -375,10 +306,10 @@ static int build_tool(const struct llm_tool_def *t, size_t i, json_t **out, stru
         rc = err_set(e, ERR_INVALID, "tools[%zu].name: required", i);
         goto out;
     }
-    TRY(set_new(o, "name", string_or_fail(t->name, e, "tools[%zu].name", i), e));
-    TRY(set_new(
+    TRY(llm_json_set(o, "name", llm_json_string(t->name, e, "tools[%zu].name", i), e));
+    TRY(llm_json_set(
         o, "description",
-        string_or_fail(t->description ? t->description : "", e, "tools[%zu].description", i), e));
+        llm_json_string(t->description ? t->description : "", e, "tools[%zu].description", i), e));
     if (t->parameters != NULL) {
         if (!json_is_object(t->parameters)) {
             rc = err_set(e, ERR_INVALID, "tools[%zu].parameters: must be an object", i);
@@ -417,10 +348,10 @@ static int gemini_build(const struct llm_request *req, const char *base_url,
         return err_set(e, ERR_INVALID, "messages: at least one is required");
     if (base_url == NULL || base_url[0] == '\0')
         return err_set(e, ERR_INVALID, "base_url: required");
-    if (has_control_char(base_url))
+    if (llm_has_ctl(base_url))
         return err_set(e, ERR_INVALID, "base_url: contains control characters");
     /* A CR or LF in the key would inject header lines; the message must not quote it. */
-    if (req->api_key != NULL && has_control_char(req->api_key))
+    if (req->api_key != NULL && llm_has_ctl(req->api_key))
         return err_set(e, ERR_INVALID, "api_key: contains control characters");
 
     size_t blen = strlen(base_url);
@@ -434,9 +365,9 @@ static int gemini_build(const struct llm_request *req, const char *base_url,
     out->url = llm_buf_steal(&url);
     NOMEM_IF(out->url == NULL);
 
-    NOMEM_IF(add_header(out, "Content-Type", "application/json") != 0);
+    NOMEM_IF(llm_wire_add_header(out, "Content-Type", "application/json") != 0);
     if (req->api_key != NULL && req->api_key[0] != '\0')
-        NOMEM_IF(add_header(out, "x-goog-api-key", req->api_key) != 0);
+        NOMEM_IF(llm_wire_add_header(out, "x-goog-api-key", req->api_key) != 0);
 
     body = json_object();
     NOMEM_IF(body == NULL);

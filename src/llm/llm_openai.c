@@ -64,21 +64,6 @@ static int set_string(json_t *o, const char *key, const char *v, struct err *e, 
     return 0;
 }
 
-#define NOMEM_IF(cond)                                                                             \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            rc = err_set(e, ERR_NOMEM, "out of memory");                                           \
-            goto out;                                                                              \
-        }                                                                                          \
-    } while (0)
-
-#define TRY(expr)                                                                                  \
-    do {                                                                                           \
-        rc = (expr);                                                                               \
-        if (rc != 0)                                                                               \
-            goto out;                                                                              \
-    } while (0)
-
 static int build_message(const struct llm_message *m, size_t i, json_t **out, struct err *e)
 {
     int rc = 0;
@@ -174,15 +159,6 @@ out:
     return rc;
 }
 
-static bool has_control_char(const char *s)
-{
-    for (; *s; s++) {
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            return true;
-    }
-    return false;
-}
-
 static int openai_build(const struct llm_request *req, const char *base_url,
                         struct llm_wire_http *out, struct err *e)
 {
@@ -196,10 +172,10 @@ static int openai_build(const struct llm_request *req, const char *base_url,
         return err_set(e, ERR_INVALID, "messages: at least one is required");
     if (base_url == NULL || base_url[0] == '\0')
         return err_set(e, ERR_INVALID, "base_url: required");
-    if (has_control_char(base_url))
+    if (llm_has_ctl(base_url))
         return err_set(e, ERR_INVALID, "base_url: contains control characters");
     /* A CR or LF in the key would inject header lines; the message must not quote it. */
-    if (req->api_key != NULL && has_control_char(req->api_key))
+    if (req->api_key != NULL && llm_has_ctl(req->api_key))
         return err_set(e, ERR_INVALID, "api_key: contains control characters");
 
     size_t blen = strlen(base_url);

@@ -6,7 +6,9 @@
 
 #include "core/utf8.h"
 
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -210,5 +212,53 @@ int llm_sse_feed(struct llm_sse *s, const char *buf, size_t len, llm_sse_event_c
             return rc;
         i = j + 1;
     }
+    return 0;
+}
+
+json_t *llm_json_string(const char *v, struct err *e, const char *fmt, ...)
+{
+    if (!utf8_valid(v, strlen(v))) {
+        char field[128];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(field, sizeof field, fmt, ap);
+        va_end(ap);
+        err_set(e, ERR_INVALID, "%s: not valid UTF-8", field);
+        return NULL;
+    }
+    json_t *s = json_string(v);
+    if (s == NULL)
+        err_set(e, ERR_NOMEM, "out of memory");
+    return s;
+}
+
+int llm_json_set(json_t *o, const char *key, json_t *v, struct err *e)
+{
+    if (v == NULL)
+        return e->code != 0 ? e->code : err_set(e, ERR_NOMEM, "out of memory");
+    if (json_object_set_new(o, key, v) != 0)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    return 0;
+}
+
+bool llm_has_ctl(const char *s)
+{
+    for (; *s; s++) {
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    }
+    return false;
+}
+
+int llm_wire_add_header(struct llm_wire_http *out, const char *name, const char *value)
+{
+    if (out->n_headers >= LLM_WIRE_MAX_HEADERS)
+        return ERR_INTERNAL;
+    size_t n = strlen(name) + strlen(value) + 3;
+    char *h = malloc(n);
+    if (h == NULL)
+        return ERR_NOMEM;
+    snprintf(h, n, "%s: %s", name, value);
+    out->headers[out->n_headers++] = h;
     return 0;
 }

@@ -18,6 +18,7 @@
 #ifndef CREWD_LLM_WIRE_H
 #define CREWD_LLM_WIRE_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -118,5 +119,38 @@ size_t llm_copy_bounded(char *buf, size_t cap, const char *s, size_t len, size_t
 
 /* Duplicates a string (NULL for NULL). Sets *failed on ENOMEM. */
 char *llm_strdup(const char *s, bool *failed);
+
+/* ---- request building helpers the wires share ---- */
+
+/* Inside a builder with `int rc`, `struct err *e` and an `out:` label. */
+#define NOMEM_IF(cond)                                                                             \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            rc = err_set(e, ERR_NOMEM, "out of memory");                                           \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        rc = (expr);                                                                               \
+        if (rc != 0)                                                                               \
+            goto out;                                                                              \
+    } while (0)
+
+/* A new JSON string of v, or NULL with e set ("<field>: not valid UTF-8", or ERR_NOMEM). */
+json_t *llm_json_string(const char *v, struct err *e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* o[key] = v (a new reference, stolen even on failure); 0, or the code already in e (a NULL
+ * v from a failed llm_json_string), or ERR_NOMEM. */
+int llm_json_set(json_t *o, const char *key, json_t *v, struct err *e);
+
+/* True when s holds a C0 control character or DEL (not allowed in a header value). */
+bool llm_has_ctl(const char *s);
+
+/* Adds the header line "name: value" (value may be a secret: llm_wire_http_cleanup wipes
+ * it). 0, ERR_NOMEM, or ERR_INTERNAL past LLM_WIRE_MAX_HEADERS. */
+int llm_wire_add_header(struct llm_wire_http *out, const char *name, const char *value);
 
 #endif
