@@ -60,13 +60,25 @@ def main():
                                       "[[fake:reply_seq=NO|YES]]", "max_iterations": 3}}),
             ("parallel.json", "Name one risk of this plan.",
              {"synthesis_prompt": "Merge the three opinions into one recommendation."}),
+            # The fake asks for the calculator once (a directive in the prompt), then answers
+            # with the tool's result; the second question continues the same session.
+            ("tools-and-memory.json", "What is 3 boxes of 12 plus 7?",
+             {"user_id": "demo", "session_id": "s1",
+              "_directive": ' [[fake:tool=calculator:{"expression":"3*12+7"}]]'}),
+            ("tools-and-memory.json", "And what did I just ask you?",
+             {"user_id": "demo", "session_id": "s1"}),
         ]
         for fname, query, extra in runs:
             with open(os.path.join(ROOT, "examples", fname)) as f:
                 crew = json.load(f)
+            directive = extra.pop("_directive", "")
             for a in crew["agents"]:  # every agent talks to the fake, under its own model name
-                model = a.get("config", {}).get("model", "demo-model")
-                a["config"] = {"llm": "openai", "model": model, "base_url": base_url}
+                cfg = a.get("config", {})
+                cfg.update({"llm": "openai", "model": cfg.get("model", "demo-model"),
+                            "base_url": base_url})
+                cfg.pop("api_key_env", None)
+                a["config"] = cfg
+                a["system_prompt"] = a.get("system_prompt", "") + directive
             call(port, "PUT", "/api/v1/crew", crew)
             body = {"name": crew["name"], "query": query}
             body.update(extra)
@@ -87,6 +99,11 @@ def main():
                      ", synthesis" if "synthesis_prompt" in extra else "", job["status"],
                      res.get("status"), job["elapsed_time"] or 0,
                      res.get("usage", {}).get("llm_calls", 0)))
+            for agent in res.get("agents", []):
+                for tc in agent.get("tool_calls", []):
+                    print("   %s called %s(%s) -> %s" % (agent["agent_name"], tc["name"],
+                                                        tc["arguments"],
+                                                        tc["result"] or tc["error"]))
             for entry in res.get("execution_log", []):
                 it = " (iteration %d)" % entry["iteration"] if "iteration" in entry else ""
                 print("   %s%s -> %s" % (entry["agent_name"], it,

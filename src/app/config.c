@@ -335,7 +335,7 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
     case SET_LLM_TIMEOUT_MS:
     case SET_LLM_MAX_ATTEMPTS:
     case SET_TOOL_HTTP_PRIVATE: {
-        long min, max, *slot = numeric_slot(cfg, id, &min, &max);
+        long min = 0, max = 0, *slot = numeric_slot(cfg, id, &min, &max);
         char *end;
         errno = 0;
         long v = strtol(value, &end, 10);

@@ -91,7 +91,9 @@ static int compile_agent(const struct crew_def *def, size_t i, const char *defau
         !dup_opt(&pa->agent_class, ag->base_class ? ag->base_class : ag->agent_class) ||
         !dup_opt(&pa->provider, res.provider->name) || !dup_opt(&pa->model, res.model) ||
         !dup_opt(&pa->base_url, choice.base_url) || !dup_opt(&pa->api_key_env, key_env) ||
-        !dup_opt(&pa->system_prompt, ag->system_prompt)) {
+        /* an empty system prompt is no system prompt (no empty system message is sent) */
+        !dup_opt(&pa->system_prompt,
+                 ag->system_prompt && ag->system_prompt[0] ? ag->system_prompt : NULL)) {
         rc = err_set(e, ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -472,7 +474,9 @@ static int get_str(const json_t *obj, const char *key, bool nullable, size_t max
 {
     const json_t *v = json_object_get(obj, key);
     *out = NULL;
-    if (nullable && json_is_null(v))
+    /* An empty string where null is allowed reads as null: plans stored before compile
+     * dropped an empty system_prompt hold "" there (a crew that could not run). */
+    if (nullable && (json_is_null(v) || (json_is_string(v) && json_string_length(v) == 0)))
         return 0;
     if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max ||
         strlen(json_string_value(v)) != json_string_length(v))

@@ -1047,7 +1047,7 @@ static void run(struct tool_call *c, const char *name, const char *args_json)
     struct err e = {0};
     json_t *args = NULL;
     const struct tool_def *def = tool_registry_find(r->reg, name);
-    enum tool_kind kind;
+    enum tool_kind kind = 0;
     if (def == NULL) {
         char q[QUOTE_MAX + 4];
         quote(q, sizeof q, name);

@@ -166,6 +166,19 @@ class TestExecuteAndStatus(FakeCase):
         self.assertEqual(acc["crew_id"], created["crew_id"])
         self.assertEqual(self.srv.wait_job(acc["job_id"])["status"], "completed")
 
+    def test_empty_system_prompt_runs(self):
+        # Regression: a crew with system_prompt "" was accepted but every execute was a 500
+        # (its stored plan did not read back).
+        name = unique_name()
+        a = agent("a", config={"llm": "openai", "model": "fake-model",
+                               "base_url": self.fake.base_url}, system_prompt="")
+        self.srv.create({"name": name, "agents": [a]})
+        job = self.srv.wait_job(self.srv.execute({"crew_id": name, "query": "empty " + name})
+                                ["job_id"])
+        self.assertEqual(job["status"], "completed", job)
+        req = self.requests_for("empty " + name)[0]
+        self.assertEqual([m["role"] for m in req["body"]["messages"]], ["user"])
+
     def test_deleted_crew_does_not_break_its_jobs(self):
         name = unique_name()
         self.srv.create({"name": name, "agents": [
