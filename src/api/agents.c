@@ -8,6 +8,7 @@
  * expanded from a class when they are created or replaced, so changing or deleting a class
  * leaves existing crews as they are.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@
 #include "core/clock.h"
 #include "core/json_text.h"
 #include "core/log.h"
+#include "llm/provider.h"
 #include "model/crew.h"
 #include "store/store.h"
 
@@ -52,6 +54,25 @@ static json_t *custom_body(const struct crew_class *c, const struct store_named 
     return o;
 }
 
+/* The class's LLM selection is judged now, as an agent's is at crew create: a class no crew
+ * could use is the client's 400 here, not a puzzle at every crew that names it. */
+static int check_llm(const struct api_ctx *ctx, const struct crew_class *c, struct err *e)
+{
+    struct llm_choice choice = {
+        .llm = json_string_value(json_object_get(c->config, "llm")),
+        .model = json_string_value(json_object_get(c->config, "model")),
+        .base_url = json_string_value(json_object_get(c->config, "base_url")),
+    };
+    struct llm_resolved res;
+    int rc = llm_resolve(&choice, ctx->default_provider, &res, e);
+    if (rc != 0) {
+        char msg[ERR_MSG_MAX];
+        snprintf(msg, sizeof msg, "%s", err_text(e));
+        err_set(e, rc, "config.%s", msg); /* "config.llm: unknown provider ..." */
+    }
+    return rc;
+}
+
 void api_agents_put(struct http_req *req, void *arg)
 {
     struct api_ctx *ctx = arg;
@@ -62,7 +83,7 @@ void api_agents_put(struct http_req *req, void *arg)
     struct store_named *row = NULL;
     bool created = false;
     if (http_req_body_json(req, &body, &e) != 0 ||
-        crew_class_parse(body, ctx->tools, &c, &e) != 0)
+        crew_class_parse(body, ctx->tools, &c, &e) != 0 || check_llm(ctx, c, &e) != 0)
         goto fail;
     if ((full = crew_class_to_json(c, CREW_JSON_FULL)) == NULL ||
         (text = json_dumps(full, JSON_TEXT_FLAGS)) == NULL) {

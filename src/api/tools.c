@@ -9,6 +9,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/api.h"
 #include "core/clock.h"
@@ -65,6 +66,55 @@ static int load_row(const struct store_named *row, json_t **norm, struct err *e)
     return rc;
 }
 
+/*
+ * A client that sends back what GET showed sends "***" for each secret header: on a replace
+ * that means "keep the stored value", not a new value of three stars (which would then go
+ * upstream). A "***" with nothing stored under that name is refused.
+ */
+static int keep_masked_headers(struct api_ctx *ctx, json_t *norm, struct err *e)
+{
+    json_t *headers = json_object_get(norm, "headers");
+    const char *k;
+    json_t *v;
+    bool masked = false;
+    json_object_foreach(headers, k, v) masked |= user_tool_header_is_secret(k) &&
+                                                 strcmp(json_string_value(v), "***") == 0;
+    if (!masked)
+        return 0;
+    struct store_named *row = NULL;
+    json_t *old = NULL;
+    int rc = store_tool_get(ctx->store, json_string_value(json_object_get(norm, "name")), &row,
+                            e);
+    if (rc != 0 && rc != ERR_NOT_FOUND)
+        return rc;
+    if (rc == 0 && load_row(row, &old, e) != 0)
+        old = NULL;
+    rc = 0;
+    json_t *old_headers = json_object_get(old, "headers");
+    json_object_foreach(headers, k, v)
+    {
+        if (!user_tool_header_is_secret(k) || strcmp(json_string_value(v), "***") != 0)
+            continue;
+        const char *ok;
+        json_t *ov, *keep = NULL;
+        json_object_foreach(old_headers, ok, ov) if (strcasecmp(ok, k) == 0) keep = ov;
+        if (keep == NULL) {
+            rc = err_set(e, ERR_INVALID,
+                         "headers.%.64s: \"***\" stands for a stored secret, and this tool has "
+                         "none under that name: send the real value",
+                         k);
+            break;
+        }
+        if (json_object_set(headers, k, keep) != 0) {
+            rc = err_set(e, ERR_NOMEM, "out of memory");
+            break;
+        }
+    }
+    json_decref(old);
+    store_named_free(row);
+    return rc;
+}
+
 void api_tools_put(struct http_req *req, void *arg)
 {
     struct api_ctx *ctx = arg;
@@ -73,7 +123,8 @@ void api_tools_put(struct http_req *req, void *arg)
     char *text = NULL;
     struct store_named *row = NULL;
     bool created = false;
-    if (http_req_body_json(req, &body, &e) != 0 || user_tool_parse(body, &norm, &e) != 0)
+    if (http_req_body_json(req, &body, &e) != 0 || user_tool_parse(body, &norm, &e) != 0 ||
+        keep_masked_headers(ctx, norm, &e) != 0)
         goto fail;
     const char *name = json_string_value(json_object_get(norm, "name"));
     if ((text = json_dumps(norm, JSON_TEXT_FLAGS)) == NULL) {

@@ -404,9 +404,13 @@ static int expand_class(const struct crew_class *c, const char *p,
     }
     json_decref(ag->config);
     ag->config = cfg;
-    if (ag->system_prompt == NULL && c->system_prompt != NULL &&
-        dup_into(&ag->system_prompt, c->system_prompt, e) != 0)
-        return ERR_NOMEM;
+    /* "" is no prompt (as at compile): clients that default the field to "" get the class's */
+    if ((ag->system_prompt == NULL || ag->system_prompt[0] == '\0') && c->system_prompt != NULL) {
+        free(ag->system_prompt);
+        ag->system_prompt = NULL;
+        if (dup_into(&ag->system_prompt, c->system_prompt, e) != 0)
+            return ERR_NOMEM;
+    }
     if (c->n_tools > 0) {
         char **list = calloc(c->n_tools + ag->n_tools, sizeof *list);
         size_t n = 0;

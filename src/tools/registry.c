@@ -16,8 +16,7 @@ struct tool_registry {
     struct tool_def *tools;
     size_t n;
     size_t cap;
-    /* Names and descriptions of replaced or removed user tools, freed with the registry
-     * (registry.h: agent steps in flight borrow them). */
+    /* (user tools own their strings; replace and remove free them at once) */
 };
 
 /* The built-ins (runner.c holds their code). `current_time` and `http_get` are the names of

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/url.h"
 #include "core/utf8.h"
 
 #define QUOTE_MAX 64
@@ -141,6 +142,15 @@ static int check_headers(const json_t *v, json_t **out, struct err *e)
                            q);
         if (tool_header_reserved(k))
             return err_set(e, ERR_INVALID, "headers: '%s' may not be set", q);
+        /* Names are case-insensitive in HTTP: two spellings would both go out. */
+        const char *k2;
+        const json_t *x2;
+        json_object_foreach((json_t *)v, k2, x2)
+        {
+            if (k2 != k && strcasecmp(k2, k) == 0)
+                return err_set(e, ERR_INVALID, "headers: '%s' is given twice (names ignore case)",
+                               q);
+        }
         if (!json_is_string(x))
             return err_set(e, ERR_INVALID, "headers.%s: must be a string", q);
         size_t len = json_string_length(x);
@@ -260,9 +270,10 @@ int user_tool_parse(const json_t *in, json_t **out, struct err *e)
     v = json_object_get(in, "timeout");
     if (v != NULL && !json_is_null(v)) {
         double t = json_is_number(v) ? json_number_value(v) : -1.0;
-        if (!(t > 0.0 && t <= USER_TOOL_MAX_TIMEOUT_S)) {
+        /* at least a millisecond: the runner counts in whole milliseconds */
+        if (!(t >= 0.001 && t <= USER_TOOL_MAX_TIMEOUT_S)) {
             rc = err_set(e, ERR_INVALID,
-                         "timeout: must be a number of seconds, more than 0 and at most %d",
+                         "timeout: must be a number of seconds, from 0.001 to %d",
                          USER_TOOL_MAX_TIMEOUT_S);
             goto out;
         }
@@ -286,6 +297,19 @@ out:
 json_t *user_tool_redact(const json_t *normalized)
 {
     json_t *o = json_deep_copy(normalized);
+    if (o == NULL)
+        return NULL;
+    /* A key in the URL's query or a password in it is as secret as a header. */
+    const char *url = json_string_value(json_object_get(o, "url"));
+    if (url != NULL) {
+        char *shown = url_redact_secrets(url);
+        if (shown == NULL || json_object_set_new(o, "url", json_string(shown)) != 0) {
+            free(shown);
+            json_decref(o);
+            return NULL;
+        }
+        free(shown);
+    }
     json_t *h = json_object_get(o, "headers");
     const char *k;
     json_t *v;

@@ -85,6 +85,23 @@ class TestAgentsApi(CrewdTestCase):
 
 
 class TestClassDefaults(FakeCase):
+    def test_empty_agent_prompt_takes_the_class_prompt(self):
+        cname = unique_name("Pr")
+        st, _, _, raw = self.srv.request("PUT", "/api/v1/agents", klass(
+            cname, system_prompt="From the class."))
+        self.assertEqual(st, 201, raw)
+        name = unique_name()
+        self.srv.create({"name": name, "agents": [
+            {"agent_id": "a", "agent_class": cname, "system_prompt": ""}]})
+        _, _, crew, _ = self.srv.request("GET", "/api/v1/crew/%s?include=plan" % name)
+        self.assertEqual(crew["plan"]["agents"][0]["system_prompt"], "From the class.")
+
+    def test_class_llm_is_checked_at_put(self):
+        st, _, js, raw = self.srv.request("PUT", "/api/v1/agents", klass(
+            unique_name("Bad"), config={"llm": "nope"}))
+        self.assertEqual(st, 400, raw)
+        self.assertIn("config.llm", js["message"])
+
     def test_crew_gets_class_defaults(self):
         cname = unique_name("Analyst")
         marker = "[[fake:reply=fine]]"

@@ -6,7 +6,7 @@ import json
 import threading
 import unittest
 
-from crewd_harness import CrewdTestCase, unique_name
+from crewd_harness import PG_MODE, CrewdTestCase, unique_name
 from fakellm_harness import FakeLLM
 from test_jobs import fake_agent
 
@@ -134,6 +134,51 @@ class TestToolsApi(CrewdTestCase):
             _, _, _, raw = self.srv.request("GET", path)
             self.assertNotIn(b"sekrit", raw, path)
             self.assertIn(b"visible", raw, path)
+
+
+class TestToolSecrets(CrewdTestCase):
+    """Regressions from review: secrets never come back, and what GET shows can be sent back."""
+
+    def test_url_secrets_are_masked(self):
+        name = unique_name("u").replace("-", "_")
+        url = "https://alice:PW-SEKRIT@api.example.com/v1/w?appid=Q-SEKRIT"
+        st, _, js, raw = self.srv.request("PUT", "/api/v1/tools", tool(name, url=url))
+        self.assertEqual(st, 201, raw)
+        _, _, _, raw2 = self.srv.request("GET", "/api/v1/tools/" + name)
+        _, _, _, raw3 = self.srv.request("GET", "/api/v1/tools")
+        for r in (raw, raw2, raw3):
+            self.assertNotIn(b"SEKRIT", r)
+        self.assertIn("api.example.com", js["url"])
+
+    def test_get_body_sent_back_keeps_the_secret(self):
+        name = unique_name("r").replace("-", "_")
+        st, _, _, raw = self.srv.request("PUT", "/api/v1/tools", tool(
+            name, headers={"Authorization": "Bearer real-one"}))
+        self.assertEqual(st, 201, raw)
+        _, _, got, _ = self.srv.request("GET", "/api/v1/tools/" + name)
+        self.assertEqual(got["headers"]["Authorization"], "***")
+        st, _, _, raw = self.srv.request("PUT", "/api/v1/tools", got)
+        self.assertEqual(st, 200, raw)
+        if not PG_MODE:  # the stored value is still the real one, not "***"
+            import sqlite3
+            db = sqlite3.connect(self.srv.db_path)
+            (stored,) = db.execute("SELECT definition FROM tools WHERE name = ?",
+                                   (name,)).fetchone()
+            db.close()
+            self.assertEqual(json.loads(stored)["headers"]["Authorization"], "Bearer real-one")
+        # "***" for a secret never stored is refused.
+        st, _, js, raw = self.srv.request("PUT", "/api/v1/tools", tool(
+            unique_name("n").replace("-", "_"), headers={"X-Api-Key": "***"}))
+        self.assertEqual(st, 400, raw)
+        self.assertIn("stored secret", js["message"])
+
+    def test_tiny_timeout_and_duplicate_headers_refused(self):
+        for kw, word in (({"timeout": 0.0001}, "timeout"),
+                         ({"headers": {"X-A": "1", "x-a": "2"}}, "twice")):
+            st, _, js, raw = self.srv.request("PUT", "/api/v1/tools",
+                                              tool(unique_name("b").replace("-", "_"), **kw))
+            self.assertEqual(st, 400, raw)
+            self.assertIn(word, js["message"])
 
 
 class TestUserToolCalls(CrewdTestCase):
