@@ -2,9 +2,10 @@
 paging, errors), POST /api/v1/crew/job/{id}/cancel (a pending job, a running one whose LLM
 call the fake LLM sees dropped, 409 once ended), DELETE /api/v1/crew/job/{id} (running and
 finished jobs), and retention (--job-ttl-s / --cleanup-interval-s). Every wait is bounded."""
+import json
 import unittest
 
-from crewd_harness import CrewdTestCase, unique_name, wait_until
+from crewd_harness import PG_MODE, CrewdTestCase, unique_name, wait_until
 from fakellm_harness import FakeLLM
 from test_jobs import FakeCase, fake_agent
 
@@ -113,7 +114,6 @@ class TestCancelDelete(CrewdTestCase):
             fake_agent("third", self.fake, reply="three")]})
 
     def calls(self, marker):
-        import json
         return [r for r in self.fake.requests()
                 if isinstance(r.get("body"), dict) and marker in json.dumps(r["body"])]
 
@@ -200,6 +200,70 @@ class TestCancelDelete(CrewdTestCase):
         self.assertJsonError(self.srv.request("GET", "/api/v1/crew/job/" + done), 404)
         self.assertEqual(list_jobs(self.srv, crew_id=quick)[2]["jobs"], [])
         self.assertJsonError(self.srv.request("DELETE", "/api/v1/crew/job/" + MISSING), 404)
+
+
+class TestCutSynthesis(FakeCase):
+    """A timeout or a cancel that cuts the synthesis call in flight ends the job (it used to
+    wait forever for a call that had been cancelled)."""
+
+    def start(self, tag, **body):
+        name = unique_name(tag)
+        self.srv.create({"name": name, "agents": [fake_agent("a", self.fake, reply="A")]})
+        marker = "%s %s" % (tag, name)
+        job_id = self.srv.execute(dict({
+            "crew_id": name, "query": marker,
+            "synthesis_prompt": "Merge. [[fake:delay_ms=60000]]"}, **body))["job_id"]
+        return job_id, marker
+
+    def test_timeout_during_synthesis(self):
+        job_id, marker = self.start("syn-timeout", timeout=1)
+        job = self.srv.wait_job(job_id, timeout=30)
+        self.assertEqual(job["status"], "failed", job)
+        self.assertIn("timed out", job["error"])
+        self.assertEqual(job["result"]["results"], ["A"])
+
+    def test_cancel_during_synthesis(self):
+        job_id, marker = self.start("syn-cancel")
+        wait_until(lambda: len(self.requests_for(marker)) >= 2, 30, "the synthesis call")
+        st, _, js, raw = self.srv.request("POST", "/api/v1/crew/job/%s/cancel" % job_id)
+        self.assertEqual(st, 200, raw)
+        self.assertEqual(js["status"], "cancelled")
+        self.assertEqual(js["result"]["results"], ["A"])
+        wait_until(lambda: [r for r in self.requests_for(marker) if r.get("client_closed")],
+                   30, "the fake to see the synthesis call dropped")
+
+
+class TestCancelOnAnotherInstance(CrewdTestCase):
+    SHARED_SERVER = False
+
+    def test_the_running_instance_abandons_at_its_next_step(self):
+        fake = FakeLLM([])
+        self.addCleanup(fake.stop)
+        a = self.start_crewd()
+        name = unique_name("remote")
+        a.create({"name": name, "agents": [
+            fake_agent("first", fake, reply="one", extra_prompt=" [[fake:delay_ms=1500]]"),
+            fake_agent("second", fake, reply="two")]})
+        marker = "remote " + name
+        job_id = a.execute({"crew_id": name, "query": marker})["job_id"]
+
+        def calls():
+            return [r for r in fake.requests()
+                    if isinstance(r.get("body"), dict) and marker in json.dumps(r["body"])]
+        wait_until(lambda: calls(), 30, "the first call")
+        # B starts once A holds the job, so B has no slot for it: B ends it in the store.
+        b = self.start_crewd(store=a.pg_url) if PG_MODE else self.start_crewd(
+            store_dir=a.store_dir)
+        st, _, js, raw = b.request("POST", "/api/v1/crew/job/%s/cancel" % job_id)
+        self.assertEqual(st, 200, raw)
+        self.assertEqual(js["status"], "cancelled")
+        self.assertNotIn("result", js)
+        # A's call ends, its checkpoint fails its fence, and A drops the run: the second agent
+        # is never called and the job stays cancelled.
+        wait_until(lambda: "run abandoned" in a.stderr_text(), 30, "A to abandon the run")
+        self.assertEqual(len(calls()), 1)
+        self.assertEqual(a.job(job_id)["status"], "cancelled")
+        self.assertEqual(a.job(job_id)["error"], "cancelled by the client")
 
 
 class TestRetention(CrewdTestCase):
