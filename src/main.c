@@ -146,6 +146,8 @@ int main(int argc, char **argv)
     struct jobs_opts jobs_opts = {
         .max_running = cfg.max_running_jobs,
         .lease_ms = cfg.job_lease_ms,
+        .job_ttl_ms = (long long)cfg.job_ttl_s * 1000,
+        .cleanup_interval_ms = cfg.cleanup_interval_s * 1000,
         .getenv_fn = env_get,
         .tool_registry = tools,
         .tool_runner = runner,

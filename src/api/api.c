@@ -1,6 +1,10 @@
 /* api.c - the route table and the mapping from error codes to HTTP statuses. */
 #include "api/api.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+
 #include "core/log.h"
 
 /*
@@ -20,6 +24,9 @@ static const struct http_route routes[] = {
     {HTTP_POST, "/api/v1/crew/execute", api_jobs_execute},
     {HTTP_PATCH, "/api/v1/crew/job", api_jobs_status_by_query},
     {HTTP_GET | HTTP_PATCH, "/api/v1/crew/job/{job}", api_jobs_status},
+    {HTTP_DELETE, "/api/v1/crew/job/{job}", api_jobs_delete},
+    {HTTP_POST, "/api/v1/crew/job/{job}/cancel", api_jobs_cancel},
+    {HTTP_GET, "/api/v1/crew/jobs", api_jobs_list},
     {HTTP_GET, "/api/v1/crew/{crew}", api_crews_get},
     {HTTP_PUT, "/api/v1/crew/{crew}", api_crews_update},
     {HTTP_POST, "/api/v1/crew/{crew}", api_jobs_execute_crew},
@@ -78,4 +85,23 @@ void api_reply_err(struct http_req *req, const struct err *e)
     if (status == 503)
         http_reply_header(req, "Retry-After", "1");
     http_reply_error(req, status, "%s; the server log has the details", err_default_msg(e->code));
+}
+
+/* Parses a non-negative decimal query parameter within [min, max]. */
+int api_query_long(struct http_req *req, const char *name, long dflt, long min, long max,
+                   long *out, struct err *e)
+{
+    const char *s = http_req_query(req, name);
+    *out = dflt;
+    if (s == NULL)
+        return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    /* Digits only: strtol alone would also take " 5" and "+5". */
+    if (!isdigit((unsigned char)s[0]) || errno != 0 || *end != '\0' || v < min || v > max)
+        return err_set(e, ERR_INVALID, "%s: '%s' is not an integer from %ld to %ld", name, s, min,
+                       max);
+    *out = v;
+    return 0;
 }

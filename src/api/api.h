@@ -35,6 +35,12 @@ int api_status_of(int code);
  * logged with its detail and answered with the code's generic text only. */
 void api_reply_err(struct http_req *req, const struct err *e);
 
+/* Parses the decimal query parameter `name` (digits only) within [min, max] into *out, or
+ * leaves `dflt` there when it is absent. ERR_INVALID ("limit: 'x' is not an integer from 1
+ * to 1000") otherwise. */
+int api_query_long(struct http_req *req, const char *name, long dflt, long min, long max,
+                   long *out, struct err *e);
+
 /* Handlers, one file per resource. */
 void api_health_get(struct http_req *req, void *arg);
 void api_crews_create(struct http_req *req, void *arg);
@@ -47,6 +53,9 @@ void api_jobs_execute(struct http_req *req, void *arg);
 void api_jobs_execute_crew(struct http_req *req, void *arg);
 void api_jobs_status(struct http_req *req, void *arg);
 void api_jobs_status_by_query(struct http_req *req, void *arg);
+void api_jobs_list(struct http_req *req, void *arg);
+void api_jobs_cancel(struct http_req *req, void *arg);
+void api_jobs_delete(struct http_req *req, void *arg);
 void api_tools_put(struct http_req *req, void *arg);
 void api_tools_list(struct http_req *req, void *arg);
 void api_tools_get(struct http_req *req, void *arg);

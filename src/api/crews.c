@@ -267,25 +267,6 @@ void api_crews_get(struct http_req *req, void *arg)
     reply_one(req, arg, http_req_param(req, 0));
 }
 
-/* Parses a non-negative decimal query parameter within [min, max]. */
-static int query_long(struct http_req *req, const char *name, long dflt, long min, long max,
-                      long *out, struct err *e)
-{
-    const char *s = http_req_query(req, name);
-    *out = dflt;
-    if (s == NULL)
-        return 0;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    /* Digits only: strtol alone would also take " 5" and "+5". */
-    if (!isdigit((unsigned char)s[0]) || errno != 0 || *end != '\0' || v < min || v > max)
-        return err_set(e, ERR_INVALID, "%s: '%s' is not an integer from %ld to %ld", name, s, min,
-                       max);
-    *out = v;
-    return 0;
-}
-
 /* The crew that ?name= or ?crew_id= selects on the collection path (the seed's way), or
  * NULL. Either is looked up as an identifier, name first, then id, as the seed does: its
  * clients send a name in crew_id, as its execute body allows. No name has UUID form, so this
@@ -307,8 +288,8 @@ void api_crews_list_or_get(struct http_req *req, void *arg)
     struct err e = {0};
     long limit, offset;
     struct store_crew_page page = {0};
-    if (query_long(req, "limit", LIST_DEFAULT_LIMIT, 1, LIST_MAX_LIMIT, &limit, &e) != 0 ||
-        query_long(req, "offset", 0, 0, 1L << 40, &offset, &e) != 0 ||
+    if (api_query_long(req, "limit", LIST_DEFAULT_LIMIT, 1, LIST_MAX_LIMIT, &limit, &e) != 0 ||
+        api_query_long(req, "offset", 0, 0, 1L << 40, &offset, &e) != 0 ||
         store_crew_list(ctx->store, limit, offset, &page, &e) != 0) {
         api_reply_err(req, &e);
         return;

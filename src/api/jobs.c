@@ -1,10 +1,11 @@
 /*
  * jobs.c - the job routes (the seed's execute and job-status endpoints, API.md section 1,
- * and GET /api/v1/crew/job/{id} of section 4).
+ * and from section 4: GET /api/v1/crew/job/{id}, the job list, cancel and delete).
  *
  * Execute validates in API.md's order, snapshots the crew's definition and plan into a
  * pending job row, wakes the job manager and answers 202: it never runs anything itself
- * (DESIGN.md decision 2). The status routes read the job row.
+ * (DESIGN.md decision 2). The status routes and the list read job rows; cancel and delete
+ * go through the job manager, which holds the runs.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "core/id.h"
 #include "core/json_text.h"
 #include "core/utf8.h"
+#include "engine/crew_run.h"
 #include "jobs/jobs.h"
 #include "model/job.h"
 #include "model/plan.h"
@@ -181,4 +183,126 @@ void api_jobs_status_by_query(struct http_req *req, void *arg)
 void api_jobs_status(struct http_req *req, void *arg)
 {
     reply_status(req, arg, http_req_param(req, 0));
+}
+
+#define LIST_DEFAULT_LIMIT 100
+#define LIST_MAX_LIMIT 1000
+
+/* GET /api/v1/crew/jobs?crew_id=&status=&limit=&offset=: newest first, without results. */
+void api_jobs_list(struct http_req *req, void *arg)
+{
+    const struct api_ctx *ctx = arg;
+    struct err e = {0};
+    struct store_crew *crew = NULL;
+    struct store_job_page page = {0};
+    struct store_job_filter f = {.any_status = true};
+    char idbuf[ID_UUID_LEN];
+    long limit, offset;
+    const char *status = http_req_query(req, "status");
+    const char *ident = http_req_query(req, "crew_id");
+    if (status != NULL && store_job_status_parse(status, &f.status) != 0) {
+        http_reply_error(req, 400,
+                         "status: '%.*s' is not one of pending, running, completed, failed, "
+                         "cancelled",
+                         QUOTED(status));
+        goto out;
+    }
+    f.any_status = status == NULL;
+    if (api_query_long(req, "limit", LIST_DEFAULT_LIMIT, 1, LIST_MAX_LIMIT, &limit, &e) != 0 ||
+        api_query_long(req, "offset", 0, 0, 1L << 40, &offset, &e) != 0) {
+        api_reply_err(req, &e);
+        goto out;
+    }
+    if (ident != NULL && ident[0] != '\0') {
+        /* A name or an id, like every crew route; the id of a crew deleted since still
+         * selects its jobs, which outlive it. */
+        bool is_id = id_canonical(ident, idbuf);
+        int rc = store_crew_get(ctx->store, is_id ? idbuf : ident, STORE_BY_NAME_OR_ID, &crew,
+                                &e);
+        if (rc == 0)
+            memcpy(idbuf, crew->crew_id, ID_UUID_LEN);
+        else if (rc != ERR_NOT_FOUND || !is_id) {
+            api_reply_err(req, &e);
+            goto out;
+        }
+        f.crew_id = idbuf;
+    }
+    if (store_job_list(ctx->store, &f, limit, offset, &page, &e) != 0) {
+        api_reply_err(req, &e);
+        goto out;
+    }
+    json_t *items = json_array();
+    int64_t now = clock_now_ms();
+    for (size_t i = 0; items != NULL && i < page.n; i++) {
+        json_t *o = job_status_json(page.items[i], now, false);
+        if (o == NULL || json_array_append_new(items, o) != 0) {
+            json_decref(items);
+            items = NULL;
+        }
+    }
+    if (items == NULL) {
+        err_set(&e, ERR_NOMEM, "out of memory listing jobs");
+        api_reply_err(req, &e);
+        goto out;
+    }
+    http_reply_json(req, 200,
+                    json_pack("{s:o, s:I, s:I, s:I}", "jobs", items, "total",
+                              (json_int_t)page.total, "limit", (json_int_t)limit, "offset",
+                              (json_int_t)offset));
+out:
+    store_job_page_cleanup(&page);
+    store_crew_free(crew);
+}
+
+/* The job of the path as a canonical id, or a 404 answered. */
+static bool path_job(struct http_req *req, char idbuf[ID_UUID_LEN])
+{
+    const char *job_id = http_req_param(req, 0);
+    if (id_canonical(job_id, idbuf))
+        return true;
+    http_reply_error(req, 404, "job '%.*s' not found", QUOTED(job_id));
+    return false;
+}
+
+/* POST /api/v1/crew/job/{job_id}/cancel: 200 with the job's status body, 409 if it had
+ * ended, 404 if unknown. */
+void api_jobs_cancel(struct http_req *req, void *arg)
+{
+    const struct api_ctx *ctx = arg;
+    struct err e = {0};
+    char idbuf[ID_UUID_LEN];
+    if (!path_job(req, idbuf))
+        return;
+    int rc = ctx->jobs ? jobs_cancel(ctx->jobs, idbuf, &e)
+                       : store_job_finish(ctx->store, idbuf, NULL, STORE_JOB_CANCELLED, NULL,
+                                          CREW_RUN_CANCEL_ERROR, clock_now_ms(), &e);
+    if (rc != 0) {
+        api_reply_err(req, &e); /* ERR_CONFLICT: "job already completed" */
+        return;
+    }
+    reply_status(req, ctx, idbuf);
+}
+
+/* DELETE /api/v1/crew/job/{job_id}: cancels it if it has not ended, then removes it. */
+void api_jobs_delete(struct http_req *req, void *arg)
+{
+    const struct api_ctx *ctx = arg;
+    struct err e = {0};
+    char idbuf[ID_UUID_LEN];
+    if (!path_job(req, idbuf))
+        return;
+    int rc;
+    if (ctx->jobs != NULL) {
+        rc = jobs_delete(ctx->jobs, idbuf, &e);
+    } else {
+        rc = store_job_finish(ctx->store, idbuf, NULL, STORE_JOB_CANCELLED, NULL,
+                              CREW_RUN_CANCEL_ERROR, clock_now_ms(), &e);
+        if (rc == 0 || rc == ERR_CONFLICT)
+            rc = store_job_delete(ctx->store, idbuf, &e);
+    }
+    if (rc != 0) {
+        api_reply_err(req, &e);
+        return;
+    }
+    http_reply_json(req, 200, json_pack("{s:s, s:s}", "message", "Job deleted", "job_id", idbuf));
 }

@@ -22,6 +22,8 @@ enum setting {
     SET_DEFAULT_PROVIDER,
     SET_MAX_RUNNING_JOBS,
     SET_JOB_LEASE_MS,
+    SET_JOB_TTL_S,
+    SET_CLEANUP_INTERVAL_S,
     SET_LLM_HOST_CONNECTIONS,
     SET_LLM_TIMEOUT_MS,
     SET_LLM_MAX_ATTEMPTS,
@@ -61,6 +63,12 @@ static long *numeric_slot(struct config *cfg, enum setting id, long *min, long *
     case SET_JOB_LEASE_MS:
         *min = 500, *max = 3600000;
         return &cfg->job_lease_ms;
+    case SET_JOB_TTL_S:
+        *min = 1, *max = 10L * 365 * 86400;
+        return &cfg->job_ttl_s;
+    case SET_CLEANUP_INTERVAL_S:
+        *min = 1, *max = 7L * 86400;
+        return &cfg->cleanup_interval_s;
     case SET_LLM_HOST_CONNECTIONS:
         *min = 1, *max = 100000;
         return &cfg->llm_max_host_connections;
@@ -106,6 +114,12 @@ static const struct {
     {SET_JOB_LEASE_MS, "--job-lease-ms", "CREWD_JOB_LEASE_MS", "job_lease_ms", false,
      "how long a claimed job stays ours without renewal; a crashed instance's jobs resume "
      "after it (default 30000)"},
+    {SET_JOB_TTL_S, "--job-ttl-s", "CREWD_JOB_TTL_S", "job_ttl_s", false,
+     "finished jobs (completed, failed, cancelled) are deleted this long after they ended "
+     "(default 86400)"},
+    {SET_CLEANUP_INTERVAL_S, "--cleanup-interval-s", "CREWD_CLEANUP_INTERVAL_S",
+     "cleanup_interval_s", false, "how often finished jobs past --job-ttl-s are deleted "
+     "(default 3600)"},
     {SET_LLM_HOST_CONNECTIONS, "--llm-max-host-connections", "CREWD_LLM_MAX_HOST_CONNECTIONS",
      "llm_max_host_connections", false,
      "open connections per LLM host; more calls wait for one (default 64)"},
@@ -331,6 +345,8 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
     }
     case SET_MAX_RUNNING_JOBS:
     case SET_JOB_LEASE_MS:
+    case SET_JOB_TTL_S:
+    case SET_CLEANUP_INTERVAL_S:
     case SET_LLM_HOST_CONNECTIONS:
     case SET_LLM_TIMEOUT_MS:
     case SET_LLM_MAX_ATTEMPTS:
@@ -482,6 +498,8 @@ int config_load(struct config *cfg, int argc, char **argv, const char *(*getenv_
     cfg->max_body_bytes = 1024 * 1024;
     cfg->max_running_jobs = CONFIG_DEFAULT_MAX_RUNNING_JOBS;
     cfg->job_lease_ms = CONFIG_DEFAULT_JOB_LEASE_MS;
+    cfg->job_ttl_s = CONFIG_DEFAULT_JOB_TTL_S;
+    cfg->cleanup_interval_s = CONFIG_DEFAULT_CLEANUP_INTERVAL_S;
     cfg->llm_max_host_connections = CONFIG_DEFAULT_LLM_HOST_CONNECTIONS;
     cfg->llm_timeout_ms = CONFIG_DEFAULT_LLM_TIMEOUT_MS;
     cfg->llm_max_attempts = CONFIG_DEFAULT_LLM_MAX_ATTEMPTS;

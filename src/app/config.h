@@ -24,6 +24,8 @@
 #define CONFIG_DEFAULT_PROVIDER "openai"
 #define CONFIG_DEFAULT_MAX_RUNNING_JOBS 256
 #define CONFIG_DEFAULT_JOB_LEASE_MS 30000
+#define CONFIG_DEFAULT_JOB_TTL_S 86400
+#define CONFIG_DEFAULT_CLEANUP_INTERVAL_S 3600
 #define CONFIG_DEFAULT_LLM_HOST_CONNECTIONS 64
 #define CONFIG_DEFAULT_LLM_TIMEOUT_MS 120000
 #define CONFIG_DEFAULT_LLM_MAX_ATTEMPTS 3
@@ -42,6 +44,8 @@ struct config {
     char *default_provider;
     long max_running_jobs;         /* jobs this instance runs at once */
     long job_lease_ms;             /* lease of a claimed job (renewed every third of it) */
+    long job_ttl_s;                /* finished jobs are deleted this long after their end */
+    long cleanup_interval_s;       /* how often that retention runs */
     long llm_max_host_connections; /* per LLM host */
     long llm_timeout_ms;           /* per attempt, unless an agent's config.timeout says */
     long llm_max_attempts;         /* per LLM call, retries included */

@@ -62,7 +62,9 @@ struct crew_run {
     struct event *kick;
     struct event *deadline; /* the job's timeout */
     bool timed_out;
-    bool halted; /* timed out and a step that would need a call was reached */
+    bool cancelled; /* crew_run_cancel: ends like a timeout, reported as cancelled */
+    bool halted; /* timed out and a step that would need a call was reached, or steps in
+                    flight were cut off (they never finish, so nothing after them can run) */
     struct step *active;
     size_t n_active;
     bool finished; /* done hook called (or about to be) */
@@ -101,6 +103,8 @@ const char *crew_run_status_name(enum crew_run_status s)
         return "partial";
     case CREW_RUN_FAILED:
         return "failed";
+    case CREW_RUN_CANCELLED:
+        return "cancelled";
     }
     return "failed";
 }
@@ -952,7 +956,8 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
             err = json_string("skipped: a source agent failed or was skipped");
         } else if (run->status[i] == AGENT_RUNNING) {
             json_decref(err);
-            err = json_string("stopped: the job timed out");
+            err = json_string(run->cancelled ? "stopped: the job was cancelled"
+                                             : "stopped: the job timed out");
             json_object_set(errors, a->key, err);
         }
         json_array_append_new(
@@ -1013,7 +1018,12 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
               : n_done == 0 ? CREW_RUN_FAILED
                             : CREW_RUN_PARTIAL;
     *error = NULL;
-    if (run->timed_out) {
+    if (run->cancelled) {
+        /* What finished is kept in the result; the job itself was cancelled. */
+        *status = CREW_RUN_CANCELLED;
+        *error = strdup(CREW_RUN_CANCEL_ERROR);
+        json_object_set_new(metadata, "cancelled", json_true());
+    } else if (run->timed_out) {
         /* What finished is kept in the result; the job itself failed. */
         char buf[200];
         snprintf(buf, sizeof buf, "job timed out after %g s (%zu of %zu agent(s) finished)",
@@ -1186,11 +1196,14 @@ int crew_run_new(const struct crew_run_env *env, const struct crew_run_spec *spe
     return 0;
 }
 
-/* The job's time is up: its calls in flight are aborted and it ends with what finished. */
-static void on_deadline(evutil_socket_t fd, short what, void *arg)
+/* Aborts the steps in flight and ends the run with what finished (timeout and cancel). The
+ * cut steps never finish, so the run halts at once: without that a run waiting on a cut
+ * synthesis or loop judge would wait forever. With nothing in flight (a resumed job whose
+ * time ran out while it was down) it still replays its checkpoints first. */
+static void stop_run(struct crew_run *run)
 {
-    struct crew_run *run = arg;
-    run->timed_out = true;
+    if (run->active != NULL)
+        run->halted = true;
     while (run->active != NULL) {
         struct step *s = run->active;
         active_remove(run, s);
@@ -1198,6 +1211,24 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
         step_free(s);
     }
     advance(run); /* may free the run: the last thing here */
+}
+
+/* The job's time is up: its calls in flight are aborted and it ends with what finished. */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct crew_run *run = arg;
+    run->timed_out = true;
+    stop_run(run);
+}
+
+void crew_run_cancel(struct crew_run *run)
+{
+    if (run == NULL || run->finished)
+        return;
+    run->cancelled = true;
+    run->timed_out = true; /* the scheduler's "start no more calls" */
+    run->halted = true;    /* and replay nothing more: the client wants it stopped now */
+    stop_run(run);
 }
 
 void crew_run_start(struct crew_run *run)

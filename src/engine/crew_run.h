@@ -32,9 +32,13 @@ enum crew_run_status {
     CREW_RUN_COMPLETED = 0, /* no agent failed */
     CREW_RUN_PARTIAL,       /* some failed or were skipped */
     CREW_RUN_FAILED,        /* every agent failed */
+    CREW_RUN_CANCELLED,     /* crew_run_cancel: stopped, the result keeps what finished */
 };
 
-/* "completed", "partial", "failed". */
+/* The error a cancelled run reports. */
+#define CREW_RUN_CANCEL_ERROR "cancelled by the client"
+
+/* "completed", "partial", "failed", "cancelled". */
 const char *crew_run_status_name(enum crew_run_status s);
 
 struct crew_run_hooks {
@@ -88,6 +92,17 @@ int crew_run_new(const struct crew_run_env *env, const struct crew_run_spec *spe
 
 /* Schedules the first steps; hooks are called later, from the loop, never from here. */
 void crew_run_start(struct crew_run *run);
+
+/*
+ * Stops the run now, the way the job's timeout does: aborts its LLM and tool calls in flight
+ * (their connections are closed), starts nothing more, and ends the run with what finished:
+ * the done hook is called with rc 0, status CREW_RUN_CANCELLED, the CrewResult of the steps
+ * that finished (metadata.cancelled true) and error CREW_RUN_CANCEL_ERROR. Unlike every
+ * other hook call, this one happens from inside crew_run_cancel, which must therefore be
+ * the caller's last use of the run (the hook may free it). No-op on a run that has already
+ * reported; NULL-safe.
+ */
+void crew_run_cancel(struct crew_run *run);
 
 /* Aborts the LLM calls in flight; no hook is called afterwards. NULL-safe. */
 void crew_run_free(struct crew_run *run);

@@ -29,6 +29,11 @@
 #define JOBS_DEFAULT_LEASE_MS 30000
 #define JOBS_DEFAULT_POLL_MS 1000
 #define JOBS_DEFAULT_CLAIM_BATCH 64
+#define JOBS_DEFAULT_JOB_TTL_MS (86400LL * 1000)
+#define JOBS_DEFAULT_CLEANUP_MS (3600L * 1000)
+/* Jobs one purge statement deletes: a few milliseconds of store work, after which the loop
+ * serves what is ready before the next batch. */
+#define JOBS_PURGE_BATCH 256
 
 /*
  * A slot is one job this instance holds the lease of. It stays in the list, counted and
@@ -71,6 +76,7 @@ struct jobs {
     char owner[ID_UUID_LEN];
     struct event *claim_ev;
     struct event *renew_ev;
+    struct event *purge_ev; /* retention: finished jobs older than job_ttl_ms go */
     bool claim_soon; /* claim_ev is armed with a zero timeout */
     bool started;
     struct job_slot *slots;
@@ -260,9 +266,11 @@ static void on_done(void *arg, int rc, enum crew_run_status status, json_t *resu
     /* The run is over: free it now (allowed from its done hook), keep the slot. */
     crew_run_free(slot->run);
     slot->run = NULL;
-    if (rc == ERR_CONFLICT) {
-        /* Another instance took the job over (our lease expired): it is theirs now. */
-        log_warn("jobs", "job %s: %s; leaving it to its new owner", slot->job_id, err_text(why));
+    if (rc == ERR_CONFLICT || rc == ERR_NOT_FOUND) {
+        /* Another instance took the job over (our lease expired), or the job was ended
+         * (cancelled through another instance) or deleted under us: not ours any more. */
+        log_warn("jobs", "job %s: %s; run abandoned (taken over, cancelled or deleted "
+                         "elsewhere)", slot->job_id, err_text(why));
         json_decref(result);
         slot_done(slot, 0);
         return;
@@ -275,7 +283,9 @@ static void on_done(void *arg, int rc, enum crew_run_status status, json_t *resu
     }
     log_debug("jobs", "job %s: crew result %s", slot->job_id, crew_run_status_name(status));
     slot->state = SLOT_FINISHING;
-    slot->final_status = status == CREW_RUN_FAILED ? STORE_JOB_FAILED : STORE_JOB_COMPLETED;
+    slot->final_status = status == CREW_RUN_CANCELLED ? STORE_JOB_CANCELLED
+                         : status == CREW_RUN_FAILED  ? STORE_JOB_FAILED
+                                                      : STORE_JOB_COMPLETED;
     slot->result = result;
     slot->error = error ? strdup(error) : NULL;
     if (error != NULL && slot->error == NULL)
@@ -325,12 +335,17 @@ static int read_agent_config(struct job_slot *slot, const char *definition, stru
     return rc;
 }
 
+static struct job_slot *find_slot(const struct jobs *jobs, const char *job_id)
+{
+    for (struct job_slot *s = jobs->slots; s != NULL; s = s->next)
+        if (strcmp(s->job_id, job_id) == 0)
+            return s;
+    return NULL;
+}
+
 static bool holding(const struct jobs *jobs, const char *job_id)
 {
-    for (const struct job_slot *s = jobs->slots; s != NULL; s = s->next)
-        if (strcmp(s->job_id, job_id) == 0)
-            return true;
-    return false;
+    return find_slot(jobs, job_id) != NULL;
 }
 
 /* Builds and starts the run of a claimed job. The slot is linked first, so that whatever
@@ -452,6 +467,80 @@ static void on_renew(evutil_socket_t fd, short what, void *arg)
         log_error("jobs", "lease renewal failed: %s", err_text(&e));
 }
 
+
+/* ---- cancel, delete, retention ------------------------------------------------------------ */
+
+int jobs_cancel(struct jobs *jobs, const char *job_id, struct err *e)
+{
+    /* Running here: stop the run now; its done hook writes the cancelled end (with what
+     * finished) under our lease and frees the slot. */
+    struct job_slot *slot = find_slot(jobs, job_id);
+    bool local = slot != NULL && slot->state == SLOT_RUNNING && slot->run != NULL;
+    if (local) {
+        log_info("jobs", "job %s: cancelling its run", job_id);
+        crew_run_cancel(slot->run); /* may free the slot */
+    }
+    /* Pending, running on another instance, or held here with its end not yet written:
+     * end it in the store. The other instance's next checkpoint or finish fails its fence
+     * and it abandons the run; a slot of ours that was writing another end drops it when
+     * its retry meets the cancelled row. */
+    int rc = store_job_finish(jobs->store, job_id, NULL, STORE_JOB_CANCELLED, NULL,
+                              CREW_RUN_CANCEL_ERROR, clock_now_ms(), e);
+    if (rc == ERR_CONFLICT && local) {
+        /* Our run's done hook got there first: check that it was the cancel. */
+        struct store_job *row = NULL;
+        struct err e2 = {0};
+        if (store_job_get(jobs->store, job_id, &row, &e2) == 0 &&
+            row->status == STORE_JOB_CANCELLED) {
+            *e = (struct err){0};
+            rc = 0;
+        }
+        store_job_free(row);
+    } else if (rc == 0) {
+        log_info("jobs", "job %s cancelled", job_id);
+    }
+    return rc;
+}
+
+int jobs_delete(struct jobs *jobs, const char *job_id, struct err *e)
+{
+    int rc = jobs_cancel(jobs, job_id, e);
+    if (rc != 0 && rc != ERR_CONFLICT) /* ERR_CONFLICT: it had ended already */
+        return rc;
+    /* The run and its slot must be gone before the row: a slot still writing its end
+     * would otherwise retry against nothing. */
+    if (holding(jobs, job_id))
+        return err_set(e, ERR_BUSY, "job '%s' is still being stopped; try again", job_id);
+    *e = (struct err){0};
+    if ((rc = store_job_delete(jobs->store, job_id, e)) == 0)
+        log_info("jobs", "job %s deleted", job_id);
+    return rc;
+}
+
+static void arm_purge(struct jobs *jobs, long delay_ms)
+{
+    struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+    evtimer_add(jobs->purge_ev, &tv);
+}
+
+static void on_purge(evutil_socket_t fd, short what, void *arg)
+{
+    struct jobs *jobs = arg;
+    struct err e = {0};
+    size_t n = 0;
+    if (store_job_purge(jobs->store, clock_now_ms() - jobs->opts.job_ttl_ms, JOBS_PURGE_BATCH,
+                        &n, &e) != 0) {
+        log_error("jobs", "retention: cannot delete old jobs: %s", err_text(&e));
+        arm_purge(jobs, jobs->opts.cleanup_interval_ms);
+        return;
+    }
+    if (n > 0)
+        log_info("jobs", "retention: %zu finished job(s) older than %lld s deleted", n,
+                 jobs->opts.job_ttl_ms / 1000);
+    /* A full batch means more are due: the next one after this loop turn. */
+    arm_purge(jobs, n == JOBS_PURGE_BATCH ? 0 : jobs->opts.cleanup_interval_ms);
+}
+
 int jobs_new(struct event_base *base, struct store *store, struct llm_client *llm,
              const struct jobs_opts *opts, struct jobs **out, struct err *e)
 {
@@ -471,6 +560,10 @@ int jobs_new(struct event_base *base, struct store *store, struct llm_client *ll
         jobs->opts.poll_ms = JOBS_DEFAULT_POLL_MS;
     if (jobs->opts.claim_batch == 0)
         jobs->opts.claim_batch = JOBS_DEFAULT_CLAIM_BATCH;
+    if (jobs->opts.job_ttl_ms <= 0)
+        jobs->opts.job_ttl_ms = JOBS_DEFAULT_JOB_TTL_MS;
+    if (jobs->opts.cleanup_interval_ms <= 0)
+        jobs->opts.cleanup_interval_ms = JOBS_DEFAULT_CLEANUP_MS;
     jobs->tools = (struct agent_tools){.invoke = door_invoke,
                                        .cancel = door_cancel,
                                        .ctx = jobs->opts.tool_runner,
@@ -481,7 +574,8 @@ int jobs_new(struct event_base *base, struct store *store, struct llm_client *ll
     }
     jobs->claim_ev = event_new(base, -1, 0, on_claim, jobs);
     jobs->renew_ev = event_new(base, -1, EV_PERSIST, on_renew, jobs);
-    if (jobs->claim_ev == NULL || jobs->renew_ev == NULL) {
+    jobs->purge_ev = evtimer_new(base, on_purge, jobs);
+    if (jobs->claim_ev == NULL || jobs->renew_ev == NULL || jobs->purge_ev == NULL) {
         jobs_free(jobs);
         return err_set(e, ERR_NOMEM, "out of memory");
     }
@@ -496,6 +590,8 @@ void jobs_start(struct jobs *jobs)
     event_add(jobs->renew_ev, &tv);
     jobs->started = true;
     schedule_claim(jobs, 0);
+    /* The first purge after one interval: a restart does not delay retention by more. */
+    arm_purge(jobs, jobs->opts.cleanup_interval_ms);
 }
 
 void jobs_wake(struct jobs *jobs)
@@ -549,5 +645,7 @@ void jobs_free(struct jobs *jobs)
         event_free(jobs->claim_ev);
     if (jobs->renew_ev)
         event_free(jobs->renew_ev);
+    if (jobs->purge_ev)
+        event_free(jobs->purge_ev);
     free(jobs);
 }

@@ -7,7 +7,9 @@
  * finished step through the store (fenced on the lease), and writes the result when the run
  * is done. Leases are renewed every third of their length; a job whose owner died (kill -9,
  * power loss) is claimed again once its lease expires and resumes from its checkpoints.
- * Polling every poll_ms also picks up jobs other instances inserted.
+ * Polling every poll_ms also picks up jobs other instances inserted. Every
+ * cleanup_interval_ms, finished jobs whose end is older than job_ttl_ms are deleted with
+ * their checkpoints, a batch per loop turn.
  *
  * Runs on the loop thread.
  */
@@ -34,6 +36,8 @@ struct jobs_opts {
     const struct tool_registry *tool_registry;  /* schemas offered to the models */
     struct tool_runner *tool_runner;            /* runs agents' tools; NULL: none offered */
     const struct llm_prices *prices;            /* NULL: no cost in results */
+    long long job_ttl_ms;     /* finished jobs older than this are deleted; 0: 86400 s */
+    long cleanup_interval_ms; /* how often retention runs; 0: 3600 s */
 };
 
 struct jobs;
@@ -51,6 +55,25 @@ void jobs_wake(struct jobs *jobs);
 /* Stops: aborts the runs in flight and gives up their leases at once, so that the next
  * start (of this or any instance) resumes them from their checkpoints. NULL-safe. */
 void jobs_free(struct jobs *jobs);
+
+/*
+ * Cancels job `job_id` (a canonical id). A job running in this instance is stopped now
+ * (crew_run_cancel: its LLM and tool calls in flight are aborted) and ends cancelled with what
+ * finished in its result. A pending job, or one running on another instance, is ended
+ * cancelled in the store (error "cancelled by the client", no result); the other instance
+ * notices at its next checkpoint or finish, whose fence fails, and abandons the run: its
+ * calls in flight run on until that step ends. Returns 0 when the job is now cancelled,
+ * ERR_CONFLICT ("job already <status>") when it had ended before, ERR_NOT_FOUND, or the
+ * store's error.
+ */
+int jobs_cancel(struct jobs *jobs, const char *job_id, struct err *e);
+
+/*
+ * Cancels the job as jobs_cancel does if it has not ended, then removes it and its
+ * checkpoints from the store. Returns 0, ERR_NOT_FOUND, ERR_BUSY when this instance's slot
+ * could not be let go yet (its end is being written), or the store's error.
+ */
+int jobs_delete(struct jobs *jobs, const char *job_id, struct err *e);
 
 /* Jobs running in this instance now. */
 size_t jobs_running(const struct jobs *jobs);

@@ -179,6 +179,18 @@ void store_job_batch_cleanup(struct store_job_batch *batch)
     batch->n = 0;
 }
 
+void store_job_page_cleanup(struct store_job_page *page)
+{
+    if (page == NULL)
+        return;
+    for (size_t i = 0; i < page->n; i++)
+        store_job_free(page->items[i]);
+    free(page->items);
+    page->items = NULL;
+    page->n = 0;
+    page->total = 0;
+}
+
 void store_step_list_cleanup(struct store_step_list *list)
 {
     if (list == NULL)

@@ -104,6 +104,24 @@ struct store_job_batch {
 
 void store_job_batch_cleanup(struct store_job_batch *batch);
 
+/* A page of jobs for listing: rows hold every field but request, definition and plan
+ * (NULL) and result (NULL). */
+struct store_job_page {
+    struct store_job **items; /* newest first; NULL when n is 0 */
+    size_t n;
+    long total; /* jobs matching the filter, regardless of the page */
+};
+
+void store_job_page_cleanup(struct store_job_page *page);
+
+/* What job_list selects: NULL crew_id is any crew (compared as stored: lowercase UUID),
+ * any_status true is any status. */
+struct store_job_filter {
+    const char *crew_id;
+    bool any_status;
+    enum store_job_status status;
+};
+
 /* One checkpoint: a finished step of a job (engine-defined key, JSON text). */
 struct store_step {
     char *key;
@@ -234,6 +252,23 @@ struct store_ops {
     int (*job_finish)(struct store *st, const char *job_id, const char *owner,
                       enum store_job_status status, const char *result, const char *error,
                       long long now_ms, struct err *e);
+    /* The jobs `filter` selects, newest first (created_at, then insertion order, both
+     * descending), `limit` of them from `offset`, with the count of all that match. limit
+     * and offset >= 0 (ERR_INVALID otherwise); limit 0 gives an empty page with the total.
+     * A crew_id that is no UUID matches nothing. One snapshot: total and page agree. */
+    int (*job_list)(struct store *st, const struct store_job_filter *filter, long limit,
+                    long offset, struct store_job_page *out, struct err *e);
+    /* Removes a finished (completed, failed or cancelled) job and its checkpoints in one
+     * transaction. ERR_NOT_FOUND if no such job; ERR_CONFLICT ("job is <status>") if it is
+     * still pending or running: end it first (job_finish with owner NULL). */
+    int (*job_delete)(struct store *st, const char *job_id, struct err *e);
+    /* Removes up to max_rows finished jobs whose completed_at is before older_than_ms,
+     * oldest end first, with their checkpoints, in one transaction; *n_deleted (may be NULL)
+     * says how many. Live jobs are never touched. Call again while it returns max_rows:
+     * the batch bounds how long one call holds the store (and the loop). max_rows > 0
+     * (ERR_INVALID otherwise). */
+    int (*job_purge)(struct store *st, long long older_than_ms, size_t max_rows,
+                     size_t *n_deleted, struct err *e);
 
     /*
      * Conversation memory. A conversation is named by (crew_id, agent_key, user_id,
@@ -297,8 +332,8 @@ int store_open(const char *url, struct store **out, struct err *e);
 void store_close(struct store *st);
 
 /* The schema version this build migrates to. */
-#define STORE_SCHEMA_VERSION 4 /* 1: crews; 2: jobs and job_steps; 3: memory; 4: tools and
-                                  agent_classes */
+#define STORE_SCHEMA_VERSION 5 /* 1: crews; 2: jobs and job_steps; 3: memory; 4: tools and
+                                  agent_classes; 5: job list and retention indexes */
 
 static inline int store_crew_insert(struct store *st, const struct store_crew *c, struct err *e)
 {
@@ -363,6 +398,21 @@ static inline int store_job_finish(struct store *st, const char *job_id, const c
                                    const char *error, long long now_ms, struct err *e)
 {
     return st->ops->job_finish(st, job_id, owner, status, result, error, now_ms, e);
+}
+static inline int store_job_list(struct store *st, const struct store_job_filter *filter,
+                                 long limit, long offset, struct store_job_page *out,
+                                 struct err *e)
+{
+    return st->ops->job_list(st, filter, limit, offset, out, e);
+}
+static inline int store_job_delete(struct store *st, const char *job_id, struct err *e)
+{
+    return st->ops->job_delete(st, job_id, e);
+}
+static inline int store_job_purge(struct store *st, long long older_than_ms, size_t max_rows,
+                                  size_t *n_deleted, struct err *e)
+{
+    return st->ops->job_purge(st, older_than_ms, max_rows, n_deleted, e);
 }
 
 static inline int store_memory_get(struct store *st, const char *crew_id, const char *agent_key,

@@ -152,8 +152,22 @@ static const char *const pg_migration_4[] = {
     NULL,
 };
 
+/*
+ * 5: the job list and retention. The list reads one index backwards in its order
+ * (created_at, seq) and stops after the page: jobs_created_idx for all jobs, the crew and
+ * status indexes for a filter. The purge walks the finished jobs by their end (completed_at
+ * is set exactly when a job ends); the partial index leaves the live rows out.
+ */
+static const char *const pg_migration_5[] = {
+    "CREATE INDEX jobs_created_idx ON jobs (created_at, seq)",
+    "CREATE INDEX jobs_crew_created_idx ON jobs (crew_id, created_at, seq)",
+    "CREATE INDEX jobs_status_created_idx ON jobs (status, created_at, seq)",
+    "CREATE INDEX jobs_finished_idx ON jobs (completed_at) WHERE completed_at IS NOT NULL",
+    NULL,
+};
+
 static const char *const *const pg_migrations[] = {pg_migration_1, pg_migration_2, pg_migration_3,
-                                                   pg_migration_4};
+                                                   pg_migration_4, pg_migration_5};
 
 _Static_assert(sizeof pg_migrations / sizeof pg_migrations[0] == STORE_SCHEMA_VERSION,
                "one migration per schema version");
@@ -205,6 +219,8 @@ enum pg_stmt {
     PG_STEPS_GET,
     PG_JOB_FINISH_OWNED,
     PG_JOB_FINISH_ANY,
+    PG_JOB_DELETE,
+    PG_JOB_PURGE,
     PG_MEMORY_GET,
     PG_MEMORY_LOCK,
     PG_MEMORY_INSERT,
@@ -320,6 +336,23 @@ static const struct {
                              PG_FINISH_SET " AND status = 'running' AND lease_owner = $6"},
     [PG_JOB_FINISH_ANY] = {"crewd_job_finish_any",
                            PG_FINISH_SET " AND status IN ('pending', 'running')"},
+    /* One statement: the job and its checkpoints go together, and only a finished job. */
+    [PG_JOB_DELETE] = {"crewd_job_delete",
+                       "WITH j AS (DELETE FROM jobs WHERE job_id = $1::uuid"
+                       " AND status NOT IN ('pending', 'running') RETURNING job_id),"
+                       " s AS (DELETE FROM job_steps WHERE job_id IN (SELECT job_id FROM j))"
+                       " SELECT count(*) FROM j"},
+    /* $1 cutoff, $2 batch. SKIP LOCKED: two instances purging at once take different
+     * rows instead of waiting on each other. */
+    [PG_JOB_PURGE] = {"crewd_job_purge",
+                      "WITH v AS (SELECT job_id FROM jobs WHERE completed_at IS NOT NULL"
+                      " AND completed_at < $1::timestamptz"
+                      " AND status NOT IN ('pending', 'running')"
+                      " ORDER BY completed_at LIMIT $2::bigint FOR UPDATE SKIP LOCKED),"
+                      " s AS (DELETE FROM job_steps WHERE job_id IN (SELECT job_id FROM v)),"
+                      " j AS (DELETE FROM jobs WHERE job_id IN (SELECT job_id FROM v)"
+                      " RETURNING 1)"
+                      " SELECT count(*) FROM j"},
     [PG_MEMORY_GET] = {"crewd_memory_get",
                        "SELECT role, content,"
                        " to_char(created_at AT TIME ZONE 'UTC', " PG_TS_FMT ")"
@@ -869,6 +902,15 @@ out:
     return rc;
 }
 
+/* The listing's columns: PG_JOB_COLS without the large texts (request, definition, plan,
+ * result), which come back NULL. */
+#define PG_JOB_LIST_COLS                                                                           \
+    "job_id::text AS job_id, crew_id::text AS crew_id, crew_name, status, execution_mode,"        \
+    " NULL, NULL, NULL, metadata, NULL, error,"                                                    \
+    " to_char(created_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS created_rfc3339,"                   \
+    " to_char(started_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS started_rfc3339,"                   \
+    " to_char(completed_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS completed_rfc3339, attempts"
+
 /* Builds a job from row `row` of a PG_JOB_COLS result. */
 static int pg_row_to_job(const PGresult *res, int row, struct store_job **out, struct err *e)
 {
@@ -1157,6 +1199,142 @@ static int pg_job_finish(struct store *st, const char *job_id, const char *owner
         goto out;
     if (strcmp(PQcmdTuples(res), "0") == 0)
         rc = pg_fence_fail(s, job_id, owner != NULL, e);
+out:
+    PQclear(res);
+    return rc;
+}
+
+/*
+ * The filter's four shapes are sent as text with their values (PQexecParams), so each is
+ * planned for what it filters on and reads that filter's index; one prepared statement
+ * with "$1 IS NULL OR" could settle on a generic plan that uses none. The total rides on
+ * every row through the LEFT JOIN, as in the crew list, so both come from one snapshot.
+ */
+static int pg_job_list(struct store *st, const struct store_job_filter *filter, long limit,
+                       long offset, struct store_job_page *out, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    struct store_job_page page = {0};
+    *out = page;
+    int rc = 0;
+    if (filter == NULL || limit < 0 || offset < 0) {
+        rc = err_set(e, ERR_INVALID, "store: limit and offset must not be negative");
+        goto out;
+    }
+    const char *status = filter->any_status ? NULL : store_job_status_name(filter->status);
+    if (!filter->any_status && status == NULL) {
+        rc = err_set(e, ERR_INVALID, "store: unknown job status");
+        goto out;
+    }
+    /* No row has a crew_id that is not a UUID; never let one reach the ::uuid cast. */
+    bool none = filter->crew_id != NULL && !id_is_uuid(filter->crew_id);
+    if ((rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    char where[128];
+    snprintf(where, sizeof where, "%s%s%s", filter->crew_id || status ? " WHERE " : "",
+             filter->crew_id ? "crew_id = $3::uuid" : "",
+             status ? (filter->crew_id ? " AND status = $4" : "status = $4") : "");
+    char sql[1200];
+    snprintf(sql, sizeof sql,
+             "SELECT c.*, t.total FROM (SELECT count(*) AS total FROM jobs%s) t"
+             " LEFT JOIN LATERAL (SELECT " PG_JOB_LIST_COLS ", created_at AS k1, seq AS k2"
+             " FROM jobs%s ORDER BY jobs.created_at DESC, jobs.seq DESC"
+             " LIMIT $1::bigint OFFSET $2::bigint) c ON true ORDER BY c.k1 DESC, c.k2 DESC",
+             where, where);
+    char limit_s[24], offset_s[24];
+    snprintf(limit_s, sizeof limit_s, "%ld", none ? 0L : limit);
+    snprintf(offset_s, sizeof offset_s, "%ld", offset);
+    const char *params[4] = {limit_s, offset_s, none ? NULL : filter->crew_id, status};
+    /* Typed, so that a parameter the text does not use (no filter) is no error:
+     * int8, int8, uuid, text. */
+    const Oid types[4] = {20, 20, 2950, 25};
+    if (!none) {
+        res = PQexecParams(s->conn, sql, 4, types, params, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1) {
+            rc = pg_fail(s, res, "list jobs", e);
+            goto out;
+        }
+    }
+    int n_rows = none ? 0 : PQntuples(res);
+    page.total = none ? 0 : strtol(PQgetvalue(res, 0, PQnfields(res) - 1), NULL, 10);
+    /* An empty page is one row whose job columns are NULL. */
+    if (n_rows == 1 && PQgetisnull(res, 0, 0))
+        n_rows = 0;
+    if (n_rows > 0 && (page.items = calloc((size_t)n_rows, sizeof *page.items)) == NULL) {
+        rc = err_set(e, ERR_NOMEM, "store: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n_rows; i++) {
+        if ((rc = pg_row_to_job(res, i, &page.items[i], e)) != 0)
+            goto out;
+        page.n++;
+    }
+    *out = page;
+    page = (struct store_job_page){0};
+out:
+    store_job_page_cleanup(&page);
+    PQclear(res);
+    return rc;
+}
+
+static int pg_job_delete(struct store *st, const char *job_id, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    int rc = 0;
+    if (job_id == NULL) {
+        rc = err_set(e, ERR_INVALID, "store: no job_id given");
+        goto out;
+    }
+    if ((rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    if (!id_is_uuid(job_id)) {
+        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+        goto out;
+    }
+    const char *params[1] = {job_id};
+    res = PQexecPrepared(s->conn, pg_stmts[PG_JOB_DELETE].name, 1, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        rc = pg_fail(s, res, "delete job", e);
+        goto out;
+    }
+    if (strcmp(PQgetvalue(res, 0, 0), "0") == 0) {
+        /* Not there, or still live: the status says which. */
+        if ((rc = pg_fence_fail(s, job_id, false, e)) == ERR_CONFLICT) {
+            char msg[ERR_MSG_MAX];
+            snprintf(msg, sizeof msg, "%s", e->msg);
+            err_set(e, ERR_CONFLICT, "job is %s", msg + strlen("job already "));
+        }
+    }
+out:
+    PQclear(res);
+    return rc;
+}
+
+static int pg_job_purge(struct store *st, long long older_than_ms, size_t max_rows,
+                        size_t *n_deleted, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    int rc = 0;
+    if (max_rows == 0) {
+        rc = err_set(e, ERR_INVALID, "store: a purge deletes at least one row per call");
+        goto out;
+    }
+    if ((rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    char cutoff[CLOCK_RFC3339_LEN], max_s[24];
+    clock_rfc3339(older_than_ms, cutoff);
+    snprintf(max_s, sizeof max_s, "%zu", max_rows);
+    const char *params[2] = {cutoff, max_s};
+    res = PQexecPrepared(s->conn, pg_stmts[PG_JOB_PURGE].name, 2, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        rc = pg_fail(s, res, "purge jobs", e);
+        goto out;
+    }
+    if (n_deleted != NULL)
+        *n_deleted = (size_t)strtoull(PQgetvalue(res, 0, 0), NULL, 10);
 out:
     PQclear(res);
     return rc;
@@ -1456,6 +1634,9 @@ static const struct store_ops pg_ops = {
     .job_step_put = pg_job_step_put,
     .job_steps_get = pg_job_steps_get,
     .job_finish = pg_job_finish,
+    .job_list = pg_job_list,
+    .job_delete = pg_job_delete,
+    .job_purge = pg_job_purge,
     .memory_get = pg_memory_get,
     .memory_append = pg_memory_append,
     .memory_clear = pg_memory_clear,

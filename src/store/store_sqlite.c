@@ -13,6 +13,7 @@
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -109,6 +110,15 @@ static const char *const MIGRATIONS[] = {
     " definition TEXT NOT NULL,"
     " created_at TEXT NOT NULL,"
     " updated_at TEXT NOT NULL);",
+    /* 5: the job list and retention. The list walks one index backwards in its order
+     * (created_at, then seq: every index ends with the rowid) and stops after the page:
+     * jobs_created for all jobs, jobs_crew_created and jobs_status_created for a filter. The
+     * purge walks the finished jobs by their end (completed_at is set exactly when a job
+     * ends); the partial index leaves the live rows out. */
+    "CREATE INDEX jobs_created ON jobs(created_at);"
+    "CREATE INDEX jobs_crew_created ON jobs(crew_id, created_at);"
+    "CREATE INDEX jobs_status_created ON jobs(status, created_at);"
+    "CREATE INDEX jobs_finished ON jobs(completed_at) WHERE completed_at IS NOT NULL;",
 };
 
 _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
@@ -133,6 +143,15 @@ _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
 /* A job that is still to be finished; the same list guards finish without an owner. */
 #define JOB_LIVE "status IN ('pending', 'running')"
 
+/* A finished job that ended before ?1. */
+#define JOB_PURGEABLE "completed_at IS NOT NULL AND completed_at < ?1 AND NOT " JOB_LIVE
+
+/* The listing's columns: JOB_COLS without the large texts (request, definition, plan,
+ * result), which come back NULL. */
+#define JOB_LIST_COLS                                                                              \
+    "job_id, crew_id, crew_name, status, execution_mode, NULL, NULL, NULL, metadata,"              \
+    " NULL, error, created_at, started_at, completed_at, attempts"
+
 enum stmt_id {
     ST_BEGIN,
     ST_COMMIT,
@@ -155,6 +174,10 @@ enum stmt_id {
     ST_STEPS_GET,
     ST_JOB_FINISH_OWNED,
     ST_JOB_FINISH_ANY,
+    ST_JOB_DELETE_STEPS,
+    ST_JOB_DELETE,
+    ST_JOB_PURGE_STEPS,
+    ST_JOB_PURGE,
     ST_MEMORY_GET,
     ST_MEMORY_INSERT,
     ST_MEMORY_TRIM,
@@ -245,6 +268,15 @@ static const char *const STMT_SQL[ST_COUNT_] = {
     [ST_JOB_FINISH_ANY] = "UPDATE jobs SET status = ?3, result = ?4, error = ?5,"
                           " completed_at = ?6, lease_owner = NULL, lease_expires_ms = NULL"
                           " WHERE job_id = ?1 AND " JOB_LIVE,
+    [ST_JOB_DELETE_STEPS] = "DELETE FROM job_steps WHERE job_id = ?1",
+    [ST_JOB_DELETE] = "DELETE FROM jobs WHERE job_id = ?1 AND NOT " JOB_LIVE,
+    /* ?1 the cutoff (RFC 3339 text, which sorts as time: one fixed width, UTC), ?2 the
+     * batch. Both statements run in one write transaction and pick the same rows (a total
+     * order), the checkpoints first. */
+    [ST_JOB_PURGE_STEPS] = "DELETE FROM job_steps WHERE job_id IN (SELECT job_id FROM jobs"
+                           " WHERE " JOB_PURGEABLE " ORDER BY completed_at, seq LIMIT ?2)",
+    [ST_JOB_PURGE] = "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs"
+                     " WHERE " JOB_PURGEABLE " ORDER BY completed_at, seq LIMIT ?2)",
     /* ?1..?4 the conversation, as every memory statement numbers it. */
     [ST_MEMORY_GET] = "SELECT role, content, created_at FROM memory"
                       " WHERE " MEMORY_KEY " ORDER BY seq DESC LIMIT ?5",
@@ -689,8 +721,8 @@ out:
     return ret;
 }
 
-/* Builds a job from the current row of a JOB_COLS statement. */
-static int job_from_row(sqlite3_stmt *stmt, struct store_job **out, struct err *e)
+/* Builds a job from the current row of a JOB_COLS statement (full), or JOB_LIST_COLS. */
+static int job_from_row(sqlite3_stmt *stmt, bool full, struct store_job **out, struct err *e)
 {
     *out = NULL;
     int ret = 0;
@@ -708,9 +740,9 @@ static int job_from_row(sqlite3_stmt *stmt, struct store_job **out, struct err *
         (ret = col_fixed(stmt, 1, j->crew_id, sizeof j->crew_id, e)) != 0 ||
         (ret = col_dup(stmt, 2, false, &j->crew_name, e)) != 0 ||
         (ret = col_dup(stmt, 4, false, &j->execution_mode, e)) != 0 ||
-        (ret = col_dup(stmt, 5, false, &j->request, e)) != 0 ||
-        (ret = col_dup(stmt, 6, false, &j->definition, e)) != 0 ||
-        (ret = col_dup(stmt, 7, false, &j->plan, e)) != 0 ||
+        (ret = col_dup(stmt, 5, !full, &j->request, e)) != 0 ||
+        (ret = col_dup(stmt, 6, !full, &j->definition, e)) != 0 ||
+        (ret = col_dup(stmt, 7, !full, &j->plan, e)) != 0 ||
         (ret = col_dup(stmt, 8, false, &j->metadata, e)) != 0 ||
         (ret = col_dup(stmt, 9, true, &j->result, e)) != 0 ||
         (ret = col_dup(stmt, 10, true, &j->error, e)) != 0 ||
@@ -740,7 +772,7 @@ static int job_get(struct store *st, const char *job_id, struct store_job **out,
         goto out;
     int rc = sqlite3_step(stmt);
     if (rc == SQLITE_ROW)
-        ret = job_from_row(stmt, out, e);
+        ret = job_from_row(stmt, true, out, e);
     else if (rc == SQLITE_DONE)
         ret = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
     else
@@ -807,7 +839,7 @@ static int job_claim(struct store *st, const char *owner, long long now_ms, long
     in_tx = true;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && n < max) {
         rows[n].seq = sqlite3_column_int64(stmt, JOB_N_COLS);
-        if ((ret = job_from_row(stmt, &rows[n].job, e)) != 0)
+        if ((ret = job_from_row(stmt, true, &rows[n].job, e)) != 0)
             goto out;
         n++;
     }
@@ -1053,6 +1085,204 @@ static int job_finish(struct store *st, const char *job_id, const char *owner,
     }
 out:
     stmt_done(stmt);
+    return ret;
+}
+
+static sqlite3_int64 count_arg(size_t n);
+
+/* Appends `j` to the page, growing it by doubling; takes `j` in every case. */
+static int job_page_push(struct store_job_page *page, size_t *cap, struct store_job *j,
+                         struct err *e)
+{
+    if (page->n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 16;
+        struct store_job **items = realloc(page->items, ncap * sizeof *items);
+        if (items == NULL) {
+            store_job_free(j);
+            return err_set(e, ERR_NOMEM, "store: out of memory listing jobs");
+        }
+        page->items = items;
+        *cap = ncap;
+    }
+    page->items[page->n++] = j;
+    return 0;
+}
+
+/*
+ * The filter's four shapes are prepared per call (a listing is rare next to the queue's
+ * statements): a WHERE with "?1 IS NULL OR" would keep the planner from the index of the
+ * filter. ?1 crew_id, ?2 status, ?3 limit, ?4 offset.
+ */
+static int job_list(struct store *st, const struct store_job_filter *filter, long limit,
+                    long offset, struct store_job_page *out, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *count = NULL, *page = NULL;
+    struct store_job_page p = {0};
+    size_t cap = 0;
+    bool in_tx = false;
+    int ret = 0;
+    int rc;
+    *out = (struct store_job_page){0};
+    if (filter == NULL || limit < 0 || offset < 0) {
+        ret = err_set(e, ERR_INVALID, "store: limit and offset must not be negative");
+        goto out;
+    }
+    const char *status = filter->any_status ? NULL : store_job_status_name(filter->status);
+    if (!filter->any_status && status == NULL) {
+        ret = err_set(e, ERR_INVALID, "store: unknown job status");
+        goto out;
+    }
+    char where[128];
+    snprintf(where, sizeof where, "%s%s%s", filter->crew_id || status ? " WHERE " : "",
+             filter->crew_id ? "crew_id = ?1" : "",
+             status ? (filter->crew_id ? " AND status = ?2" : "status = ?2") : "");
+    char sql_count[256], sql_page[512];
+    snprintf(sql_count, sizeof sql_count, "SELECT count(*), ?1, ?2 FROM jobs%s", where);
+    snprintf(sql_page, sizeof sql_page,
+             "SELECT " JOB_LIST_COLS ", ?1, ?2 FROM jobs%s"
+             " ORDER BY created_at DESC, seq DESC LIMIT ?3 OFFSET ?4",
+             where);
+    if ((rc = sqlite3_prepare_v2(s->db, sql_count, -1, &count, NULL)) != SQLITE_OK ||
+        (rc = sqlite3_prepare_v2(s->db, sql_page, -1, &page, NULL)) != SQLITE_OK) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    if ((ret = bind_text(s, count, 1, filter->crew_id, e)) != 0 ||
+        (ret = bind_text(s, count, 2, status, e)) != 0 ||
+        (ret = bind_text(s, page, 1, filter->crew_id, e)) != 0 ||
+        (ret = bind_text(s, page, 2, status, e)) != 0)
+        goto out;
+    if ((rc = sqlite3_bind_int64(page, 3, limit)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(page, 4, offset)) != SQLITE_OK) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    /* One read transaction, so the total and the page come from the same snapshot. */
+    if ((ret = run(s, ST_BEGIN, e)) != 0)
+        goto out;
+    in_tx = true;
+    if ((rc = sqlite3_step(count)) != SQLITE_ROW) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    p.total = (long)sqlite3_column_int64(count, 0);
+    while ((rc = sqlite3_step(page)) == SQLITE_ROW) {
+        struct store_job *j;
+        if ((ret = job_from_row(page, false, &j, e)) != 0 ||
+            (ret = job_page_push(&p, &cap, j, e)) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    sqlite3_reset(count);
+    sqlite3_reset(page);
+    if ((ret = run(s, ST_COMMIT, e)) != 0)
+        goto out;
+    in_tx = false;
+    *out = p;
+    p = (struct store_job_page){0};
+out:
+    sqlite3_finalize(count);
+    sqlite3_finalize(page);
+    if (in_tx)
+        run(s, ST_ROLLBACK, NULL);
+    store_job_page_cleanup(&p);
+    return ret;
+}
+
+static int job_delete(struct store *st, const char *job_id, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *steps = s->stmt[ST_JOB_DELETE_STEPS], *job = s->stmt[ST_JOB_DELETE];
+    bool in_tx = false;
+    int ret;
+    int rc;
+    if (job_id == NULL) {
+        ret = err_set(e, ERR_INVALID, "store: no job_id given");
+        goto out;
+    }
+    if ((ret = run(s, ST_BEGIN_IMMEDIATE, e)) != 0)
+        goto out;
+    in_tx = true;
+    if ((ret = bind_text(s, job, 1, job_id, e)) != 0)
+        goto out;
+    if ((rc = sqlite3_step(job)) != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    if (sqlite3_changes(s->db) == 0) {
+        /* Not there, or still live: the status says which. */
+        stmt_done(job);
+        if ((ret = fence_fail(s, job_id, false, e)) == ERR_CONFLICT) {
+            char msg[ERR_MSG_MAX];
+            snprintf(msg, sizeof msg, "%s", e->msg);
+            /* "job already running" reads wrong for a live job */
+            err_set(e, ERR_CONFLICT, "job is %s", msg + strlen("job already "));
+        }
+        goto out;
+    }
+    if ((ret = bind_text(s, steps, 1, job_id, e)) != 0)
+        goto out;
+    if ((rc = sqlite3_step(steps)) != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    stmt_done(job);
+    stmt_done(steps);
+    if ((ret = run(s, ST_COMMIT, e)) != 0)
+        goto out;
+    in_tx = false;
+out:
+    stmt_done(job);
+    stmt_done(steps);
+    if (in_tx)
+        run(s, ST_ROLLBACK, NULL);
+    return ret;
+}
+
+static int job_purge(struct store *st, long long older_than_ms, size_t max_rows,
+                     size_t *n_deleted, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *steps = s->stmt[ST_JOB_PURGE_STEPS], *jobs = s->stmt[ST_JOB_PURGE];
+    bool in_tx = false;
+    int ret = 0;
+    int rc;
+    size_t n = 0;
+    if (max_rows == 0) {
+        ret = err_set(e, ERR_INVALID, "store: a purge deletes at least one row per call");
+        goto out;
+    }
+    char cutoff[CLOCK_RFC3339_LEN];
+    clock_rfc3339(older_than_ms, cutoff);
+    if ((ret = run(s, ST_BEGIN_IMMEDIATE, e)) != 0)
+        goto out;
+    in_tx = true;
+    sqlite3_stmt *both[2] = {steps, jobs};
+    for (int k = 0; k < 2; k++) {
+        if ((ret = bind_text(s, both[k], 1, cutoff, e)) != 0)
+            goto out;
+        if ((rc = sqlite3_bind_int64(both[k], 2, count_arg(max_rows))) != SQLITE_OK ||
+            (rc = sqlite3_step(both[k])) != SQLITE_DONE) {
+            ret = fail(s->db, rc, e);
+            goto out;
+        }
+        n = (size_t)sqlite3_changes(s->db);
+        stmt_done(both[k]);
+    }
+    if ((ret = run(s, ST_COMMIT, e)) != 0)
+        goto out;
+    in_tx = false;
+    if (n_deleted != NULL)
+        *n_deleted = n;
+out:
+    stmt_done(steps);
+    stmt_done(jobs);
+    if (in_tx)
+        run(s, ST_ROLLBACK, NULL);
     return ret;
 }
 
@@ -1397,6 +1627,9 @@ static const struct store_ops SQLITE_OPS = {
     .job_step_put = job_step_put,
     .job_steps_get = job_steps_get,
     .job_finish = job_finish,
+    .job_list = job_list,
+    .job_delete = job_delete,
+    .job_purge = job_purge,
     .memory_get = memory_get,
     .memory_append = memory_append,
     .memory_clear = memory_clear,

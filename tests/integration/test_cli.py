@@ -48,7 +48,8 @@ class TestHelpVersion(CliCase):
         self.assertIn("usage", out.lower())
         for opt in ("--listen", "--store", "--config", "--log-level", "--api-key",
                     "--cors-origin", "--max-body-bytes", "--default-provider",
-                    "--max-running-jobs", "--job-lease-ms", "--llm-max-host-connections",
+                    "--max-running-jobs", "--job-lease-ms", "--job-ttl-s",
+                    "--cleanup-interval-s", "--llm-max-host-connections",
                     "--llm-timeout-ms", "--llm-max-attempts"):
             self.assertIn(opt, out)
         self.assertNotIn("listening on", out)
@@ -100,7 +101,10 @@ class TestBadArguments(CliCase):
     def test_bad_job_and_llm_numbers(self):
         cases = [("--max-running-jobs", "0"), ("--max-running-jobs", "x"),
                  ("--job-lease-ms", "10"), ("--llm-max-host-connections", "-3"),
-                 ("--llm-timeout-ms", "1e3"), ("--llm-max-attempts", "21")]
+                 ("--llm-timeout-ms", "1e3"), ("--llm-max-attempts", "21"),
+                 ("--job-ttl-s", "0"), ("--job-ttl-s", "-5"), ("--job-ttl-s", "1h"),
+                 ("--job-ttl-s", "999999999999"), ("--cleanup-interval-s", "0"),
+                 ("--cleanup-interval-s", "x"), ("--cleanup-interval-s", "604801")]
         for opt, v in cases:
             with self.subTest(option=opt, value=v):
                 self.assertExit(["--listen", "127.0.0.1:0", opt, v] + self.store_arg, 2,
@@ -189,6 +193,8 @@ class TestConfigFile(CliCase):
             "default_provider": "anthropic",
             "max_running_jobs": 3,
             "job_lease_ms": 5000,
+            "job_ttl_s": 7200,
+            "cleanup_interval_s": 60,
             "llm_max_host_connections": 8,
             "llm_timeout_ms": 60000,
             "llm_max_attempts": 2,

@@ -18,7 +18,9 @@ class ValidationCase(CrewdTestCase):
                                    400, contains)
         name = definition.get("name") if isinstance(definition, dict) else None
         if isinstance(name, str) and name:
-            st, _, _, raw = self.srv.request("GET", "/api/v1/crew/" + urllib.parse.quote(name))
+            # ?name= rather than /crew/{name}: /api/v1/crew/jobs is the job list.
+            st, _, _, raw = self.srv.request(
+                "GET", "/api/v1/crew?name=" + urllib.parse.quote(name, safe=""))
             self.assertEqual(st, 404, "refused crew was stored anyway: %r" % raw[:500])
         return msg
 

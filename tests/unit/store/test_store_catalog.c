@@ -333,7 +333,12 @@ static void test_upgrade_from_v3(void **state)
     store_close(*state);
     *state = NULL;
     g_be->exec("DROP TABLE tools; DROP TABLE agent_classes;"
-               " DELETE FROM schema_version WHERE version = 4;"
+               " DELETE FROM schema_version WHERE version >= 4;"
+               /* and migration 5's indexes, under either backend's names */
+               " DROP INDEX IF EXISTS jobs_created; DROP INDEX IF EXISTS jobs_created_idx;"
+               " DROP INDEX IF EXISTS jobs_crew_created; DROP INDEX IF EXISTS jobs_crew_created_idx;"
+               " DROP INDEX IF EXISTS jobs_status_created; DROP INDEX IF EXISTS jobs_status_created_idx;"
+               " DROP INDEX IF EXISTS jobs_finished; DROP INDEX IF EXISTS jobs_finished_idx;"
                "INSERT INTO crews (crew_id, name, execution_mode, agent_count, definition, plan,"
                " created_at, updated_at) VALUES ('0b8e7c1a-0000-4000-8000-0000000000c1',"
                " 'old-crew', 'sequential', 1, '{}', '{}', '2025-11-01T00:00:00.001Z',"

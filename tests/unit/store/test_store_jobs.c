@@ -640,6 +640,212 @@ static void test_finish_without_owner(void **state)
     assert_string_equal(e.msg, "job already failed");
 }
 
+
+/* Lists with `f`, checks the total and that the page is exactly `want` (indexes, in order). */
+static void list_is(struct store *st, const struct store_job_filter *f, long limit, long offset,
+                    long total, const int *want, size_t n_want)
+{
+    struct store_job_page p = {0};
+    struct err e = {0};
+    if (store_job_list(st, f, limit, offset, &p, &e) != 0)
+        fail_msg("list: %s", err_text(&e));
+    assert_int_equal(p.total, total);
+    if (p.n != n_want) {
+        store_job_page_cleanup(&p);
+        fail_msg("list got %zu jobs, wanted %zu", p.n, n_want);
+    }
+    for (size_t k = 0; k < n_want; k++) {
+        assert_int_equal(index_of(p.items[k]->job_id), want[k]);
+        /* The listing leaves the large texts out. */
+        assert_null(p.items[k]->request);
+        assert_null(p.items[k]->definition);
+        assert_null(p.items[k]->plan);
+        assert_null(p.items[k]->result);
+        assert_non_null(p.items[k]->crew_name);
+        assert_non_null(p.items[k]->metadata);
+    }
+    if (n_want == 0)
+        assert_null(p.items);
+    store_job_page_cleanup(&p);
+}
+
+#define OTHER_CREW "0b8e7c1a-0000-4000-8000-0000000000c2"
+
+static void test_list(void **state)
+{
+    struct store *st = *state;
+    struct err e = {0};
+    /* Jobs 1..5 created in that order; 6 has the same created_at as 5 (insertion order
+     * breaks the tie); 3 and 6 belong to another crew. */
+    for (int i = 1; i <= 6; i++) {
+        struct store_job j = job_make(i);
+        if (i == 3 || i == 6)
+            snprintf(j.crew_id, sizeof j.crew_id, "%s", OTHER_CREW);
+        if (i == 6)
+            clock_rfc3339(T0 - 60000 + 5, j.created_at);
+        if (store_job_insert(st, &j, &e) != 0)
+            fail_msg("insert %d: %s", i, err_text(&e));
+    }
+    claim_is(st, "a", T0, 2, (int[]){1, 2}, 2);
+    char id[ID_UUID_LEN];
+    job_id_of(1, id);
+    assert_int_equal(store_job_finish(st, id, "a", STORE_JOB_COMPLETED, "{}", NULL, T0, &e), 0);
+
+    struct store_job_filter all = {.any_status = true};
+    list_is(st, &all, 100, 0, 6, (int[]){6, 5, 4, 3, 2, 1}, 6);
+    list_is(st, &all, 2, 0, 6, (int[]){6, 5}, 2);
+    list_is(st, &all, 2, 2, 6, (int[]){4, 3}, 2);
+    list_is(st, &all, 2, 5, 6, (int[]){1}, 1);
+    list_is(st, &all, 2, 6, 6, NULL, 0);
+    list_is(st, &all, 0, 0, 6, NULL, 0);
+
+    struct store_job_filter crew = {.crew_id = CREW_ID, .any_status = true};
+    list_is(st, &crew, 100, 0, 4, (int[]){5, 4, 2, 1}, 4);
+    struct store_job_filter other = {.crew_id = OTHER_CREW, .any_status = true};
+    list_is(st, &other, 1, 1, 2, (int[]){3}, 1);
+    struct store_job_filter missing = {.crew_id = MISSING_ID, .any_status = true};
+    list_is(st, &missing, 100, 0, 0, NULL, 0);
+    struct store_job_filter not_uuid = {.crew_id = "research-crew", .any_status = true};
+    list_is(st, &not_uuid, 100, 0, 0, NULL, 0);
+
+    struct store_job_filter pending = {.status = STORE_JOB_PENDING};
+    list_is(st, &pending, 100, 0, 4, (int[]){6, 5, 4, 3}, 4);
+    struct store_job_filter running = {.status = STORE_JOB_RUNNING};
+    list_is(st, &running, 100, 0, 1, (int[]){2}, 1);
+    struct store_job_filter done = {.status = STORE_JOB_COMPLETED};
+    list_is(st, &done, 100, 0, 1, (int[]){1}, 1);
+    struct store_job_filter crew_pending = {.crew_id = CREW_ID, .status = STORE_JOB_PENDING};
+    list_is(st, &crew_pending, 100, 0, 2, (int[]){5, 4}, 2);
+    struct store_job_filter other_failed = {.crew_id = OTHER_CREW, .status = STORE_JOB_FAILED};
+    list_is(st, &other_failed, 100, 0, 0, NULL, 0);
+
+    /* Rows carry their fields. */
+    struct store_job_page p = {0};
+    assert_int_equal(store_job_list(st, &done, 1, 0, &p, &e), 0);
+    assert_int_equal(p.items[0]->status, STORE_JOB_COMPLETED);
+    assert_string_equal(p.items[0]->crew_id, CREW_ID);
+    assert_string_equal(p.items[0]->crew_name, "research-crew");
+    assert_string_equal(p.items[0]->execution_mode, "flow");
+    assert_string_equal(p.items[0]->metadata, "{\"user\":\"u1\"}");
+    assert_string_not_equal(p.items[0]->started_at, "");
+    assert_string_not_equal(p.items[0]->completed_at, "");
+    assert_int_equal(p.items[0]->attempts, 1);
+    store_job_page_cleanup(&p);
+    store_job_page_cleanup(&p); /* twice is harmless */
+    store_job_page_cleanup(NULL);
+
+    assert_int_equal(store_job_list(st, &all, -1, 0, &p, &e), ERR_INVALID);
+    assert_int_equal(store_job_list(st, &all, 1, -1, &p, &e), ERR_INVALID);
+    struct store_job_filter bad = {.status = (enum store_job_status)9};
+    assert_int_equal(store_job_list(st, &bad, 1, 0, &p, &e), ERR_INVALID);
+    assert_int_equal(p.n, 0);
+}
+
+static void test_delete(void **state)
+{
+    struct store *st = *state;
+    struct err e = {0};
+    char id[ID_UUID_LEN];
+    insert_ok(st, 1);
+    insert_ok(st, 2);
+    insert_ok(st, 3);
+    claim_is(st, "a", T0, 2, (int[]){1, 2}, 2);
+    step_put_ok(st, 1, "a", "agent:0", "{\"x\":1}");
+    step_put_ok(st, 2, "a", "agent:0", "{\"y\":2}");
+
+    /* Live jobs are refused: pending, running. */
+    job_id_of(3, id);
+    assert_int_equal(store_job_delete(st, id, &e), ERR_CONFLICT);
+    assert_string_equal(e.msg, "job is pending");
+    job_id_of(1, id);
+    assert_int_equal(store_job_delete(st, id, &e), ERR_CONFLICT);
+    assert_string_equal(e.msg, "job is running");
+
+    /* A finished job goes with its checkpoints; the other job's stay. */
+    assert_int_equal(store_job_finish(st, id, NULL, STORE_JOB_CANCELLED, "{}", "c", T0, &e), 0);
+    assert_int_equal(store_job_delete(st, id, &e), 0);
+    struct store_job *j = NULL;
+    assert_int_equal(store_job_get(st, id, &j, &e), ERR_NOT_FOUND);
+    struct store_step_list steps = {0};
+    assert_int_equal(store_job_steps_get(st, id, &steps, &e), 0);
+    assert_int_equal(steps.n, 0);
+    store_step_list_cleanup(&steps);
+    job_id_of(2, id);
+    assert_int_equal(store_job_steps_get(st, id, &steps, &e), 0);
+    assert_int_equal(steps.n, 1);
+    store_step_list_cleanup(&steps);
+    /* The owner's late write finds nothing. */
+    job_id_of(1, id);
+    assert_int_equal(store_job_finish(st, id, "a", STORE_JOB_COMPLETED, "{}", NULL, T0, &e),
+                     ERR_NOT_FOUND);
+
+    /* Gone, unknown, not a UUID. */
+    assert_int_equal(store_job_delete(st, id, &e), ERR_NOT_FOUND);
+    char want[80];
+    snprintf(want, sizeof want, "job '%s' not found", id);
+    assert_string_equal(e.msg, want);
+    assert_int_equal(store_job_delete(st, MISSING_ID, &e), ERR_NOT_FOUND);
+    assert_int_equal(store_job_delete(st, "nope", &e), ERR_NOT_FOUND);
+    assert_int_equal(store_job_delete(st, NULL, &e), ERR_INVALID);
+}
+
+static void test_purge(void **state)
+{
+    struct store *st = *state;
+    struct err e = {0};
+    char id[ID_UUID_LEN];
+    for (int i = 1; i <= 7; i++)
+        insert_ok(st, i);
+    claim_is(st, "a", T0, 6, (int[]){1, 2, 3, 4, 5, 6}, 6);
+    for (int i = 1; i <= 6; i++)
+        step_put_ok(st, i, "a", "agent:0", "{}");
+    /* 1..4 end at T0 + 1000 * i (completed, failed, cancelled, completed); 5 and 6 stay
+     * running, 7 pending. */
+    enum store_job_status ends[] = {STORE_JOB_COMPLETED, STORE_JOB_FAILED, STORE_JOB_CANCELLED,
+                                    STORE_JOB_COMPLETED};
+    for (int i = 1; i <= 4; i++) {
+        job_id_of(i, id);
+        assert_int_equal(store_job_finish(st, id, "a", ends[i - 1], "{}", NULL,
+                                          T0 + 1000LL * i, &e),
+                         0);
+    }
+    size_t n = 99;
+    /* Nothing ended before T0 + 1000. */
+    assert_int_equal(store_job_purge(st, T0 + 1000, 10, &n, &e), 0);
+    assert_int_equal(n, 0);
+    /* Ended before T0 + 3500: jobs 1..3, in batches of two, oldest end first. */
+    assert_int_equal(store_job_purge(st, T0 + 3500, 2, &n, &e), 0);
+    assert_int_equal(n, 2);
+    struct store_job *j = NULL;
+    job_id_of(1, id);
+    assert_int_equal(store_job_get(st, id, &j, &e), ERR_NOT_FOUND);
+    job_id_of(2, id);
+    assert_int_equal(store_job_get(st, id, &j, &e), ERR_NOT_FOUND);
+    struct store_step_list steps = {0};
+    assert_int_equal(store_job_steps_get(st, id, &steps, &e), 0);
+    assert_int_equal(steps.n, 0);
+    j = get_ok(st, 3);
+    store_job_free(j);
+    assert_int_equal(store_job_purge(st, T0 + 3500, 2, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_job_purge(st, T0 + 3500, 2, NULL, &e), 0);
+    /* Far in the future: job 4 goes; the live ones never do. */
+    assert_int_equal(store_job_purge(st, T0 + 86400000LL, 100, &n, &e), 0);
+    assert_int_equal(n, 1);
+    for (int i = 5; i <= 7; i++) {
+        j = get_ok(st, i);
+        assert_int_equal(j->status, i == 7 ? STORE_JOB_PENDING : STORE_JOB_RUNNING);
+        store_job_free(j);
+    }
+    job_id_of(5, id);
+    assert_int_equal(store_job_steps_get(st, id, &steps, &e), 0);
+    assert_int_equal(steps.n, 1);
+    store_step_list_cleanup(&steps);
+    struct store_job_filter all = {.any_status = true};
+    list_is(st, &all, 100, 0, 3, (int[]){7, 6, 5}, 3);
+    assert_int_equal(store_job_purge(st, T0, 0, &n, &e), ERR_INVALID);
+}
+
 static void test_status_names(void **state)
 {
     (void)state;
@@ -855,7 +1061,7 @@ static void test_upgrade_from_v1_sqlite(void **state)
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(stmt, 0),
-                        "1,2,3,4/2025-11-01T00:00:00.000Z");
+                        "1,2,3,4,5/2025-11-01T00:00:00.000Z");
     sqlite3_finalize(stmt);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
@@ -888,6 +1094,9 @@ int main(void)
         T(test_steps),
         T(test_finish_with_owner),
         T(test_finish_without_owner),
+        T(test_list),
+        T(test_delete),
+        T(test_purge),
         T(test_status_names),
         T(test_deleted_crew_keeps_jobs),
         T(test_concurrent_claimers),
@@ -904,6 +1113,9 @@ int main(void)
         T(test_steps),
         T(test_finish_with_owner),
         T(test_finish_without_owner),
+        T(test_list),
+        T(test_delete),
+        T(test_purge),
         T(test_deleted_crew_keeps_jobs),
         T(test_concurrent_claimers),
         T(test_upgrade_from_v1_pg),
