@@ -4,8 +4,6 @@
  * before anything is stored, so the store only ever holds crews a job can run. Responses
  * redact secrets in agent configs; the store keeps them for the engine.
  */
-#include <ctype.h>
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 

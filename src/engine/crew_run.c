@@ -994,7 +994,12 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
     if (run->req->mode == CREW_MODE_LOOP) {
         json_object_set_new(metadata, "iterations", json_integer(run->pass));
         json_object_set_new(metadata, "max_iterations", json_integer(run->req->max_iterations));
-        json_object_set_new(metadata, "stop_reason", json_string(run->stop_reason));
+        /* a loop cut by a cancel or the timeout (in a pass or its check) has no reason yet */
+        const char *why = run->stop_reason  ? run->stop_reason
+                          : run->cancelled  ? "cancelled"
+                          : run->timed_out  ? "timed_out"
+                                            : "stopped";
+        json_object_set_new(metadata, "stop_reason", json_string(why));
         json_object_set_new(metadata, "condition", json_string(run->req->condition));
         json_t *answers = json_array();
         json_array_foreach(run->judges, j, jr)

@@ -475,6 +475,11 @@ int jobs_cancel(struct jobs *jobs, const char *job_id, struct err *e)
     /* Running here: stop the run now; its done hook writes the cancelled end (with what
      * finished) under our lease and frees the slot. */
     struct job_slot *slot = find_slot(jobs, job_id);
+    if (slot != NULL && slot->state == SLOT_FINISHING)
+        /* The run ended; only the store has not taken its end yet (it is retried): the job
+         * is over, and its real result must not be replaced by a cancel. */
+        return err_set(e, ERR_CONFLICT, "job already %s (its end is being recorded)",
+                       store_job_status_name(slot->final_status));
     bool local = slot != NULL && slot->state == SLOT_RUNNING && slot->run != NULL;
     if (local) {
         log_info("jobs", "job %s: cancelling its run", job_id);
