@@ -62,7 +62,7 @@ static struct proc spawn_server(char *const argv[])
     while (fgets(line, sizeof line, out) != NULL) {
         const char *colon = strrchr(line, ':');
         if (strncmp(line, "listening on ", 13) == 0 && colon != NULL) {
-            p.port = atoi(colon + 1);
+            p.port = (int)strtol(colon + 1, NULL, 10);
             break;
         }
     }
@@ -182,7 +182,7 @@ static long rss_kb(pid_t pid, const char *field)
     long v = -1;
     while (f && fgets(line, sizeof line, f))
         if (strncmp(line, field, strlen(field)) == 0)
-            v = atol(line + strlen(field) + 1);
+            v = strtol(line + strlen(field) + 1, NULL, 10);
     if (f)
         fclose(f);
     return v;
@@ -202,9 +202,9 @@ static double pct(const double *v, long n, double p)
 
 int main(int argc, char **argv)
 {
-    long n = argc > 1 ? atol(argv[1]) : 3000;
-    long conc = argc > 2 ? atol(argv[2]) : 256;
-    long latency = argc > 3 ? atol(argv[3]) : 0;
+    long n = argc > 1 ? strtol(argv[1], NULL, 10) : 3000;
+    long conc = argc > 2 ? strtol(argv[2], NULL, 10) : 256;
+    long latency = argc > 3 ? strtol(argv[3], NULL, 10) : 0;
     char tmpl[] = "/tmp/crewd-bench-XXXXXX";
     const char *dir = argc > 4 ? argv[4] : mkdtemp(tmpl);
     if (n <= 0 || conc <= 0 || dir == NULL)

@@ -321,7 +321,7 @@ static void test_calculator_tool(void **state)
     snprintf(big, 32, "{\"expression\":\"");
     size_t n = strlen(big);
     memset(big + n, '1', TOOL_MAX_ARGS_BYTES);
-    strcpy(big + n + TOOL_MAX_ARGS_BYTES, "\"}");
+    memcpy(big + n + TOOL_MAX_ARGS_BYTES, "\"}", 3);
     expect_fail(f, "calculator", big, "arguments larger than");
     free(big);
     char deep[200];
