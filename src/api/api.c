@@ -62,6 +62,8 @@ int api_status_of(int code)
         return 409;
     case ERR_TOO_LARGE:
         return 413;
+    case ERR_MISMATCH:
+        return 422; /* well-formed, but contradicts an earlier request (an Idempotency-Key) */
     case ERR_UNSUPPORTED:
         return 400;
     case ERR_BUSY:

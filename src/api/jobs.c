@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "api/api.h"
 #include "core/clock.h"
 #include "core/id.h"
@@ -41,6 +43,83 @@ static bool query_present(const json_t *q)
            (json_is_object(q) && json_object_size(q) > 0);
 }
 
+#define IDEMPOTENCY_KEY_MAX 255
+
+/* The Idempotency-Key header: 0 and *out (NULL when absent), or ERR_INVALID. */
+static int idempotency_key(struct http_req *req, const char **out, struct err *e)
+{
+    const char *key = http_req_header(req, "Idempotency-Key");
+    *out = key;
+    if (key == NULL)
+        return 0;
+    size_t n = strlen(key);
+    bool ok = n >= 1 && n <= IDEMPOTENCY_KEY_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = key[i] >= 0x20 && key[i] <= 0x7e;
+    if (!ok)
+        return err_set(e, ERR_INVALID, "Idempotency-Key must be 1 to %d printable ASCII characters",
+                       IDEMPOTENCY_KEY_MAX);
+    return 0;
+}
+
+/* The SHA-256 of the raw request body as 64 lowercase hex digits. */
+static int body_hash(struct http_req *req, char out[2 * 32 + 1], struct err *e)
+{
+    size_t len;
+    const unsigned char *body = http_req_body(req, &len);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    if (EVP_Digest(body ? (const void *)body : (const void *)"", len, md, &md_len, EVP_sha256(),
+                   NULL) != 1 ||
+        md_len != 32)
+        return err_set(e, ERR_INTERNAL, "SHA-256 of the request body failed");
+    static const char hex[] = "0123456789abcdef";
+    for (unsigned int i = 0; i < md_len; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 0xf];
+    }
+    out[2 * md_len] = '\0';
+    return 0;
+}
+
+/* The 202 of execute for `job`; `status` is the job's status now. */
+static json_t *accepted_json(const struct store_job *job)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "job_id", job->job_id, "crew_id",
+                     job->crew_id, "crew_name", job->crew_name, "status",
+                     store_job_status_name(job->status), "message", "Crew execution started",
+                     "created_at", job->created_at, "execution_mode", job->execution_mode);
+}
+
+/*
+ * A request whose Idempotency-Key a job already carries: the same body answers that job's
+ * 202 again (its current status) and creates nothing; another body is a 422. Returns true
+ * when it answered, false when no job has the key (*e ERR_NOT_FOUND) or the lookup failed
+ * (answered too: true).
+ */
+static bool replay(struct http_req *req, const struct api_ctx *ctx, const char *key,
+                   const char *hash)
+{
+    struct err e = {0};
+    struct store_job *job = NULL;
+    int rc = store_job_find_by_key(ctx->store, key, &job, &e);
+    if (rc == ERR_NOT_FOUND)
+        return false;
+    if (rc != 0) {
+        api_reply_err(req, &e);
+        return true;
+    }
+    if (job->request_hash == NULL || strcmp(job->request_hash, hash) != 0) {
+        err_set(&e, ERR_MISMATCH, "Idempotency-Key '%s' was used with another request body", key);
+        api_reply_err(req, &e);
+    } else {
+        http_reply_header(req, "Idempotent-Replayed", "true");
+        http_reply_json(req, 202, accepted_json(job));
+    }
+    store_job_free(job);
+    return true;
+}
+
 static void execute(struct http_req *req, const struct api_ctx *ctx, const char *path_crew)
 {
     struct err e = {0};
@@ -50,6 +129,18 @@ static void execute(struct http_req *req, const struct api_ctx *ctx, const char 
     struct job_request *jr = NULL;
     struct store_job job = {0};
     char *request_text = NULL, *metadata_text = NULL;
+    const char *key = NULL;
+    char hash[2 * 32 + 1];
+
+    /* The key first: a replay answers what the first request got, before any validation
+     * (the crew may be gone since). A request that was refused stored nothing, so its
+     * replay is validated again. */
+    if (idempotency_key(req, &key, &e) != 0 || (key != NULL && body_hash(req, hash, &e) != 0)) {
+        api_reply_err(req, &e);
+        goto out;
+    }
+    if (key != NULL && replay(req, ctx, key, hash))
+        goto out;
 
     if (http_req_body_json(req, &body, &e) != 0) {
         api_reply_err(req, &e);
@@ -104,16 +195,22 @@ static void execute(struct http_req *req, const struct api_ctx *ctx, const char 
     job.plan = crew->plan;
     job.metadata = metadata_text;
     clock_rfc3339_now(job.created_at);
+    if (key != NULL) {
+        job.idempotency_key = (char *)key;
+        job.request_hash = hash;
+    }
     if (store_job_insert(ctx->store, &job, &e) != 0) {
+        /* Another request with the key (on another instance) inserted first: the unique
+         * index decided, answer as its replay. */
+        if (key != NULL && e.code == ERR_CONFLICT &&
+            strncmp(e.msg, "idempotency_key", strlen("idempotency_key")) == 0 &&
+            replay(req, ctx, key, hash))
+            goto out;
         api_reply_err(req, &e);
         goto out;
     }
     jobs_wake(ctx->jobs);
-    http_reply_json(req, 202,
-                    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "job_id", job.job_id,
-                              "crew_id", job.crew_id, "crew_name", crew->name, "status", "pending",
-                              "message", "Crew execution started", "created_at", job.created_at,
-                              "execution_mode", job.execution_mode));
+    http_reply_json(req, 202, accepted_json(&job));
 out:
     free(request_text);
     free(metadata_text);

@@ -24,7 +24,8 @@
     X(IO, -8, "input/output error")                                                                \
     X(STORE, -9, "storage error")                                                                  \
     X(BUSY, -10, "busy, try again")                                                                \
-    X(INTERNAL, -11, "internal error")
+    X(INTERNAL, -11, "internal error")                                                             \
+    X(MISMATCH, -12, "does not match the earlier request")
 
 enum err_code {
     ERR_OK = 0,

@@ -44,6 +44,16 @@ bool http_req_has_body(const struct http_req *req)
     return evbuffer_get_length(evhttp_request_get_input_buffer(req->ev)) > 0;
 }
 
+const unsigned char *http_req_body(struct http_req *req, size_t *len)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req->ev);
+    *len = evbuffer_get_length(in);
+    const unsigned char *body = *len ? evbuffer_pullup(in, -1) : NULL;
+    if (body == NULL)
+        *len = 0;
+    return body;
+}
+
 int http_req_body_json(struct http_req *req, json_t **out, struct err *e)
 {
     *out = NULL;

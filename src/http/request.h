@@ -31,6 +31,10 @@ const char *http_req_header(const struct http_req *req, const char *name);
 /* True when the request carries a body (of any length > 0). */
 bool http_req_has_body(const struct http_req *req);
 
+/* The raw body bytes (not NUL-terminated) and their count in *len; NULL with *len 0 when
+ * the body is empty or cannot be read (out of memory). Valid until the reply. */
+const unsigned char *http_req_body(struct http_req *req, size_t *len);
+
 /*
  * Parses the body as JSON: nesting capped (core/json_depth.h), duplicate keys and invalid
  * UTF-8 refused, and the top level must be an object. An empty body gives ERR_INVALID

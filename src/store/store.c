@@ -165,6 +165,8 @@ void store_job_free(struct store_job *job)
     free(job->metadata);
     free(job->result);
     free(job->error);
+    free(job->idempotency_key);
+    free(job->request_hash);
     free(job);
 }
 

@@ -92,6 +92,11 @@ struct store_job {
     char started_at[CLOCK_RFC3339_LEN];   /* "" until first claimed */
     char completed_at[CLOCK_RFC3339_LEN]; /* "" until terminal */
     long attempts; /* times the job was claimed (1 on the first run; more after recoveries) */
+    /* The execute request's Idempotency-Key header and the SHA-256 of its body (64 lowercase
+     * hex digits); both NULL when the request had no key. Keys are unique across the jobs in
+     * the store: deleting or purging the job frees its key. */
+    char *idempotency_key;
+    char *request_hash;
 };
 
 void store_job_free(struct store_job *job);
@@ -217,8 +222,14 @@ struct store_ops {
      * are kept as such numbers, RFC 3339 texts are derived from now_ms. */
 
     /* Inserts a job in status pending (job->status is ignored; result/error/started_at/
-     * completed_at must be empty). ERR_CONFLICT if the job_id exists. */
+     * completed_at must be empty). ERR_CONFLICT if the job_id exists ("job_id: ..."), or
+     * if idempotency_key (NULL: none) is already a job's ("idempotency_key: ..."). A key
+     * needs a request_hash and a hash needs a key (ERR_INVALID). */
     int (*job_insert)(struct store *st, const struct store_job *job, struct err *e);
+    /* The job whose idempotency_key is `key`, with every field; ERR_NOT_FOUND ("no job with
+     * idempotency key 'X'") when none. */
+    int (*job_find_by_key)(struct store *st, const char *key, struct store_job **out,
+                           struct err *e);
     /* ERR_NOT_FOUND ("job 'X' not found"), else *out is a new row with every field. */
     int (*job_get)(struct store *st, const char *job_id, struct store_job **out, struct err *e);
     /*
@@ -332,8 +343,9 @@ int store_open(const char *url, struct store **out, struct err *e);
 void store_close(struct store *st);
 
 /* The schema version this build migrates to. */
-#define STORE_SCHEMA_VERSION 5 /* 1: crews; 2: jobs and job_steps; 3: memory; 4: tools and
-                                  agent_classes; 5: job list and retention indexes */
+#define STORE_SCHEMA_VERSION 6 /* 1: crews; 2: jobs and job_steps; 3: memory; 4: tools and
+                                  agent_classes; 5: job list and retention indexes;
+                                  6: jobs' idempotency_key and request_hash */
 
 static inline int store_crew_insert(struct store *st, const struct store_crew *c, struct err *e)
 {
@@ -361,6 +373,11 @@ static inline int store_crew_delete(struct store *st, const char *crew_id, struc
 static inline int store_job_insert(struct store *st, const struct store_job *j, struct err *e)
 {
     return st->ops->job_insert(st, j, e);
+}
+static inline int store_job_find_by_key(struct store *st, const char *key,
+                                        struct store_job **out, struct err *e)
+{
+    return st->ops->job_find_by_key(st, key, out, e);
 }
 static inline int store_job_get(struct store *st, const char *job_id, struct store_job **out,
                                 struct err *e)

@@ -166,8 +166,20 @@ static const char *const pg_migration_5[] = {
     NULL,
 };
 
+/*
+ * 6: the Idempotency-Key of execute. The key is unique among the jobs that have one (a
+ * partial unique index: most jobs have none, and the insert's conflict names it);
+ * request_hash is the SHA-256 of the request body (hex). Deleting the row frees the key.
+ */
+static const char *const pg_migration_6[] = {
+    "ALTER TABLE jobs ADD COLUMN idempotency_key TEXT, ADD COLUMN request_hash TEXT",
+    "CREATE UNIQUE INDEX jobs_idempotency_key_idx ON jobs (idempotency_key)"
+    " WHERE idempotency_key IS NOT NULL",
+    NULL,
+};
+
 static const char *const *const pg_migrations[] = {pg_migration_1, pg_migration_2, pg_migration_3,
-                                                   pg_migration_4, pg_migration_5};
+                                                   pg_migration_4, pg_migration_5, pg_migration_6};
 
 _Static_assert(sizeof pg_migrations / sizeof pg_migrations[0] == STORE_SCHEMA_VERSION,
                "one migration per schema version");
@@ -187,7 +199,8 @@ _Static_assert(sizeof pg_migrations / sizeof pg_migrations[0] == STORE_SCHEMA_VE
     " request, definition, plan, metadata, result, error,"                                         \
     " to_char(created_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS created_rfc3339,"                   \
     " to_char(started_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS started_rfc3339,"                   \
-    " to_char(completed_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS completed_rfc3339, attempts"
+    " to_char(completed_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS completed_rfc3339, attempts,"    \
+    " idempotency_key, request_hash"
 
 /* The conversation a memory statement is about: parameters $1..$4. */
 #define PG_MEMORY_KEY "crew_id = $1 AND agent_key = $2 AND user_id = $3 AND session_id = $4"
@@ -211,6 +224,7 @@ enum pg_stmt {
     PG_DELETE,
     PG_JOB_INSERT,
     PG_JOB_GET,
+    PG_JOB_BY_KEY,
     PG_JOB_STATUS,
     PG_JOB_CLAIM,
     PG_JOB_RENEW,
@@ -290,10 +304,13 @@ static const struct {
     [PG_DELETE] = {"crewd_crew_delete", "DELETE FROM crews WHERE crew_id = $1::uuid"},
     [PG_JOB_INSERT] = {"crewd_job_insert",
                        "INSERT INTO jobs (job_id, crew_id, crew_name, status, execution_mode,"
-                       " request, definition, plan, metadata, created_at)"
+                       " request, definition, plan, metadata, created_at, idempotency_key,"
+                       " request_hash)"
                        " VALUES ($1::uuid, $2::uuid, $3, 'pending', $4, $5, $6, $7, $8,"
-                       " $9::timestamptz)"},
+                       " $9::timestamptz, $10, $11)"},
     [PG_JOB_GET] = {"crewd_job_get", "SELECT " PG_JOB_COLS " FROM jobs WHERE job_id = $1::uuid"},
+    [PG_JOB_BY_KEY] = {"crewd_job_by_key",
+                       "SELECT " PG_JOB_COLS " FROM jobs WHERE idempotency_key = $1"},
     [PG_JOB_STATUS] = {"crewd_job_status", "SELECT status FROM jobs WHERE job_id = $1::uuid"},
     /*
      * One statement: $1 owner, $2 now_ms, $3 lease deadline, $4 started_at, $5 max. SKIP
@@ -874,6 +891,10 @@ static int pg_job_check(const struct store_job *j, struct err *e)
         j->completed_at[0] != '\0')
         return err_set(e, ERR_INVALID,
                        "store: a new job has no result, error, started_at or completed_at");
+    if ((j->idempotency_key == NULL) != (j->request_hash == NULL) ||
+        (j->idempotency_key != NULL && j->idempotency_key[0] == '\0'))
+        return err_set(e, ERR_INVALID,
+                       "store: idempotency_key and request_hash go together, key non-empty");
     return 0;
 }
 
@@ -884,14 +905,19 @@ static int pg_job_insert(struct store *st, const struct store_job *job, struct e
     int rc = pg_job_check(job, e);
     if (rc != 0 || (rc = pg_ensure_conn(s, e)) != 0)
         goto out;
-    const char *params[9] = {job->job_id,    job->crew_id,    job->crew_name,
-                             job->execution_mode, job->request, job->definition,
-                             job->plan,      job->metadata ? job->metadata : "{}",
-                             job->created_at};
-    res = PQexecPrepared(s->conn, pg_stmts[PG_JOB_INSERT].name, 9, params, NULL, NULL, 0);
+    const char *params[11] = {job->job_id,    job->crew_id,    job->crew_name,
+                              job->execution_mode, job->request, job->definition,
+                              job->plan,      job->metadata ? job->metadata : "{}",
+                              job->created_at, job->idempotency_key, job->request_hash};
+    res = PQexecPrepared(s->conn, pg_stmts[PG_JOB_INSERT].name, 11, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-        if (state != NULL && strcmp(state, "23505") == 0)
+        const char *constraint = res ? PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME) : NULL;
+        if (state != NULL && strcmp(state, "23505") == 0 && constraint != NULL &&
+            strcmp(constraint, "jobs_idempotency_key_idx") == 0)
+            rc = err_set(e, ERR_CONFLICT, "idempotency_key: a job with key '%s' already exists",
+                         job->idempotency_key);
+        else if (state != NULL && strcmp(state, "23505") == 0)
             rc = err_set(e, ERR_CONFLICT, "job_id: a job with id '%s' already exists",
                          job->job_id);
         else
@@ -909,7 +935,8 @@ out:
     " NULL, NULL, NULL, metadata, NULL, error,"                                                    \
     " to_char(created_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS created_rfc3339,"                   \
     " to_char(started_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS started_rfc3339,"                   \
-    " to_char(completed_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS completed_rfc3339, attempts"
+    " to_char(completed_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS completed_rfc3339, attempts,"    \
+    " idempotency_key, request_hash"
 
 /* Builds a job from row `row` of a PG_JOB_COLS result. */
 static int pg_row_to_job(const PGresult *res, int row, struct store_job **out, struct err *e)
@@ -937,7 +964,9 @@ static int pg_row_to_job(const PGresult *res, int row, struct store_job **out, s
         pg_dup_field(res, row, 7, &j->plan) != 0 ||
         pg_dup_field(res, row, 8, &j->metadata) != 0 ||
         pg_dup_field(res, row, 9, &j->result) != 0 ||
-        pg_dup_field(res, row, 10, &j->error) != 0) {
+        pg_dup_field(res, row, 10, &j->error) != 0 ||
+        pg_dup_field(res, row, 15, &j->idempotency_key) != 0 ||
+        pg_dup_field(res, row, 16, &j->request_hash) != 0) {
         rc = err_set(e, ERR_NOMEM, "store: out of memory");
         goto out;
     }
@@ -971,6 +1000,35 @@ static int pg_job_get(struct store *st, const char *job_id, struct store_job **o
     }
     if (PQntuples(res) == 0) {
         rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+        goto out;
+    }
+    rc = pg_row_to_job(res, 0, out, e);
+out:
+    PQclear(res);
+    return rc;
+}
+
+static int pg_job_find_by_key(struct store *st, const char *key, struct store_job **out,
+                              struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    *out = NULL;
+    int rc;
+    if (key == NULL || key[0] == '\0') {
+        rc = err_set(e, ERR_INVALID, "store: no idempotency key given");
+        goto out;
+    }
+    if ((rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    const char *params[1] = {key};
+    res = PQexecPrepared(s->conn, pg_stmts[PG_JOB_BY_KEY].name, 1, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = pg_fail(s, res, "find job by idempotency key", e);
+        goto out;
+    }
+    if (PQntuples(res) == 0) {
+        rc = err_set(e, ERR_NOT_FOUND, "no job with idempotency key '%s'", key);
         goto out;
     }
     rc = pg_row_to_job(res, 0, out, e);
@@ -1628,6 +1686,7 @@ static const struct store_ops pg_ops = {
     .crew_delete = pg_crew_delete,
     .job_insert = pg_job_insert,
     .job_get = pg_job_get,
+    .job_find_by_key = pg_job_find_by_key,
     .job_claim = pg_job_claim,
     .job_renew = pg_job_renew,
     .job_release = pg_job_release,

@@ -119,6 +119,14 @@ static const char *const MIGRATIONS[] = {
     "CREATE INDEX jobs_crew_created ON jobs(crew_id, created_at);"
     "CREATE INDEX jobs_status_created ON jobs(status, created_at);"
     "CREATE INDEX jobs_finished ON jobs(completed_at) WHERE completed_at IS NOT NULL;",
+    /* 6: the Idempotency-Key of execute. The key is unique among the jobs that have one (a
+     * partial index: most jobs have none); request_hash is the SHA-256 of the request body
+     * (hex), so a replay with another body is told from a retry. Deleting the row frees the
+     * key. */
+    "ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;"
+    "ALTER TABLE jobs ADD COLUMN request_hash TEXT;"
+    "CREATE UNIQUE INDEX jobs_idempotency_key ON jobs(idempotency_key)"
+    " WHERE idempotency_key IS NOT NULL;",
 };
 
 _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
@@ -134,8 +142,9 @@ _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
 /* Columns of a job row as read back (job_from_row); the claim adds seq after them. */
 #define JOB_COLS                                                                                   \
     "job_id, crew_id, crew_name, status, execution_mode, request, definition, plan, metadata,"     \
-    " result, error, created_at, started_at, completed_at, attempts"
-#define JOB_N_COLS 15
+    " result, error, created_at, started_at, completed_at, attempts, idempotency_key,"           \
+    " request_hash"
+#define JOB_N_COLS 17
 
 /* The conversation a memory statement is about: parameters ?1..?4. */
 #define MEMORY_KEY "crew_id = ?1 AND agent_key = ?2 AND user_id = ?3 AND session_id = ?4"
@@ -150,7 +159,8 @@ _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
  * result), which come back NULL. */
 #define JOB_LIST_COLS                                                                              \
     "job_id, crew_id, crew_name, status, execution_mode, NULL, NULL, NULL, metadata,"              \
-    " NULL, error, created_at, started_at, completed_at, attempts"
+    " NULL, error, created_at, started_at, completed_at, attempts, idempotency_key,"             \
+    " request_hash"
 
 enum stmt_id {
     ST_BEGIN,
@@ -166,6 +176,7 @@ enum stmt_id {
     ST_BEGIN_IMMEDIATE,
     ST_JOB_INSERT,
     ST_JOB_GET,
+    ST_JOB_BY_KEY,
     ST_JOB_STATUS,
     ST_JOB_CLAIM,
     ST_JOB_RENEW,
@@ -222,9 +233,11 @@ static const char *const STMT_SQL[ST_COUNT_] = {
     [ST_CREW_DELETE] = "DELETE FROM crews WHERE crew_id = ?1",
     [ST_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
     [ST_JOB_INSERT] = "INSERT INTO jobs (job_id, crew_id, crew_name, status, execution_mode,"
-                      " request, definition, plan, metadata, created_at)"
-                      " VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9)",
+                      " request, definition, plan, metadata, created_at, idempotency_key,"
+                      " request_hash)"
+                      " VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [ST_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE job_id = ?1",
+    [ST_JOB_BY_KEY] = "SELECT " JOB_COLS " FROM jobs WHERE idempotency_key = ?1",
     [ST_JOB_STATUS] = "SELECT status FROM jobs WHERE job_id = ?1",
     /*
      * ?1 owner, ?2 now_ms, ?3 lease deadline, ?4 started_at text, ?5 max. The candidates
@@ -691,6 +704,10 @@ static int job_check(const struct store_job *j, struct err *e)
         j->completed_at[0] != '\0')
         return err_set(e, ERR_INVALID,
                        "store: a new job has no result, error, started_at or completed_at");
+    if ((j->idempotency_key == NULL) != (j->request_hash == NULL) ||
+        (j->idempotency_key != NULL && j->idempotency_key[0] == '\0'))
+        return err_set(e, ERR_INVALID,
+                       "store: idempotency_key and request_hash go together, key non-empty");
     return 0;
 }
 
@@ -709,10 +726,17 @@ static int job_insert(struct store *st, const struct store_job *job, struct err 
         (ret = bind_text(s, stmt, 6, job->definition, e)) != 0 ||
         (ret = bind_text(s, stmt, 7, job->plan, e)) != 0 ||
         (ret = bind_text(s, stmt, 8, job->metadata ? job->metadata : "{}", e)) != 0 ||
-        (ret = bind_text(s, stmt, 9, job->created_at, e)) != 0)
+        (ret = bind_text(s, stmt, 9, job->created_at, e)) != 0 ||
+        (ret = bind_text(s, stmt, 10, job->idempotency_key, e)) != 0 ||
+        (ret = bind_text(s, stmt, 11, job->request_hash, e)) != 0)
         goto out;
     int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE)
+    /* Two unique indexes: the message of a UNIQUE violation names the column. */
+    if (rc == SQLITE_CONSTRAINT_UNIQUE && job->idempotency_key != NULL &&
+        strstr(sqlite3_errmsg(s->db), "idempotency_key") != NULL)
+        ret = err_set(e, ERR_CONFLICT, "idempotency_key: a job with key '%s' already exists",
+                      job->idempotency_key);
+    else if (rc == SQLITE_CONSTRAINT_UNIQUE)
         ret = err_set(e, ERR_CONFLICT, "job_id: a job with id '%s' already exists", job->job_id);
     else if (rc != SQLITE_DONE)
         ret = fail(s->db, rc, e);
@@ -748,7 +772,9 @@ static int job_from_row(sqlite3_stmt *stmt, bool full, struct store_job **out, s
         (ret = col_dup(stmt, 10, true, &j->error, e)) != 0 ||
         (ret = col_fixed(stmt, 11, j->created_at, sizeof j->created_at, e)) != 0 ||
         (ret = col_fixed_opt(stmt, 12, j->started_at, sizeof j->started_at, e)) != 0 ||
-        (ret = col_fixed_opt(stmt, 13, j->completed_at, sizeof j->completed_at, e)) != 0)
+        (ret = col_fixed_opt(stmt, 13, j->completed_at, sizeof j->completed_at, e)) != 0 ||
+        (ret = col_dup(stmt, 15, true, &j->idempotency_key, e)) != 0 ||
+        (ret = col_dup(stmt, 16, true, &j->request_hash, e)) != 0)
         goto out;
     j->attempts = (long)sqlite3_column_int64(stmt, 14);
     *out = j;
@@ -775,6 +801,31 @@ static int job_get(struct store *st, const char *job_id, struct store_job **out,
         ret = job_from_row(stmt, true, out, e);
     else if (rc == SQLITE_DONE)
         ret = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+    else
+        ret = fail(s->db, rc, e);
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
+static int job_find_by_key(struct store *st, const char *key, struct store_job **out,
+                           struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *stmt = s->stmt[ST_JOB_BY_KEY];
+    *out = NULL;
+    int ret;
+    if (key == NULL || key[0] == '\0') {
+        ret = err_set(e, ERR_INVALID, "store: no idempotency key given");
+        goto out;
+    }
+    if ((ret = bind_text(s, stmt, 1, key, e)) != 0)
+        goto out;
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        ret = job_from_row(stmt, true, out, e);
+    else if (rc == SQLITE_DONE)
+        ret = err_set(e, ERR_NOT_FOUND, "no job with idempotency key '%s'", key);
     else
         ret = fail(s->db, rc, e);
 out:
@@ -1621,6 +1672,7 @@ static const struct store_ops SQLITE_OPS = {
     .crew_delete = crew_delete,
     .job_insert = job_insert,
     .job_get = job_get,
+    .job_find_by_key = job_find_by_key,
     .job_claim = job_claim,
     .job_renew = job_renew,
     .job_release = job_release,

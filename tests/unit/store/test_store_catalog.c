@@ -209,6 +209,11 @@ static void test_upgrade_from_v3(void **state)
                " DROP INDEX IF EXISTS jobs_crew_created; DROP INDEX IF EXISTS jobs_crew_created_idx;"
                " DROP INDEX IF EXISTS jobs_status_created; DROP INDEX IF EXISTS jobs_status_created_idx;"
                " DROP INDEX IF EXISTS jobs_finished; DROP INDEX IF EXISTS jobs_finished_idx;"
+               /* and migration 6's columns and index */
+               " DROP INDEX IF EXISTS jobs_idempotency_key;"
+               " DROP INDEX IF EXISTS jobs_idempotency_key_idx;"
+               " ALTER TABLE jobs DROP COLUMN idempotency_key;"
+               " ALTER TABLE jobs DROP COLUMN request_hash;"
                "INSERT INTO crews (crew_id, name, execution_mode, agent_count, definition, plan,"
                " created_at, updated_at) VALUES ('0b8e7c1a-0000-4000-8000-0000000000c1',"
                " 'old-crew', 'sequential', 1, '{}', '{}', '2025-11-01T00:00:00.001Z',"

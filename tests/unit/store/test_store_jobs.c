@@ -711,6 +711,113 @@ static void test_purge(void **state)
     assert_int_equal(store_job_purge(st, T0, 0, &n, &e), ERR_INVALID);
 }
 
+#define HASH_A "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
+#define HASH_B "3e23e8160039594a33894f6564e1b1348bbd7a0088d42c4acb73eeaed59c009d"
+
+/* Idempotency keys: stored and read back, unique among jobs, found by key, freed by a delete
+ * or a purge. */
+static void test_idempotency_key(void **state)
+{
+    struct store *st = *state;
+    struct err e = {0};
+    char id[ID_UUID_LEN];
+    /* No key: both NULL, and any number of jobs without one. */
+    insert_ok(st, 1);
+    insert_ok(st, 2);
+    struct store_job *j = get_ok(st, 1);
+    assert_null(j->idempotency_key);
+    assert_null(j->request_hash);
+    store_job_free(j);
+
+    struct store_job k = job_make(3);
+    k.idempotency_key = (char *)"order-42 \"x\"";
+    k.request_hash = (char *)HASH_A;
+    assert_int_equal(store_job_insert(st, &k, &e), 0);
+    j = get_ok(st, 3);
+    assert_string_equal(j->idempotency_key, "order-42 \"x\"");
+    assert_string_equal(j->request_hash, HASH_A);
+    store_job_free(j);
+    j = NULL;
+    assert_int_equal(store_job_find_by_key(st, "order-42 \"x\"", &j, &e), 0);
+    assert_string_equal(j->job_id, k.job_id);
+    assert_string_equal(j->request, k.request);
+    assert_string_equal(j->request_hash, HASH_A);
+    store_job_free(j);
+
+    /* The same key on another job: a conflict naming the key, nothing written. */
+    struct store_job dup = job_make(4);
+    dup.idempotency_key = k.idempotency_key;
+    dup.request_hash = (char *)HASH_B;
+    assert_int_equal(store_job_insert(st, &dup, &e), ERR_CONFLICT);
+    assert_non_null(strstr(e.msg, "idempotency_key"));
+    job_id_of(4, id);
+    assert_int_equal(store_job_get(st, id, &j, &e), ERR_NOT_FOUND);
+    /* A duplicate job_id still names the job_id. */
+    dup = job_make(3);
+    dup.idempotency_key = (char *)"other";
+    dup.request_hash = (char *)HASH_B;
+    assert_int_equal(store_job_insert(st, &dup, &e), ERR_CONFLICT);
+    assert_non_null(strstr(e.msg, "job_id"));
+    /* Keys are compared byte for byte. */
+    dup = job_make(5);
+    dup.idempotency_key = (char *)"ORDER-42 \"x\"";
+    dup.request_hash = (char *)HASH_A;
+    assert_int_equal(store_job_insert(st, &dup, &e), 0);
+
+    /* A key needs a hash and a hash a key; an empty key is none. */
+    struct store_job bad = job_make(6);
+    bad.idempotency_key = (char *)"k6";
+    assert_int_equal(store_job_insert(st, &bad, &e), ERR_INVALID);
+    bad = job_make(6);
+    bad.request_hash = (char *)HASH_A;
+    assert_int_equal(store_job_insert(st, &bad, &e), ERR_INVALID);
+    bad.idempotency_key = (char *)"";
+    assert_int_equal(store_job_insert(st, &bad, &e), ERR_INVALID);
+
+    /* Unknown key, no key. */
+    j = (struct store_job *)&j;
+    assert_int_equal(store_job_find_by_key(st, "missing", &j, &e), ERR_NOT_FOUND);
+    assert_null(j);
+    assert_string_equal(e.msg, "no job with idempotency key 'missing'");
+    assert_int_equal(store_job_find_by_key(st, "", &j, &e), ERR_INVALID);
+    assert_int_equal(store_job_find_by_key(st, NULL, &j, &e), ERR_INVALID);
+
+    /* The listing carries the key too. */
+    struct store_job_filter all = {.any_status = true};
+    struct store_job_page p = {0};
+    assert_int_equal(store_job_list(st, &all, 100, 0, &p, &e), 0);
+    bool seen = false;
+    for (size_t i = 0; i < p.n; i++)
+        if (index_of(p.items[i]->job_id) == 3) {
+            assert_string_equal(p.items[i]->idempotency_key, k.idempotency_key);
+            seen = true;
+        }
+    assert_true(seen);
+    store_job_page_cleanup(&p);
+
+    /* Deleting the job frees its key. */
+    claim_is(st, "a", T0, 10, (int[]){1, 2, 3, 5}, 4);
+    job_id_of(3, id);
+    assert_int_equal(store_job_finish(st, id, "a", STORE_JOB_COMPLETED, "{}", NULL, T0, &e), 0);
+    assert_int_equal(store_job_delete(st, id, &e), 0);
+    assert_int_equal(store_job_find_by_key(st, k.idempotency_key, &j, &e), ERR_NOT_FOUND);
+    dup = job_make(7);
+    dup.idempotency_key = k.idempotency_key;
+    dup.request_hash = (char *)HASH_B;
+    assert_int_equal(store_job_insert(st, &dup, &e), 0);
+    /* And so does a purge. */
+    job_id_of(5, id);
+    assert_int_equal(store_job_finish(st, id, "a", STORE_JOB_FAILED, NULL, "x", T0, &e), 0);
+    size_t n = 0;
+    assert_int_equal(store_job_purge(st, T0 + 1, 10, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_job_find_by_key(st, "ORDER-42 \"x\"", &j, &e), ERR_NOT_FOUND);
+    dup = job_make(8);
+    dup.idempotency_key = (char *)"ORDER-42 \"x\"";
+    dup.request_hash = (char *)HASH_B;
+    assert_int_equal(store_job_insert(st, &dup, &e), 0);
+}
+
 static void test_status_names(void **state)
 {
     (void)state;
@@ -926,7 +1033,7 @@ static void test_upgrade_from_v1_sqlite(void **state)
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(stmt, 0),
-                        "1,2,3,4,5/2025-11-01T00:00:00.000Z");
+                        "1,2,3,4,5,6/2025-11-01T00:00:00.000Z");
     sqlite3_finalize(stmt);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
@@ -962,6 +1069,7 @@ int main(void)
         T(test_list),
         T(test_delete),
         T(test_purge),
+        T(test_idempotency_key),
         T(test_status_names),
         T(test_deleted_crew_keeps_jobs),
         T(test_concurrent_claimers),
@@ -981,6 +1089,7 @@ int main(void)
         T(test_list),
         T(test_delete),
         T(test_purge),
+        T(test_idempotency_key),
         T(test_deleted_crew_keeps_jobs),
         T(test_concurrent_claimers),
         T(test_upgrade_from_v1_pg),

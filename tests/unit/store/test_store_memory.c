@@ -572,7 +572,7 @@ static void test_upgrade_from_v2_sqlite(void **state)
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(stmt, 0),
-                        "1,2,3,4,5/2025-11-10T00:00:00.000Z/1");
+                        "1,2,3,4,5,6/2025-11-10T00:00:00.000Z/1");
     sqlite3_finalize(stmt);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
@@ -585,6 +585,7 @@ static void test_upgrade_from_v2_pg(void **state)
     pg_exec("DROP TABLE memory, tools, agent_classes; DELETE FROM schema_version WHERE version >= 3;"
             " DROP INDEX IF EXISTS jobs_created_idx; DROP INDEX IF EXISTS jobs_crew_created_idx;"
             " DROP INDEX IF EXISTS jobs_status_created_idx; DROP INDEX IF EXISTS jobs_finished_idx;"
+            " ALTER TABLE jobs DROP COLUMN idempotency_key, DROP COLUMN request_hash;"
             "INSERT INTO crews (crew_id, name, execution_mode, agent_count, definition, plan,"
             " created_at, updated_at) VALUES ('" CREW "', 'old-crew', 'sequential', 1,"
             " '{}', '{}', '2025-11-01T00:00:00.001Z', '2025-11-01T00:00:00.001Z');"
