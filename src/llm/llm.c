@@ -9,6 +9,7 @@
  *   to the multi handle), `running` (added), `backoff` (waiting on its retry timer), `finished`
  *   (transfer over, not yet judged), `zombies` (cancelled while libcurl was on the stack), or
  *   nowhere while its done callback runs.
+ * - libcurl runs on the loop through core/curl_loop.h (shared with the tool runner).
  * - A zero-timeout event adds at most add_batch queued transfers per loop turn, and no more
  *   per host than max_host_connections (libcurl only ever holds transfers it may start).
  * - User code (on_done, on_delta) may start calls, cancel other calls or free the client, so:
@@ -21,6 +22,7 @@
 #include "llm/llm.h"
 
 #include "core/clock.h"
+#include "core/curl_loop.h"
 #include "core/log.h"
 #include "core/utf8.h"
 #include "llm/provider.h"
@@ -90,16 +92,10 @@ struct prov_limit {
     int64_t refilled_ms;
 };
 
-struct sock_ctx {
-    struct sock_ctx *prev, *next;
-    curl_socket_t fd;
-    struct event *ev;
-};
-
 struct llm_client {
     struct event_base *base;
     CURLM *multi;
-    struct event *timer_ev; /* libcurl's single timeout */
+    struct curl_loop loop; /* libcurl's sockets and timer on the event loop */
     struct event *add_ev;   /* zero-timeout: add the next batch of queued transfers */
     struct llm_client_opts o;
     struct call_list running, backoff, finished, zombies;
@@ -109,7 +105,6 @@ struct llm_client {
     struct prov_limit limits[LLM_MAX_LIMITS];
     size_t n_limits;
     struct event *limit_ev; /* admission again when a rate-limited provider has a token */
-    struct sock_ctx *socks;
     size_t n_calls; /* started, not yet delivered or cancelled */
     int in_curl;    /* > 0 while curl_multi_socket_action is on the stack */
     int busy;       /* > 0 while one of our event callbacks is on the stack */
@@ -378,15 +373,7 @@ static void client_destroy(struct llm_client *c)
     reap_zombies(c);
     if (c->multi != NULL)
         curl_multi_cleanup(c->multi); /* closes the cached connections */
-    while (c->socks != NULL) {
-        struct sock_ctx *s = c->socks;
-        c->socks = s->next;
-        if (s->ev)
-            event_free(s->ev);
-        free(s);
-    }
-    if (c->timer_ev)
-        event_free(c->timer_ev);
+    curl_loop_cleanup(&c->loop);
     if (c->add_ev)
         event_free(c->add_ev);
     if (c->limit_ev)
@@ -631,11 +618,10 @@ static void after_curl(struct llm_client *c)
 
 /* ---- libcurl <-> libevent ---- */
 
-static void on_socket(evutil_socket_t fd, short what, void *arg)
+/* A socket of ours is ready or libcurl's timer fired (core/curl_loop.h). */
+static void drive(void *arg, curl_socket_t fd, int action)
 {
     struct llm_client *c = arg;
-    int action =
-        ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running = 0;
     busy_enter(c);
     c->in_curl++;
@@ -643,75 +629,6 @@ static void on_socket(evutil_socket_t fd, short what, void *arg)
     c->in_curl--;
     after_curl(c);
     busy_leave(c);
-}
-
-static void on_timer(evutil_socket_t fd, short what, void *arg)
-{
-    struct llm_client *c = arg;
-    int running = 0;
-    busy_enter(c);
-    c->in_curl++;
-    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    c->in_curl--;
-    after_curl(c);
-    busy_leave(c);
-}
-
-static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
-{
-    struct llm_client *c = userp;
-    struct sock_ctx *ctx = socketp;
-    if (what == CURL_POLL_REMOVE) {
-        if (ctx != NULL) {
-            if (ctx->ev)
-                event_free(ctx->ev);
-            if (ctx->prev)
-                ctx->prev->next = ctx->next;
-            else
-                c->socks = ctx->next;
-            if (ctx->next)
-                ctx->next->prev = ctx->prev;
-            free(ctx);
-            curl_multi_assign(c->multi, s, NULL);
-        }
-        return 0;
-    }
-    if (ctx == NULL) {
-        ctx = calloc(1, sizeof *ctx);
-        if (ctx == NULL)
-            return -1;
-        ctx->fd = s;
-        ctx->next = c->socks;
-        if (c->socks)
-            c->socks->prev = ctx;
-        c->socks = ctx;
-        curl_multi_assign(c->multi, s, ctx);
-    }
-    short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
-                         ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
-    if (ctx->ev != NULL) {
-        event_del(ctx->ev);
-        event_assign(ctx->ev, c->base, s, kind, on_socket, c);
-    } else {
-        ctx->ev = event_new(c->base, s, kind, on_socket, c);
-        if (ctx->ev == NULL)
-            return -1;
-    }
-    event_add(ctx->ev, NULL);
-    return 0;
-}
-
-static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-    struct llm_client *c = userp;
-    if (timeout_ms < 0) {
-        evtimer_del(c->timer_ev);
-        return 0;
-    }
-    /* 0 means "now"; libcurl may not be re-entered from here, so the loop does it. */
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    evtimer_add(c->timer_ev, &tv);
-    return 0;
 }
 
 /* ---- attempts ---- */
@@ -1009,17 +926,13 @@ int llm_client_new(struct event_base *base, const struct llm_client_opts *opts,
     c->o.n_limits = 0;
 
     c->multi = curl_multi_init();
-    c->timer_ev = evtimer_new(base, on_timer, c);
     c->add_ev = evtimer_new(base, on_add, c);
     c->limit_ev = evtimer_new(base, on_limit, c);
-    if (c->multi == NULL || c->timer_ev == NULL || c->add_ev == NULL || c->limit_ev == NULL) {
+    if (c->multi == NULL || c->add_ev == NULL || c->limit_ev == NULL ||
+        curl_loop_init(&c->loop, base, c->multi, drive, c, e) != 0) {
         rc = err_set(e, ERR_INTERNAL, "llm: cannot set up libcurl on the loop");
         goto out;
     }
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, c->o.max_host_connections);
     curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, c->o.max_total_connections);
     /* The connection cache holds every connection the caps allow, so none goes cold. */

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/curl_loop.h"
 #include "core/json_depth.h"
 #include "core/log.h"
 #include "core/utf8.h"
@@ -55,12 +56,6 @@ static const struct {
     {"http_get", TOOL_HTTP_GET},           {"json_query", TOOL_JSON_QUERY},
 };
 
-struct sock_ctx {
-    struct sock_ctx *prev, *next;
-    curl_socket_t fd;
-    struct event *ev;
-};
-
 struct tool_runner {
     struct event_base *base;
     const struct tool_registry *reg;
@@ -70,8 +65,7 @@ struct tool_runner {
     long timeout_ms;
     size_t max_bytes;
     CURLM *multi;
-    struct event *timer_ev;
-    struct sock_ctx *socks;
+    struct curl_loop loop; /* libcurl's sockets and timer on the event loop */
     struct tool_call *calls; /* started, not yet delivered or cancelled */
     size_t n_calls;
 };
@@ -405,78 +399,13 @@ static void run_json_query(struct tool_call *c, const json_t *args)
 
 static void after_curl(struct tool_runner *r);
 
-static void on_socket(evutil_socket_t fd, short what, void *arg)
+/* A socket of ours is ready or libcurl's timer fired (core/curl_loop.h). */
+static void drive(void *arg, curl_socket_t fd, int action)
 {
     struct tool_runner *r = arg;
     int running = 0;
-    int action =
-        ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     curl_multi_socket_action(r->multi, fd, action, &running);
     after_curl(r);
-}
-
-static void on_timer(evutil_socket_t fd, short what, void *arg)
-{
-    struct tool_runner *r = arg;
-    int running = 0;
-    curl_multi_socket_action(r->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    after_curl(r);
-}
-
-static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
-{
-    struct tool_runner *r = userp;
-    struct sock_ctx *ctx = socketp;
-    if (what == CURL_POLL_REMOVE) {
-        if (ctx != NULL) {
-            if (ctx->ev)
-                event_free(ctx->ev);
-            if (ctx->prev)
-                ctx->prev->next = ctx->next;
-            else
-                r->socks = ctx->next;
-            if (ctx->next)
-                ctx->next->prev = ctx->prev;
-            free(ctx);
-            curl_multi_assign(r->multi, s, NULL);
-        }
-        return 0;
-    }
-    if (ctx == NULL) {
-        ctx = calloc(1, sizeof *ctx);
-        if (ctx == NULL)
-            return -1;
-        ctx->fd = s;
-        ctx->next = r->socks;
-        if (r->socks)
-            r->socks->prev = ctx;
-        r->socks = ctx;
-        curl_multi_assign(r->multi, s, ctx);
-    }
-    short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
-                         ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
-    if (ctx->ev != NULL) {
-        event_del(ctx->ev);
-        event_assign(ctx->ev, r->base, s, kind, on_socket, r);
-    } else {
-        ctx->ev = event_new(r->base, s, kind, on_socket, r);
-        if (ctx->ev == NULL)
-            return -1;
-    }
-    event_add(ctx->ev, NULL);
-    return 0;
-}
-
-static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-    struct tool_runner *r = userp;
-    if (timeout_ms < 0) {
-        evtimer_del(r->timer_ev);
-        return 0;
-    }
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    evtimer_add(r->timer_ev, &tv);
-    return 0;
 }
 
 /* Connect-time address check: runs for every address libcurl tries, after its own DNS
@@ -976,13 +905,8 @@ int tool_runner_new(struct event_base *base, const struct tool_registry *reg,
         }
     }
     r->multi = curl_multi_init();
-    r->timer_ev = evtimer_new(base, on_timer, r);
-    if (r->multi == NULL || r->timer_ev == NULL)
+    if (r->multi == NULL || curl_loop_init(&r->loop, base, r->multi, drive, r, e) != 0)
         goto nomem;
-    curl_multi_setopt(r->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
-    curl_multi_setopt(r->multi, CURLMOPT_SOCKETDATA, r);
-    curl_multi_setopt(r->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
-    curl_multi_setopt(r->multi, CURLMOPT_TIMERDATA, r);
     *out = r;
     r = NULL;
     goto out;
@@ -1001,15 +925,7 @@ void tool_runner_free(struct tool_runner *r)
         tool_call_cancel(r->calls);
     if (r->multi != NULL)
         curl_multi_cleanup(r->multi);
-    while (r->socks != NULL) {
-        struct sock_ctx *s = r->socks;
-        r->socks = s->next;
-        if (s->ev)
-            event_free(s->ev);
-        free(s);
-    }
-    if (r->timer_ev)
-        event_free(r->timer_ev);
+    curl_loop_cleanup(&r->loop);
     for (size_t i = 0; i < r->n_allow_hosts; i++)
         free(r->allow_hosts[i]);
     free(r->allow_hosts);
