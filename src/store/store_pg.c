@@ -978,63 +978,48 @@ out:
     return rc;
 }
 
+/* One job row by prepared statement `id` and its one parameter; ERR_NOT_FOUND (no message)
+ * when there is none, so that each caller says what was looked for. */
+static int pg_job_by(struct pg_store *s, enum pg_stmt id, const char *param, const char *what,
+                     struct store_job **out, struct err *e)
+{
+    int rc = pg_ensure_conn(s, e);
+    if (rc != 0)
+        return rc;
+    const char *params[1] = {param};
+    PGresult *res = PQexecPrepared(s->conn, pg_stmts[id].name, 1, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        rc = pg_fail(s, res, what, e);
+    else if (PQntuples(res) == 0)
+        rc = ERR_NOT_FOUND;
+    else
+        rc = pg_row_to_job(res, 0, out, e);
+    PQclear(res);
+    return rc;
+}
+
 static int pg_job_get(struct store *st, const char *job_id, struct store_job **out,
                       struct err *e)
 {
-    struct pg_store *s = (struct pg_store *)st;
-    PGresult *res = NULL;
     *out = NULL;
-    int rc = pg_ensure_conn(s, e);
-    if (rc != 0)
-        goto out;
     /* No row can have an id that is not a UUID; never let one reach the ::uuid cast. */
-    if (job_id == NULL || !id_is_uuid(job_id)) {
-        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id ? job_id : "");
-        goto out;
-    }
-    const char *params[1] = {job_id};
-    res = PQexecPrepared(s->conn, pg_stmts[PG_JOB_GET].name, 1, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = pg_fail(s, res, "get job", e);
-        goto out;
-    }
-    if (PQntuples(res) == 0) {
-        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
-        goto out;
-    }
-    rc = pg_row_to_job(res, 0, out, e);
-out:
-    PQclear(res);
-    return rc;
+    int rc = job_id != NULL && id_is_uuid(job_id)
+                 ? pg_job_by((struct pg_store *)st, PG_JOB_GET, job_id, "get job", out, e)
+                 : ERR_NOT_FOUND;
+    return rc == ERR_NOT_FOUND
+               ? err_set(e, rc, "job '%s' not found", job_id ? job_id : "")
+               : rc;
 }
 
 static int pg_job_find_by_key(struct store *st, const char *key, struct store_job **out,
                               struct err *e)
 {
-    struct pg_store *s = (struct pg_store *)st;
-    PGresult *res = NULL;
     *out = NULL;
-    int rc;
-    if (key == NULL || key[0] == '\0') {
-        rc = err_set(e, ERR_INVALID, "store: no idempotency key given");
-        goto out;
-    }
-    if ((rc = pg_ensure_conn(s, e)) != 0)
-        goto out;
-    const char *params[1] = {key};
-    res = PQexecPrepared(s->conn, pg_stmts[PG_JOB_BY_KEY].name, 1, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = pg_fail(s, res, "find job by idempotency key", e);
-        goto out;
-    }
-    if (PQntuples(res) == 0) {
-        rc = err_set(e, ERR_NOT_FOUND, "no job with idempotency key '%s'", key);
-        goto out;
-    }
-    rc = pg_row_to_job(res, 0, out, e);
-out:
-    PQclear(res);
-    return rc;
+    if (key == NULL || key[0] == '\0')
+        return err_set(e, ERR_INVALID, "store: no idempotency key given");
+    int rc = pg_job_by((struct pg_store *)st, PG_JOB_BY_KEY, key, "find job by idempotency key",
+                       out, e);
+    return rc == ERR_NOT_FOUND ? err_set(e, rc, "no job with idempotency key '%s'", key) : rc;
 }
 
 static int pg_job_claim(struct store *st, const char *owner, long long now_ms,

@@ -784,53 +784,41 @@ out:
     return ret;
 }
 
-static int job_get(struct store *st, const char *job_id, struct store_job **out, struct err *e)
+/* One job row by statement `id` and its one text parameter; ERR_NOT_FOUND (no message)
+ * when there is none, so that each caller says what was looked for. */
+static int job_by(struct store_sqlite *s, enum stmt_id id, const char *param,
+                  struct store_job **out, struct err *e)
 {
-    struct store_sqlite *s = from_store(st);
-    sqlite3_stmt *stmt = s->stmt[ST_JOB_GET];
-    *out = NULL;
-    int ret;
-    if (job_id == NULL) {
-        ret = err_set(e, ERR_INVALID, "store: no job_id given");
-        goto out;
+    sqlite3_stmt *stmt = s->stmt[id];
+    int ret = bind_text(s, stmt, 1, param, e);
+    if (ret == 0) {
+        int rc = sqlite3_step(stmt);
+        ret = rc == SQLITE_ROW    ? job_from_row(stmt, true, out, e)
+              : rc == SQLITE_DONE ? ERR_NOT_FOUND
+                                  : fail(s->db, rc, e);
     }
-    if ((ret = bind_text(s, stmt, 1, job_id, e)) != 0)
-        goto out;
-    int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW)
-        ret = job_from_row(stmt, true, out, e);
-    else if (rc == SQLITE_DONE)
-        ret = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
-    else
-        ret = fail(s->db, rc, e);
-out:
     stmt_done(stmt);
     return ret;
+}
+
+static int job_get(struct store *st, const char *job_id, struct store_job **out, struct err *e)
+{
+    *out = NULL;
+    if (job_id == NULL)
+        return err_set(e, ERR_INVALID, "store: no job_id given");
+    int ret = job_by(from_store(st), ST_JOB_GET, job_id, out, e);
+    return ret == ERR_NOT_FOUND ? err_set(e, ret, "job '%s' not found", job_id) : ret;
 }
 
 static int job_find_by_key(struct store *st, const char *key, struct store_job **out,
                            struct err *e)
 {
-    struct store_sqlite *s = from_store(st);
-    sqlite3_stmt *stmt = s->stmt[ST_JOB_BY_KEY];
     *out = NULL;
-    int ret;
-    if (key == NULL || key[0] == '\0') {
-        ret = err_set(e, ERR_INVALID, "store: no idempotency key given");
-        goto out;
-    }
-    if ((ret = bind_text(s, stmt, 1, key, e)) != 0)
-        goto out;
-    int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW)
-        ret = job_from_row(stmt, true, out, e);
-    else if (rc == SQLITE_DONE)
-        ret = err_set(e, ERR_NOT_FOUND, "no job with idempotency key '%s'", key);
-    else
-        ret = fail(s->db, rc, e);
-out:
-    stmt_done(stmt);
-    return ret;
+    if (key == NULL || key[0] == '\0')
+        return err_set(e, ERR_INVALID, "store: no idempotency key given");
+    int ret = job_by(from_store(st), ST_JOB_BY_KEY, key, out, e);
+    return ret == ERR_NOT_FOUND ? err_set(e, ret, "no job with idempotency key '%s'", key)
+                                : ret;
 }
 
 /* A claimed job and its place in the queue, sorted before they are handed out. */
