@@ -138,7 +138,7 @@ int main(int argc, char **argv)
         job_id_of(order[i], id);
         for (int s = 0; s < STEPS_PER_JOB; s++) {
             snprintf(key, sizeof key, "agent:%d", s);
-            if (store_job_step_put(st, id, "bench", key, step, &e) != 0) {
+            if (store_job_step_put(st, id, "bench", key, step, NULL, 0, &e) != 0) {
                 fprintf(stderr, "bench: step put: %s\n", err_text(&e));
                 goto out;
             }

@@ -252,7 +252,8 @@ static int on_checkpoint(void *arg, const char *key, const json_t *data, struct 
     char *text = json_dumps(data, JSON_TEXT_FLAGS);
     if (text == NULL)
         return err_set(e, ERR_NOMEM, "out of memory writing step %s", key);
-    int rc = store_job_step_put(slot->jobs->store, slot->job_id, slot->jobs->owner, key, text, e);
+    int rc = store_job_step_put(slot->jobs->store, slot->job_id, slot->jobs->owner, key, text,
+                                NULL, clock_now_ms(), e);
     free(text);
     if (rc == 0)
         log_debug("jobs", "job %s: step %s saved", slot->job_id, key);

@@ -167,7 +167,101 @@ void store_job_free(struct store_job *job)
     free(job->error);
     free(job->idempotency_key);
     free(job->request_hash);
+    free(job->webhook_url);
+    if (job->webhook_secret != NULL) {
+        /* A secret does not linger in freed memory. */
+        volatile char *p = job->webhook_secret;
+        while (*p)
+            *p++ = '\0';
+        free(job->webhook_secret);
+    }
     free(job);
+}
+
+static const char *const EVENT_TYPE_NAMES[] = {
+    [STORE_EV_JOB_STARTED] = "job.started",
+    [STORE_EV_AGENT_STARTED] = "agent.started",
+    [STORE_EV_AGENT_DELTA] = "agent.delta",
+    [STORE_EV_AGENT_TOOL_CALL] = "agent.tool_call",
+    [STORE_EV_AGENT_COMPLETED] = "agent.completed",
+    [STORE_EV_AGENT_FAILED] = "agent.failed",
+    [STORE_EV_JOB_COMPLETED] = "job.completed",
+    [STORE_EV_JOB_FAILED] = "job.failed",
+    [STORE_EV_JOB_CANCELLED] = "job.cancelled",
+};
+
+_Static_assert(sizeof EVENT_TYPE_NAMES / sizeof EVENT_TYPE_NAMES[0] == STORE_EV_COUNT_,
+               "a name per event type");
+
+const char *store_event_type_name(enum store_event_type t)
+{
+    int i = (int)t;
+    if (i < 0 || i >= STORE_EV_COUNT_)
+        return NULL;
+    return EVENT_TYPE_NAMES[i];
+}
+
+int store_event_type_parse(const char *name, enum store_event_type *out)
+{
+    for (int i = 0; name != NULL && i < STORE_EV_COUNT_; i++) {
+        if (strcmp(name, EVENT_TYPE_NAMES[i]) == 0) {
+            *out = (enum store_event_type)i;
+            return 0;
+        }
+    }
+    return ERR_INVALID;
+}
+
+void store_event_list_cleanup(struct store_event_list *l)
+{
+    if (l == NULL)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i].data);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+static const char *const DELIVERY_STATE_NAMES[] = {
+    [STORE_DELIVERY_PENDING] = "pending",
+    [STORE_DELIVERY_DELIVERED] = "delivered",
+    [STORE_DELIVERY_FAILED] = "failed",
+};
+
+const char *store_delivery_state_name(enum store_delivery_state s)
+{
+    int i = (int)s;
+    if (i < 0 || (size_t)i >= sizeof DELIVERY_STATE_NAMES / sizeof DELIVERY_STATE_NAMES[0])
+        return NULL;
+    return DELIVERY_STATE_NAMES[i];
+}
+
+void store_delivery_free(struct store_delivery *d)
+{
+    if (d == NULL)
+        return;
+    free(d->last_error);
+    free(d->event_data);
+    free(d->url);
+    if (d->secret != NULL) {
+        volatile char *p = d->secret;
+        while (*p)
+            *p++ = '\0';
+        free(d->secret);
+    }
+    free(d);
+}
+
+void store_delivery_list_cleanup(struct store_delivery_list *l)
+{
+    if (l == NULL)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        store_delivery_free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
 }
 
 void store_job_batch_cleanup(struct store_job_batch *batch)

@@ -13,6 +13,10 @@
  * (crew, agent, user, session), an ordered list of turns, trimmed to the newest N on append.
  * And two small catalogs keyed by name: the user-defined HTTP tools and the custom agent
  * classes (PUT /api/v1/tools, PUT /api/v1/agents), each row a name and a JSON definition.
+ * Each job has an event history (DESIGN.md decision 4): a dense sequence 1, 2, 3, ... of
+ * typed events, the one source of SSE streams, webhooks and the execution log. An event
+ * whose type the job's webhook asked for gets a delivery row in the same transaction, so a
+ * webhook cannot miss an event nor outlive a crash before it is sent.
  * Calls are synchronous and made from the loop thread:
  * single-row statements on a local WAL database cost tens of microseconds.
  *
@@ -97,6 +101,13 @@ struct store_job {
      * the store: deleting or purging the job frees its key. */
     char *idempotency_key;
     char *request_hash;
+    /* The execute request's webhook: where to POST, the signing secret, and which event
+     * types (a mask of STORE_EV_BIT()). webhook_mask 0 means no webhook (url and secret
+     * NULL). Stored with the job so a delivery after a restart still knows them; never
+     * part of an API reply. */
+    char *webhook_url;
+    char *webhook_secret;
+    long webhook_mask;
 };
 
 void store_job_free(struct store_job *job);
@@ -126,6 +137,89 @@ struct store_job_filter {
     bool any_status;
     enum store_job_status status;
 };
+
+/* The types of a job's events (API.md section 4). */
+enum store_event_type {
+    STORE_EV_JOB_STARTED = 0, /* claimed and (re)started; data {"attempt"} */
+    STORE_EV_AGENT_STARTED,
+    STORE_EV_AGENT_DELTA, /* streamed text */
+    STORE_EV_AGENT_TOOL_CALL,
+    STORE_EV_AGENT_COMPLETED,
+    STORE_EV_AGENT_FAILED,
+    STORE_EV_JOB_COMPLETED, /* the last three are terminal: job_finish appends them */
+    STORE_EV_JOB_FAILED,
+    STORE_EV_JOB_CANCELLED,
+    STORE_EV_COUNT_
+};
+
+#define STORE_EV_BIT(t) (1L << (t))
+#define STORE_EV_TERMINAL_MASK                                                                     \
+    (STORE_EV_BIT(STORE_EV_JOB_COMPLETED) | STORE_EV_BIT(STORE_EV_JOB_FAILED) |                   \
+     STORE_EV_BIT(STORE_EV_JOB_CANCELLED))
+#define STORE_EV_ALL_MASK (STORE_EV_BIT(STORE_EV_COUNT_) - 1)
+
+/* "job.started", "agent.delta", ...; NULL outside the enum. */
+const char *store_event_type_name(enum store_event_type t);
+/* 0 and *out, or ERR_INVALID for an unknown name. */
+int store_event_type_parse(const char *name, enum store_event_type *out);
+
+/* An event to append: its type and its data (JSON object text, borrowed). */
+struct store_event_in {
+    enum store_event_type type;
+    const char *data;
+};
+
+/* An event read back; strings owned by the list. */
+struct store_event {
+    long long seq; /* 1, 2, 3, ... per job, no gaps */
+    enum store_event_type type;
+    char *data; /* JSON object text */
+    char created_at[CLOCK_RFC3339_LEN];
+};
+
+struct store_event_list {
+    struct store_event *items; /* by seq, ascending; NULL when n is 0 */
+    size_t n;
+};
+
+void store_event_list_cleanup(struct store_event_list *l);
+
+/* Webhook deliveries: one row per (job, event) the job's webhook asked for. */
+enum store_delivery_state {
+    STORE_DELIVERY_PENDING = 0, /* to send, or to send again at next_attempt_ms */
+    STORE_DELIVERY_DELIVERED,   /* the receiver answered 2xx */
+    STORE_DELIVERY_FAILED,      /* given up after the last attempt */
+};
+
+/* "pending", "delivered", "failed"; NULL outside the enum. */
+const char *store_delivery_state_name(enum store_delivery_state s);
+
+/* A delivery, as claimed (every field) or listed (url, secret and event_data NULL). */
+struct store_delivery {
+    char job_id[ID_UUID_LEN];
+    long long seq; /* the event's */
+    enum store_event_type type;
+    enum store_delivery_state state;
+    long attempts;            /* attempts made, counting the one a claim starts */
+    long long next_attempt_ms; /* when a pending delivery is due */
+    int last_status;          /* the receiver's HTTP status at the last attempt; 0: none */
+    char *last_error;         /* NULL when none */
+    char *event_data;         /* the event's data (JSON object text) */
+    char event_created_at[CLOCK_RFC3339_LEN];
+    char *url;    /* the job's webhook_url */
+    char *secret; /* the job's webhook_secret */
+    char created_at[CLOCK_RFC3339_LEN];
+    char updated_at[CLOCK_RFC3339_LEN];
+};
+
+void store_delivery_free(struct store_delivery *d);
+
+struct store_delivery_list {
+    struct store_delivery **items;
+    size_t n;
+};
+
+void store_delivery_list_cleanup(struct store_delivery_list *l);
 
 /* One checkpoint: a finished step of a job (engine-defined key, JSON text). */
 struct store_step {
@@ -248,10 +342,13 @@ struct store_ops {
      * (graceful shutdown): they stay running with an expired lease and no owner, so the next
      * claim by any instance resumes them, and late writes of `owner` are refused. */
     int (*job_release)(struct store *st, const char *owner, const char *job_id, struct err *e);
-    /* Writes (or replaces) the checkpoint `key` of a running job leased to `owner`.
-     * ERR_CONFLICT if the job is not running under that owner any more (lease lost). */
+    /* Writes (or replaces) the checkpoint `key` of a running job leased to `owner`, and,
+     * when ev is not NULL, appends that event in the same transaction (the step's
+     * agent.completed or agent.failed: both or neither). ERR_CONFLICT if the job is not
+     * running under that owner any more (lease lost). */
     int (*job_step_put)(struct store *st, const char *job_id, const char *owner,
-                        const char *key, const char *data, struct err *e);
+                        const char *key, const char *data, const struct store_event_in *ev,
+                        long long now_ms, struct err *e);
     /* Every checkpoint of the job, in the order first written (empty list if none). */
     int (*job_steps_get)(struct store *st, const char *job_id, struct store_step_list *out,
                          struct err *e);
@@ -259,7 +356,10 @@ struct store_ops {
      * error (or NULL), completed_at from now_ms; the lease is cleared. When owner is not
      * NULL the job must be running under that owner (ERR_CONFLICT otherwise); when owner
      * is NULL the job must not be terminal yet (ERR_CONFLICT "job already <status>").
-     * ERR_NOT_FOUND if no such job. */
+     * ERR_NOT_FOUND if no such job. In the same transaction it appends the terminal event
+     * (job.completed, job.failed or job.cancelled) with data {"status", "error"} (error
+     * null when none), and its webhook delivery when the job's mask asks for it: every
+     * ended job's history ends with exactly one terminal event. */
     int (*job_finish)(struct store *st, const char *job_id, const char *owner,
                       enum store_job_status status, const char *result, const char *error,
                       long long now_ms, struct err *e);
@@ -269,17 +369,70 @@ struct store_ops {
      * A crew_id that is no UUID matches nothing. One snapshot: total and page agree. */
     int (*job_list)(struct store *st, const struct store_job_filter *filter, long limit,
                     long offset, struct store_job_page *out, struct err *e);
-    /* Removes a finished (completed, failed or cancelled) job and its checkpoints in one
-     * transaction. ERR_NOT_FOUND if no such job; ERR_CONFLICT ("job is <status>") if it is
+    /* Removes a finished (completed, failed or cancelled) job and its checkpoints, events
+     * and deliveries in one transaction. ERR_NOT_FOUND if no such job; ERR_CONFLICT ("job is <status>") if it is
      * still pending or running: end it first (job_finish with owner NULL). */
     int (*job_delete)(struct store *st, const char *job_id, struct err *e);
     /* Removes up to max_rows finished jobs whose completed_at is before older_than_ms,
-     * oldest end first, with their checkpoints, in one transaction; *n_deleted (may be NULL)
+     * oldest end first, with their checkpoints, events and deliveries, in one transaction; *n_deleted (may be NULL)
      * says how many. Live jobs are never touched. Call again while it returns max_rows:
      * the batch bounds how long one call holds the store (and the loop). max_rows > 0
      * (ERR_INVALID otherwise). */
     int (*job_purge)(struct store *st, long long older_than_ms, size_t max_rows,
                      size_t *n_deleted, struct err *e);
+
+    /* Jobs per status: counts[s] for each enum store_job_status s (array of 5). */
+    int (*job_counts)(struct store *st, long counts[5], struct err *e);
+
+    /*
+     * Events. Appends the job's next event (seq = the last + 1) with created_at from now_ms;
+     * *seq (may be NULL) gets its number. When owner is not NULL the job must be running
+     * under that owner (ERR_CONFLICT otherwise, as for checkpoints). When the job's
+     * webhook_mask has the type's bit, a pending delivery (due now) is inserted in the same
+     * transaction. ERR_NOT_FOUND if no such job; ERR_INVALID for a type outside the enum or
+     * NULL data. Safe against another instance appending to the same job at the same time
+     * (numbers stay unique and dense).
+     */
+    int (*event_append)(struct store *st, const char *job_id, const char *owner,
+                        const struct store_event_in *ev, long long now_ms, long long *seq,
+                        struct err *e);
+    /* Up to `limit` (> 0) events of the job with seq > after_seq, ascending, and (status,
+     * may be NULL) the job's status read in the same snapshot, so a reader that has seen
+     * every event of a terminal job knows there will be no more. ERR_NOT_FOUND if no such
+     * job. */
+    int (*event_list)(struct store *st, const char *job_id, long long after_seq, size_t limit,
+                      struct store_event_list *out, enum store_job_status *status,
+                      struct err *e);
+
+    /*
+     * Webhook deliveries. Claims up to `max` due deliveries for `owner`: pending, with
+     * next_attempt_ms <= now_ms and no live lease (another instance's lease expired, or
+     * none); each becomes leased to `owner` until now_ms + lease_ms, attempts + 1. Rows come
+     * back with every field, oldest due first. No delivery is claimed twice at once.
+     */
+    int (*delivery_claim)(struct store *st, const char *owner, long long now_ms,
+                          long long lease_ms, size_t max, struct store_delivery_list *out,
+                          struct err *e);
+    /* Records the outcome of an attempt `owner` holds: state DELIVERED, FAILED (given up) or
+     * PENDING again at next_attempt_ms (ignored otherwise); http_status (0: none) and error
+     * (NULL: none) become last_status and last_error; the lease is cleared and updated_at
+     * set from now_ms. ERR_CONFLICT if the delivery is not leased to owner any more;
+     * ERR_NOT_FOUND if there is no such delivery (its job deleted or purged). */
+    int (*delivery_done)(struct store *st, const char *job_id, long long seq, const char *owner,
+                         enum store_delivery_state state, long long next_attempt_ms,
+                         int http_status, const char *error, long long now_ms, struct err *e);
+    /* Gives back every lease `owner` holds (graceful shutdown): the deliveries are due again
+     * at once, for any instance. */
+    int (*delivery_release)(struct store *st, const char *owner, struct err *e);
+    /* Every delivery of the job, by seq (url, secret and event_data NULL); an empty list
+     * when none. ERR_NOT_FOUND if no such job. */
+    int (*delivery_list)(struct store *st, const char *job_id, struct store_delivery_list *out,
+                         struct err *e);
+    /* Pending deliveries in the store (for /metrics). */
+    int (*delivery_pending_count)(struct store *st, long *out, struct err *e);
+
+    /* A cheap round trip that proves the store answers (for /healthz): 0, or the error. */
+    int (*ping)(struct store *st, struct err *e);
 
     /*
      * Conversation memory. A conversation is named by (crew_id, agent_key, user_id,
@@ -343,9 +496,10 @@ int store_open(const char *url, struct store **out, struct err *e);
 void store_close(struct store *st);
 
 /* The schema version this build migrates to. */
-#define STORE_SCHEMA_VERSION 6 /* 1: crews; 2: jobs and job_steps; 3: memory; 4: tools and
+#define STORE_SCHEMA_VERSION 7 /* 1: crews; 2: jobs and job_steps; 3: memory; 4: tools and
                                   agent_classes; 5: job list and retention indexes;
-                                  6: jobs' idempotency_key and request_hash */
+                                  6: jobs' idempotency_key and request_hash; 7: job_events,
+                                  webhook_deliveries, jobs' webhook columns */
 
 static inline int store_crew_insert(struct store *st, const struct store_crew *c, struct err *e)
 {
@@ -401,9 +555,11 @@ static inline int store_job_release(struct store *st, const char *owner, const c
     return st->ops->job_release(st, owner, job_id, e);
 }
 static inline int store_job_step_put(struct store *st, const char *job_id, const char *owner,
-                                     const char *key, const char *data, struct err *e)
+                                     const char *key, const char *data,
+                                     const struct store_event_in *ev, long long now_ms,
+                                     struct err *e)
 {
-    return st->ops->job_step_put(st, job_id, owner, key, data, e);
+    return st->ops->job_step_put(st, job_id, owner, key, data, ev, now_ms, e);
 }
 static inline int store_job_steps_get(struct store *st, const char *job_id,
                                       struct store_step_list *out, struct err *e)
@@ -430,6 +586,54 @@ static inline int store_job_purge(struct store *st, long long older_than_ms, siz
                                   size_t *n_deleted, struct err *e)
 {
     return st->ops->job_purge(st, older_than_ms, max_rows, n_deleted, e);
+}
+
+static inline int store_job_counts(struct store *st, long counts[5], struct err *e)
+{
+    return st->ops->job_counts(st, counts, e);
+}
+static inline int store_event_append(struct store *st, const char *job_id, const char *owner,
+                                     const struct store_event_in *ev, long long now_ms,
+                                     long long *seq, struct err *e)
+{
+    return st->ops->event_append(st, job_id, owner, ev, now_ms, seq, e);
+}
+static inline int store_event_list(struct store *st, const char *job_id, long long after_seq,
+                                   size_t limit, struct store_event_list *out,
+                                   enum store_job_status *status, struct err *e)
+{
+    return st->ops->event_list(st, job_id, after_seq, limit, out, status, e);
+}
+static inline int store_delivery_claim(struct store *st, const char *owner, long long now_ms,
+                                       long long lease_ms, size_t max,
+                                       struct store_delivery_list *out, struct err *e)
+{
+    return st->ops->delivery_claim(st, owner, now_ms, lease_ms, max, out, e);
+}
+static inline int store_delivery_done(struct store *st, const char *job_id, long long seq,
+                                      const char *owner, enum store_delivery_state state,
+                                      long long next_attempt_ms, int http_status,
+                                      const char *error, long long now_ms, struct err *e)
+{
+    return st->ops->delivery_done(st, job_id, seq, owner, state, next_attempt_ms, http_status,
+                                  error, now_ms, e);
+}
+static inline int store_delivery_release(struct store *st, const char *owner, struct err *e)
+{
+    return st->ops->delivery_release(st, owner, e);
+}
+static inline int store_delivery_list(struct store *st, const char *job_id,
+                                      struct store_delivery_list *out, struct err *e)
+{
+    return st->ops->delivery_list(st, job_id, out, e);
+}
+static inline int store_delivery_pending_count(struct store *st, long *out, struct err *e)
+{
+    return st->ops->delivery_pending_count(st, out, e);
+}
+static inline int store_ping(struct store *st, struct err *e)
+{
+    return st->ops->ping(st, e);
 }
 
 static inline int store_memory_get(struct store *st, const char *crew_id, const char *agent_key,

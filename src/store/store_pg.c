@@ -178,8 +178,44 @@ static const char *const pg_migration_6[] = {
     NULL,
 };
 
+/*
+ * 7: events and webhooks (DESIGN.md decision 4). A job's events are numbered 1, 2, ... (seq,
+ * dense), read in order by SSE streams; a delivery row per event the job's webhook asked
+ * for, with its retry state and lease. The job keeps its webhook's url, secret and event
+ * mask (0: none).
+ */
+static const char *const pg_migration_7[] = {
+    "ALTER TABLE jobs ADD COLUMN webhook_url TEXT, ADD COLUMN webhook_secret TEXT,"
+    " ADD COLUMN webhook_mask BIGINT NOT NULL DEFAULT 0",
+    "CREATE TABLE job_events ("
+    " job_id UUID NOT NULL,"
+    " seq BIGINT NOT NULL,"
+    " type TEXT NOT NULL,"
+    " data TEXT NOT NULL,"
+    " created_at TIMESTAMPTZ NOT NULL,"
+    " CONSTRAINT job_events_pkey PRIMARY KEY (job_id, seq))",
+    "CREATE TABLE webhook_deliveries ("
+    " job_id UUID NOT NULL,"
+    " seq BIGINT NOT NULL,"
+    " type TEXT NOT NULL,"
+    " state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_attempt_ms BIGINT NOT NULL,"
+    " lease_owner TEXT,"
+    " lease_expires_ms BIGINT NOT NULL DEFAULT 0,"
+    " last_status INTEGER NOT NULL DEFAULT 0,"
+    " last_error TEXT,"
+    " created_at TIMESTAMPTZ NOT NULL,"
+    " updated_at TIMESTAMPTZ NOT NULL,"
+    " CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (job_id, seq))",
+    "CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_ms)"
+    " WHERE state = 'pending'",
+    NULL,
+};
+
 static const char *const *const pg_migrations[] = {pg_migration_1, pg_migration_2, pg_migration_3,
-                                                   pg_migration_4, pg_migration_5, pg_migration_6};
+                                                   pg_migration_4, pg_migration_5, pg_migration_6,
+                                                   pg_migration_7};
 
 _Static_assert(sizeof pg_migrations / sizeof pg_migrations[0] == STORE_SCHEMA_VERSION,
                "one migration per schema version");
@@ -1140,8 +1176,11 @@ static int pg_fence_fail(struct pg_store *s, const char *job_id, bool owned, str
 }
 
 static int pg_job_step_put(struct store *st, const char *job_id, const char *owner,
-                           const char *key, const char *data, struct err *e)
+                           const char *key, const char *data, const struct store_event_in *ev,
+                           long long now_ms, struct err *e)
 {
+    (void)ev; /* TODO(events): appended in the same transaction */
+    (void)now_ms;
     struct pg_store *s = (struct pg_store *)st;
     PGresult *res = NULL;
     int rc = 0;

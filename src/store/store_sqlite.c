@@ -127,6 +127,36 @@ static const char *const MIGRATIONS[] = {
     "ALTER TABLE jobs ADD COLUMN request_hash TEXT;"
     "CREATE UNIQUE INDEX jobs_idempotency_key ON jobs(idempotency_key)"
     " WHERE idempotency_key IS NOT NULL;",
+    /* 7: events and webhooks (DESIGN.md decision 4). A job's events are numbered 1, 2, ...
+     * (seq, dense), read in order by SSE streams; a delivery row per event the job's webhook
+     * asked for, with its retry state and lease. The job keeps its webhook's url, secret and
+     * event mask (0: none). */
+    "ALTER TABLE jobs ADD COLUMN webhook_url TEXT;"
+    "ALTER TABLE jobs ADD COLUMN webhook_secret TEXT;"
+    "ALTER TABLE jobs ADD COLUMN webhook_mask INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE job_events ("
+    " job_id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " type TEXT NOT NULL,"
+    " data TEXT NOT NULL,"
+    " created_at TEXT NOT NULL,"
+    " PRIMARY KEY (job_id, seq)) WITHOUT ROWID;"
+    "CREATE TABLE webhook_deliveries ("
+    " job_id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " type TEXT NOT NULL,"
+    " state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_attempt_ms INTEGER NOT NULL,"
+    " lease_owner TEXT,"
+    " lease_expires_ms INTEGER NOT NULL DEFAULT 0,"
+    " last_status INTEGER NOT NULL DEFAULT 0,"
+    " last_error TEXT,"
+    " created_at TEXT NOT NULL,"
+    " updated_at TEXT NOT NULL,"
+    " PRIMARY KEY (job_id, seq));"
+    "CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_ms)"
+    " WHERE state = 'pending';",
 };
 
 _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
@@ -999,8 +1029,11 @@ out:
 }
 
 static int job_step_put(struct store *st, const char *job_id, const char *owner,
-                        const char *key, const char *data, struct err *e)
+                        const char *key, const char *data, const struct store_event_in *ev,
+                        long long now_ms, struct err *e)
 {
+    (void)ev; /* TODO(events): appended in the same transaction */
+    (void)now_ms;
     struct store_sqlite *s = from_store(st);
     sqlite3_stmt *stmt = s->stmt[ST_STEP_PUT];
     int ret;

@@ -209,7 +209,7 @@ class TestStoreFile(DurabilityCase):
         cols = [r[1] for r in con.execute("PRAGMA table_info(schema_version)")]
         self.assertIn("version", cols)
         versions = [r[0] for r in con.execute("SELECT version FROM schema_version")]
-        self.assertEqual(max(versions), 6, versions)
+        self.assertEqual(max(versions), 7, versions)
 
     def test_reopen_existing_store_keeps_schema(self):
         srv = self.start_crewd()
@@ -218,7 +218,7 @@ class TestStoreFile(DurabilityCase):
         self.assertEqual(srv.stop(), 0, srv.describe())
         con = self.open_db(srv)
         versions = [r[0] for r in con.execute("SELECT version FROM schema_version")]
-        self.assertEqual(max(versions), 6, versions)
+        self.assertEqual(max(versions), 7, versions)
 
     def test_new_store_is_empty(self):
         srv = self.start_crewd()

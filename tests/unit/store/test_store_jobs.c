@@ -119,7 +119,7 @@ static void step_put_ok(struct store *st, int i, const char *owner, const char *
     char id[ID_UUID_LEN];
     job_id_of(i, id);
     struct err e = {0};
-    if (store_job_step_put(st, id, owner, key, data, &e) != 0)
+    if (store_job_step_put(st, id, owner, key, data, NULL, 0, &e) != 0)
         fail_msg("step put %d/%s by %s: %s", i, key, owner, err_text(&e));
 }
 
@@ -211,8 +211,8 @@ static void test_not_found(void **state)
     assert_string_equal(e.msg, "job '" MISSING_ID "' not found");
     /* An id that is no UUID is simply absent (PostgreSQL must not try to cast it). */
     assert_int_equal(store_job_get(st, "no-such-job", &j, &e), ERR_NOT_FOUND);
-    assert_int_equal(store_job_step_put(st, MISSING_ID, "a", "k", "{}", &e), ERR_NOT_FOUND);
-    assert_int_equal(store_job_step_put(st, "nope", "a", "k", "{}", &e), ERR_NOT_FOUND);
+    assert_int_equal(store_job_step_put(st, MISSING_ID, "a", "k", "{}", NULL, 0, &e), ERR_NOT_FOUND);
+    assert_int_equal(store_job_step_put(st, "nope", "a", "k", "{}", NULL, 0, &e), ERR_NOT_FOUND);
     assert_int_equal(
         store_job_finish(st, MISSING_ID, "a", STORE_JOB_COMPLETED, "{}", NULL, T0, &e),
         ERR_NOT_FOUND);
@@ -310,7 +310,7 @@ static void test_expired_lease_reclaimed(void **state)
     /* The fence: a lost job 1 and can no longer write to it; b can. */
     char id[ID_UUID_LEN];
     job_id_of(1, id);
-    assert_lease_lost(store_job_step_put(st, id, "a", "step-1", "{\"stale\":true}", &e), &e, 1);
+    assert_lease_lost(store_job_step_put(st, id, "a", "step-1", "{\"stale\":true}", NULL, 0, &e), &e, 1);
     assert_lease_lost(store_job_finish(st, id, "a", STORE_JOB_COMPLETED, "{}", NULL, T0, &e), &e,
                       1);
     step_put_ok(st, 1, "b", "step-1", "{\"fresh\":true}");
@@ -369,7 +369,7 @@ static void test_release(void **state)
     /* a let go: its late writes are fenced off. */
     char id[ID_UUID_LEN];
     job_id_of(2, id);
-    assert_lease_lost(store_job_step_put(st, id, "a", "k", "{}", &e), &e, 2);
+    assert_lease_lost(store_job_step_put(st, id, "a", "k", "{}", NULL, 0, &e), &e, 2);
     assert_int_equal(store_job_release(st, "nobody", NULL, &e), 0);
 }
 
@@ -383,7 +383,7 @@ static void test_steps(void **state)
     struct err e = {0};
 
     /* A pending job has no owner yet: nobody may checkpoint it. */
-    assert_lease_lost(store_job_step_put(st, id, "a", "k", "{}", &e), &e, 1);
+    assert_lease_lost(store_job_step_put(st, id, "a", "k", "{}", NULL, 0, &e), &e, 1);
 
     claim_is(st, "a", T0, 2, (int[]){1, 2}, 2);
     step_put_ok(st, 1, "a", "agent:writer", "{\"n\":1}");
@@ -392,7 +392,7 @@ static void test_steps(void **state)
     step_put_ok(st, 2, "a", "agent:writer", "{\"other\":true}");
     /* Replacing keeps the place of the first write. */
     step_put_ok(st, 1, "a", "agent:writer", "{\"n\":1,\"retry\":\"\u00e9\"}");
-    assert_lease_lost(store_job_step_put(st, id, "b", "agent:writer", "{}", &e), &e, 1);
+    assert_lease_lost(store_job_step_put(st, id, "b", "agent:writer", "{}", NULL, 0, &e), &e, 1);
 
     struct store_step_list steps = {0};
     assert_int_equal(store_job_steps_get(st, id, &steps, &e), 0);
@@ -412,11 +412,11 @@ static void test_steps(void **state)
 
     /* A finished job keeps its steps and takes no more. */
     assert_int_equal(store_job_finish(st, id, "a", STORE_JOB_COMPLETED, "{}", NULL, T0, &e), 0);
-    assert_lease_lost(store_job_step_put(st, id, "a", "late", "{}", &e), &e, 2);
+    assert_lease_lost(store_job_step_put(st, id, "a", "late", "{}", NULL, 0, &e), &e, 2);
     assert_int_equal(store_job_steps_get(st, id, &steps, &e), 0);
     assert_int_equal(steps.n, 1);
     store_step_list_cleanup(&steps);
-    assert_int_equal(store_job_step_put(st, id, "a", NULL, "{}", &e), ERR_INVALID);
+    assert_int_equal(store_job_step_put(st, id, "a", NULL, "{}", NULL, 0, &e), ERR_INVALID);
 }
 
 static void test_finish_with_owner(void **state)
@@ -493,7 +493,7 @@ static void test_finish_without_owner(void **state)
     job_id_of(2, id);
     assert_int_equal(
         store_job_finish(st, id, NULL, STORE_JOB_FAILED, NULL, "timed out", T0 + 7, &e), 0);
-    assert_lease_lost(store_job_step_put(st, id, "a", "k", "{}", &e), &e, 2);
+    assert_lease_lost(store_job_step_put(st, id, "a", "k", "{}", NULL, 0, &e), &e, 2);
     assert_lease_lost(store_job_finish(st, id, "a", STORE_JOB_COMPLETED, "{}", NULL, T0, &e), &e,
                       2);
     j = get_ok(st, 2);
