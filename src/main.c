@@ -16,6 +16,7 @@
 #include "api/api.h"
 #include "app/config.h"
 #include "core/log.h"
+#include "events/hub.h"
 #include "http/server.h"
 #include "jobs/jobs.h"
 #include "llm/llm.h"
@@ -29,6 +30,17 @@ static void on_signal(evutil_socket_t sig, short events, void *arg)
     struct event_base *base = arg;
     log_info("main", "signal %d: stopping", (int)sig);
     event_base_loopexit(base, NULL);
+}
+
+/* Who hears that a job has new events: the event streams' hub (and the webhooks). */
+struct listeners {
+    struct event_hub *hub;
+};
+
+static void on_job_events(void *arg, const char *job_id)
+{
+    struct listeners *l = arg;
+    event_hub_notify(l->hub, job_id);
 }
 
 static const char *env_get(const char *name)
@@ -56,6 +68,9 @@ int main(int argc, char **argv)
     struct tool_runner *runner = NULL;
     struct llm_prices *prices = NULL;
     struct jobs *jobs = NULL;
+    struct event_hub *hub = NULL;
+    struct api_sse *sse = NULL;
+    struct listeners listeners = {0};
     struct event *sigterm = NULL, *sigint = NULL;
 
     if (config_load(&cfg, argc, argv, env_get, &action, &e) != 0) {
@@ -152,7 +167,21 @@ int main(int argc, char **argv)
         .tool_registry = tools,
         .tool_runner = runner,
         .prices = prices,
+        .on_events = on_job_events,
+        .events_arg = &listeners,
     };
+    struct event_hub_opts hub_opts = {0};
+    if (event_hub_new(base, store, &hub_opts, &hub, &e) != 0) {
+        log_error("main", "%s", err_text(&e));
+        goto out;
+    }
+    listeners.hub = hub;
+    struct api_sse_opts sse_opts = {.heartbeat_ms = cfg.sse_heartbeat_ms,
+                                    .max_streams = (size_t)cfg.sse_max_streams};
+    if (api_sse_new(base, hub, &sse_opts, &sse, &e) != 0) {
+        log_error("main", "%s", err_text(&e));
+        goto out;
+    }
     if (jobs_new(base, store, llm, &jobs_opts, &jobs, &e) != 0) {
         log_error("main", "%s", err_text(&e));
         goto out;
@@ -161,7 +190,8 @@ int main(int argc, char **argv)
     struct api_ctx ctx = {.store = store,
                           .tools = tools,
                           .default_provider = cfg.default_provider,
-                          .jobs = jobs};
+                          .jobs = jobs,
+                          .sse = sse};
     struct http_server_opts opts = {
         .host = cfg.host,
         .port = cfg.port,
@@ -208,8 +238,10 @@ out:
         event_free(sigint);
     /* Stop taking requests first, then stop the jobs (their leases are released so that the
      * next start resumes them), then the LLM calls they had in flight. */
+    api_sse_free(sse); /* its streams end: clients reconnect to the next start */
     http_server_free(server);
     jobs_free(jobs);
+    event_hub_free(hub);
     tool_runner_free(runner);
     free(prices);
     llm_client_free(llm);
