@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "api/api.h"
 #include "app/config.h"
@@ -54,6 +55,25 @@ static void on_libevent_log(int severity, const char *msg)
     log_msg(severity >= EVENT_LOG_WARN ? LOG_WARN : LOG_DEBUG, "libevent", "%s", msg);
 }
 
+/* Each open stream (SSE) holds a connection, and thousands of them must not meet the usual
+ * soft limit of 1024 descriptors: raise it to the hard limit, which only root could raise. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            log_warn("main", "cannot raise the open file limit from %llu to %llu",
+                     (unsigned long long)old, (unsigned long long)rl.rlim_max);
+            return;
+        }
+    }
+    log_debug("main", "open file limit: %llu", (unsigned long long)rl.rlim_cur);
+}
+
 int main(int argc, char **argv)
 {
     int status = 1;
@@ -92,6 +112,7 @@ int main(int argc, char **argv)
     event_set_log_callback(on_libevent_log);
     /* A client that disconnects mid-reply must cost an EPIPE, not the process. */
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
 
     if (store_open(cfg.store, &store, &e) != 0) {
         log_error("main", "%s", err_text(&e));

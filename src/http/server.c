@@ -32,6 +32,7 @@
 #include "core/utf8.h"
 #include "http/req_impl.h"
 #include "http/request.h"
+#include "http/stream.h"
 
 struct http_server {
     struct evhttp *http;
@@ -49,6 +50,7 @@ struct http_server {
     const struct http_route *routes;
     size_t n_routes;
     void *handler_arg;
+    struct http_stream_list streams; /* open streaming replies (stream.c) */
 };
 
 /*
@@ -72,6 +74,14 @@ int http_server_json_max_depth(const struct http_server *srv)
 bool http_server_cors_enabled(const struct http_server *srv)
 {
     return srv->n_origins > 0;
+}
+struct http_stream_list *http_server_stream_list(struct http_server *srv)
+{
+    return &srv->streams;
+}
+size_t http_server_streams(const struct http_server *srv)
+{
+    return srv->streams.n;
 }
 
 void http_req_free(struct http_req *req)
@@ -656,6 +666,8 @@ void http_server_free(struct http_server *srv)
         libevent_error_ctx = NULL;
     if (srv->accept_resume != NULL)
         event_free(srv->accept_resume);
+    /* Before evhttp_free, which frees the streams' connections and requests. */
+    http_streams_close_all(&srv->streams);
     if (srv->http != NULL)
         evhttp_free(srv->http); /* frees the bound listener too */
     else if (srv->listener != NULL)
