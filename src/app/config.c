@@ -362,7 +362,9 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
     case SET_LLM_HOST_CONNECTIONS:
     case SET_LLM_TIMEOUT_MS:
     case SET_LLM_MAX_ATTEMPTS:
-    case SET_TOOL_HTTP_PRIVATE: {
+    case SET_TOOL_HTTP_PRIVATE:
+    case SET_SSE_HEARTBEAT_MS:
+    case SET_SSE_MAX_STREAMS: {
         long min = 0, max = 0, *slot = numeric_slot(cfg, id, &min, &max);
         char *end;
         errno = 0;
