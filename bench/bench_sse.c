@@ -68,7 +68,8 @@ static void append(struct reader *r, const char *p, size_t n)
     r->buf[r->len] = '\0';
 }
 
-/* Reads what is there; returns false once the peer closed. */
+/* Reads what is there; returns false once the stream is over: its last chunk came (the
+ * connection itself stays open for another request) or the peer closed. */
 static bool pump(struct reader *r)
 {
     char chunk[16384];
@@ -81,6 +82,8 @@ static bool pump(struct reader *r)
             if (r->terminal_ms == 0 && (strstr(r->buf + from, "event: job.completed") ||
                                         strstr(r->buf + from, "event: job.failed")))
                 r->terminal_ms = clock_now_ms();
+            if (r->len >= 7 && memcmp(r->buf + r->len - 7, "\r\n0\r\n\r\n", 7) == 0)
+                return false;
             continue;
         }
         if (n == 0)
