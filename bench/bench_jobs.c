@@ -27,94 +27,7 @@
 
 #include "core/clock.h"
 
-extern char **environ;
-
-struct proc {
-    pid_t pid;
-    int port;
-};
-
-static char bin_dir[4096];
-
-static void die(const char *what)
-{
-    fprintf(stderr, "bench_jobs: %s\n", what);
-    exit(1);
-}
-
-/* Starts `argv` with stdout on a pipe and returns once it printed "listening on H:PORT". */
-static struct proc spawn_server(char *const argv[])
-{
-    int fds[2];
-    if (pipe(fds) != 0)
-        die("pipe");
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
-    struct proc p = {0};
-    if (posix_spawn(&p.pid, argv[0], &fa, NULL, argv, environ) != 0)
-        die("cannot start a server (build with make bench)");
-    posix_spawn_file_actions_destroy(&fa);
-    close(fds[1]);
-    FILE *out = fdopen(fds[0], "r");
-    char line[256];
-    while (fgets(line, sizeof line, out) != NULL) {
-        const char *colon = strrchr(line, ':');
-        if (strncmp(line, "listening on ", 13) == 0 && colon != NULL) {
-            p.port = (int)strtol(colon + 1, NULL, 10);
-            break;
-        }
-    }
-    if (p.port == 0)
-        die("a server did not start");
-    /* Keep the pipe open (the servers print nothing more); closed when we exit. */
-    return p;
-}
-
-struct buf {
-    char *data;
-    size_t len;
-};
-
-static size_t on_data(char *ptr, size_t size, size_t n, void *arg)
-{
-    struct buf *b = arg;
-    char *grown = realloc(b->data, b->len + size * n + 1);
-    if (grown == NULL)
-        return 0;
-    b->data = grown;
-    memcpy(b->data + b->len, ptr, size * n);
-    b->len += size * n;
-    b->data[b->len] = '\0';
-    return size * n;
-}
-
-/* One HTTP request on a reused handle; returns the parsed body and sets *status. */
-static json_t *http(CURL *c, const char *method, int port, const char *path, const char *body,
-                    long *status)
-{
-    char url[512];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    struct buf b = {0};
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_HTTPGET, body == NULL ? 1L : 0L);
-    if (body == NULL)
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    if (curl_easy_perform(c) != CURLE_OK)
-        die("HTTP request failed");
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    curl_slist_free_all(h);
-    json_t *j = b.data ? json_loads(b.data, 0, NULL) : NULL;
-    free(b.data);
-    return j;
-}
+#include "procs.h"
 
 #define SUBMITTERS 4
 #define LLM_HOST_CONNECTIONS 512
@@ -127,8 +40,6 @@ struct sampler {
     long max_running;
 };
 
-static json_t *http(CURL *c, const char *method, int port, const char *path, const char *body,
-                    long *status);
 
 static void *sample(void *arg)
 {
@@ -136,7 +47,7 @@ static void *sample(void *arg)
     CURL *c = curl_easy_init();
     long st;
     while (!s->stop) {
-        json_t *h = http(c, "GET", s->port, "/healthz", NULL, &st);
+        json_t *h = bench_http(c, "GET", s->port, "/healthz", NULL, &st);
         long r = (long)json_integer_value(json_object_get(h, "jobs_running"));
         if (r > s->max_running)
             s->max_running = r;
@@ -164,40 +75,14 @@ static void *submit(void *arg)
     long st;
     for (long i = s->first; i < s->first + s->count; i++) {
         snprintf(body, sizeof body, "{\"crew_id\":\"bench\",\"query\":\"question %ld\"}", i);
-        json_t *r = http(c, "POST", s->port, "/api/v1/crew/execute", body, &st);
+        json_t *r = bench_http(c, "POST", s->port, "/api/v1/crew/execute", body, &st);
         if (st != 202 || r == NULL)
-            die("execute failed");
+            bench_die("execute failed");
         s->ids[i] = strdup(json_string_value(json_object_get(r, "job_id")));
         json_decref(r);
     }
     curl_easy_cleanup(c);
     return NULL;
-}
-
-static long rss_kb(pid_t pid, const char *field)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long v = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, field, strlen(field)) == 0)
-            v = strtol(line + strlen(field) + 1, NULL, 10);
-    if (f)
-        fclose(f);
-    return v;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(const double *v, long n, double p)
-{
-    long i = (long)(p * (double)(n - 1) + 0.5);
-    return v[i < 0 ? 0 : i >= n ? n - 1 : i];
 }
 
 int main(int argc, char **argv)
@@ -208,13 +93,9 @@ int main(int argc, char **argv)
     char tmpl[] = "/tmp/crewd-bench-XXXXXX";
     const char *dir = argc > 4 ? argv[4] : mkdtemp(tmpl);
     if (n <= 0 || conc <= 0 || dir == NULL)
-        die("usage: bench_jobs [N [C [LATENCY_MS [STORE_DIR]]]]");
+        bench_die("usage: bench_jobs [N [C [LATENCY_MS [STORE_DIR]]]]");
 
-    ssize_t len = readlink("/proc/self/exe", bin_dir, sizeof bin_dir - 1);
-    if (len <= 0)
-        die("readlink /proc/self/exe");
-    bin_dir[len] = '\0';
-    *strrchr(bin_dir, '/') = '\0';
+    const char *bin_dir = bench_bin_dir();
 
     char fake_bin[4200], crewd_bin[4200], lat[32], store[4200], cap[32], conns[32];
     snprintf(fake_bin, sizeof fake_bin, "%s/crewd-fakellm", bin_dir);
@@ -226,7 +107,7 @@ int main(int argc, char **argv)
      * would for a provider's concurrency limit. */
     snprintf(conns, sizeof conns, "%d", LLM_HOST_CONNECTIONS);
     char *fake_argv[] = {fake_bin, "--latency-ms", lat, "--log-bodies", "0", NULL};
-    struct proc fake = spawn_server(fake_argv);
+    struct proc fake = bench_spawn_server(fake_argv);
     char *crewd_argv[] = {crewd_bin,
                           "--store",
                           store,
@@ -239,7 +120,7 @@ int main(int argc, char **argv)
                           "--llm-max-host-connections",
                           conns,
                           NULL};
-    struct proc crewd = spawn_server(crewd_argv);
+    struct proc crewd = bench_spawn_server(crewd_argv);
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CURL *c = curl_easy_init();
@@ -254,10 +135,10 @@ int main(int argc, char **argv)
              "{\"agent_id\":\"c\",\"config\":{\"llm\":\"openai\",\"model\":\"m\",\"base_url\":"
              "\"http://127.0.0.1:%d/v1\"},\"system_prompt\":\"You are c.\"}]}",
              fake.port, fake.port, fake.port);
-    json_decref(http(c, "PUT", crewd.port, "/api/v1/crew", body, &st));
+    json_decref(bench_http(c, "PUT", crewd.port, "/api/v1/crew", body, &st));
     if (st != 201)
-        die("crew create failed");
-    long rss_base = rss_kb(crewd.pid, "VmRSS:");
+        bench_die("crew create failed");
+    long rss_base = bench_proc_kb(crewd.pid, "VmRSS:");
 
     struct sampler sampler = {.port = crewd.port};
     pthread_create(&sampler.thread, NULL, sample, &sampler);
@@ -284,7 +165,7 @@ int main(int argc, char **argv)
         char path[128];
         snprintf(path, sizeof path, "/api/v1/crew/job/%s", ids[i]);
         for (;;) {
-            json_t *j = http(c, "GET", crewd.port, path, NULL, &st);
+            json_t *j = bench_http(c, "GET", crewd.port, path, NULL, &st);
             const char *s = json_string_value(json_object_get(j, "status"));
             if (s != NULL && (strcmp(s, "completed") == 0 || strcmp(s, "failed") == 0)) {
                 int64_t cr, sa, co;
@@ -306,18 +187,16 @@ int main(int argc, char **argv)
             nanosleep(&ts, NULL);
         }
     }
-    long rss_peak = rss_kb(crewd.pid, "VmHWM:");
+    long rss_peak = bench_proc_kb(crewd.pid, "VmHWM:");
     sampler.stop = 1;
     pthread_join(sampler.thread, NULL);
     /* Jobs in flight at once: crewd's own count of running jobs (sampled), and the fake's
      * peak of concurrent calls (bounded by the per-host connection cap). */
-    json_t *fs = http(c, "GET", fake.port, "/_fake/stats", NULL, &st);
+    json_t *fs = bench_http(c, "GET", fake.port, "/_fake/stats", NULL, &st);
     long max_calls = (long)json_integer_value(json_object_get(fs, "max_in_flight"));
     json_decref(fs);
     long max_in_flight = sampler.max_running;
     double span_s = (double)(last_completed - first_created) / 1000.0;
-    qsort(run_lat, (size_t)n, sizeof *run_lat, cmp_double);
-    qsort(e2e_lat, (size_t)n, sizeof *e2e_lat, cmp_double);
     long in_flight = max_in_flight > 0 ? max_in_flight : 1;
 
     printf("jobs.n %ld\njobs.concurrency %ld\njobs.llm_latency_ms %ld\n", n, conc, latency);
@@ -325,10 +204,10 @@ int main(int argc, char **argv)
     printf("jobs.submit_per_s %.0f\n", (double)n / ((double)t_submit / 1000.0 + 1e-9));
     printf("jobs.jobs_per_s %.1f\n", (double)n / (span_s > 0 ? span_s : 1e-3));
     printf("jobs.agent_steps_per_s %.1f\n", 3.0 * (double)n / (span_s > 0 ? span_s : 1e-3));
-    printf("jobs.run_latency_p50_ms %.0f\njobs.run_latency_p99_ms %.0f\n", pct(run_lat, n, .5),
-           pct(run_lat, n, .99));
-    printf("jobs.e2e_latency_p50_ms %.0f\njobs.e2e_latency_p99_ms %.0f\n", pct(e2e_lat, n, .5),
-           pct(e2e_lat, n, .99));
+    printf("jobs.run_latency_p50_ms %.0f\njobs.run_latency_p99_ms %.0f\n", bench_percentile(run_lat, n, .5),
+           bench_percentile(run_lat, n, .99));
+    printf("jobs.e2e_latency_p50_ms %.0f\njobs.e2e_latency_p99_ms %.0f\n", bench_percentile(e2e_lat, n, .5),
+           bench_percentile(e2e_lat, n, .99));
     printf("jobs.max_jobs_running %ld\njobs.max_llm_calls_at_fake %ld\n", max_in_flight,
            max_calls);
     printf("jobs.rss_base_kb %ld\njobs.rss_peak_kb %ld\n", rss_base, rss_peak);

@@ -12,10 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "api/api.h"
 #include "app/config.h"
 #include "core/log.h"
+#include "events/hub.h"
 #include "http/server.h"
 #include "jobs/jobs.h"
 #include "llm/llm.h"
@@ -31,6 +33,17 @@ static void on_signal(evutil_socket_t sig, short events, void *arg)
     event_base_loopexit(base, NULL);
 }
 
+/* Who hears that a job has new events: the event streams' hub (and the webhooks). */
+struct listeners {
+    struct event_hub *hub;
+};
+
+static void on_job_events(void *arg, const char *job_id)
+{
+    struct listeners *l = arg;
+    event_hub_notify(l->hub, job_id);
+}
+
 static const char *env_get(const char *name)
 {
     return getenv(name);
@@ -40,6 +53,25 @@ static const char *env_get(const char *name)
 static void on_libevent_log(int severity, const char *msg)
 {
     log_msg(severity >= EVENT_LOG_WARN ? LOG_WARN : LOG_DEBUG, "libevent", "%s", msg);
+}
+
+/* Each open stream (SSE) holds a connection, and thousands of them must not meet the usual
+ * soft limit of 1024 descriptors: raise it to the hard limit, which only root could raise. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            log_warn("main", "cannot raise the open file limit from %llu to %llu",
+                     (unsigned long long)old, (unsigned long long)rl.rlim_max);
+            return;
+        }
+    }
+    log_debug("main", "open file limit: %llu", (unsigned long long)rl.rlim_cur);
 }
 
 int main(int argc, char **argv)
@@ -56,6 +88,9 @@ int main(int argc, char **argv)
     struct tool_runner *runner = NULL;
     struct llm_prices *prices = NULL;
     struct jobs *jobs = NULL;
+    struct event_hub *hub = NULL;
+    struct api_sse *sse = NULL;
+    struct listeners listeners = {0};
     struct event *sigterm = NULL, *sigint = NULL;
 
     if (config_load(&cfg, argc, argv, env_get, &action, &e) != 0) {
@@ -77,6 +112,7 @@ int main(int argc, char **argv)
     event_set_log_callback(on_libevent_log);
     /* A client that disconnects mid-reply must cost an EPIPE, not the process. */
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
 
     if (store_open(cfg.store, &store, &e) != 0) {
         log_error("main", "%s", err_text(&e));
@@ -152,7 +188,21 @@ int main(int argc, char **argv)
         .tool_registry = tools,
         .tool_runner = runner,
         .prices = prices,
+        .on_events = on_job_events,
+        .events_arg = &listeners,
     };
+    struct event_hub_opts hub_opts = {0};
+    if (event_hub_new(base, store, &hub_opts, &hub, &e) != 0) {
+        log_error("main", "%s", err_text(&e));
+        goto out;
+    }
+    listeners.hub = hub;
+    struct api_sse_opts sse_opts = {.heartbeat_ms = cfg.sse_heartbeat_ms,
+                                    .max_streams = (size_t)cfg.sse_max_streams};
+    if (api_sse_new(base, hub, &sse_opts, &sse, &e) != 0) {
+        log_error("main", "%s", err_text(&e));
+        goto out;
+    }
     if (jobs_new(base, store, llm, &jobs_opts, &jobs, &e) != 0) {
         log_error("main", "%s", err_text(&e));
         goto out;
@@ -161,7 +211,8 @@ int main(int argc, char **argv)
     struct api_ctx ctx = {.store = store,
                           .tools = tools,
                           .default_provider = cfg.default_provider,
-                          .jobs = jobs};
+                          .jobs = jobs,
+                          .sse = sse};
     struct http_server_opts opts = {
         .host = cfg.host,
         .port = cfg.port,
@@ -208,8 +259,10 @@ out:
         event_free(sigint);
     /* Stop taking requests first, then stop the jobs (their leases are released so that the
      * next start resumes them), then the LLM calls they had in flight. */
+    api_sse_free(sse); /* its streams end: clients reconnect to the next start */
     http_server_free(server);
     jobs_free(jobs);
+    event_hub_free(hub);
     tool_runner_free(runner);
     free(prices);
     llm_client_free(llm);

@@ -6,6 +6,8 @@
 #ifndef CREWD_API_API_H
 #define CREWD_API_API_H
 
+#include <event2/event.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/err.h"
@@ -14,6 +16,8 @@
 
 struct jobs;
 struct store;
+struct event_hub;
+struct api_sse;
 struct tool_registry;
 struct crew_class;
 
@@ -23,7 +27,26 @@ struct api_ctx {
     struct tool_registry *tools; /* changed by the tool routes, on the loop thread */
     const char *default_provider;
     struct jobs *jobs; /* woken after each execute; NULL: jobs wait for the next poll */
+    struct api_sse *sse; /* the jobs' event streams; NULL: not served (503) */
 };
+
+/* The event streams (GET .../events, api/events.c): their heartbeat and their cap. */
+struct api_sse_opts {
+    long heartbeat_ms;  /* a comment line this often on every stream; 0: 15000 */
+    size_t max_streams; /* more get 503; 0: 10000 */
+};
+
+/* Returns 0 or ERR_NOMEM. The hub is borrowed. */
+int api_sse_new(struct event_base *base, struct event_hub *hub, const struct api_sse_opts *o,
+                struct api_sse **out, struct err *e);
+/* Ends every stream (their readers reconnect elsewhere or later), then frees. NULL-safe. */
+void api_sse_free(struct api_sse *sse);
+/* Event streams open now. */
+size_t api_sse_streams(const struct api_sse *sse);
+
+/* The job id of the path's first capture as a canonical id into idbuf, or false with a 404
+ * answered. */
+bool api_path_job(struct http_req *req, char idbuf[]);
 
 /* The route table (static). Handlers take a struct api_ctx * as their argument. */
 const struct http_route *api_routes(size_t *n);
@@ -56,6 +79,7 @@ void api_jobs_status_by_query(struct http_req *req, void *arg);
 void api_jobs_list(struct http_req *req, void *arg);
 void api_jobs_cancel(struct http_req *req, void *arg);
 void api_jobs_delete(struct http_req *req, void *arg);
+void api_jobs_events(struct http_req *req, void *arg);
 void api_tools_put(struct http_req *req, void *arg);
 void api_tools_list(struct http_req *req, void *arg);
 void api_tools_get(struct http_req *req, void *arg);

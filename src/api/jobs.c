@@ -351,8 +351,7 @@ out:
     store_crew_free(crew);
 }
 
-/* The job of the path as a canonical id, or a 404 answered. */
-static bool path_job(struct http_req *req, char idbuf[ID_UUID_LEN])
+bool api_path_job(struct http_req *req, char idbuf[])
 {
     const char *job_id = http_req_param(req, 0);
     if (id_canonical(job_id, idbuf))
@@ -368,7 +367,7 @@ void api_jobs_cancel(struct http_req *req, void *arg)
     const struct api_ctx *ctx = arg;
     struct err e = {0};
     char idbuf[ID_UUID_LEN];
-    if (!path_job(req, idbuf))
+    if (!api_path_job(req, idbuf))
         return;
     int rc = ctx->jobs ? jobs_cancel(ctx->jobs, idbuf, &e)
                        : store_job_finish(ctx->store, idbuf, NULL, STORE_JOB_CANCELLED, NULL,
@@ -386,7 +385,7 @@ void api_jobs_delete(struct http_req *req, void *arg)
     const struct api_ctx *ctx = arg;
     struct err e = {0};
     char idbuf[ID_UUID_LEN];
-    if (!path_job(req, idbuf))
+    if (!api_path_job(req, idbuf))
         return;
     int rc;
     if (ctx->jobs != NULL) {

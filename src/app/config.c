@@ -31,6 +31,8 @@ enum setting {
     SET_TOOL_HTTP_ALLOW,
     SET_TOOL_HTTP_PRIVATE,
     SET_PRICES,
+    SET_SSE_HEARTBEAT_MS,
+    SET_SSE_MAX_STREAMS,
     SET_CONFIG,
 };
 
@@ -81,6 +83,12 @@ static long *numeric_slot(struct config *cfg, enum setting id, long *min, long *
     case SET_TOOL_HTTP_PRIVATE:
         *min = 0, *max = 1;
         return &cfg->tool_http_allow_private;
+    case SET_SSE_HEARTBEAT_MS:
+        *min = 100, *max = 3600000;
+        return &cfg->sse_heartbeat_ms;
+    case SET_SSE_MAX_STREAMS:
+        *min = 1, *max = 1000000;
+        return &cfg->sse_max_streams;
     default:
         return NULL;
     }
@@ -136,6 +144,10 @@ static const struct {
     {SET_TOOL_HTTP_PRIVATE, "--tool-http-allow-private", "CREWD_TOOL_HTTP_ALLOW_PRIVATE",
      "tool_http_allow_private", false,
      "1: the http_request tool may reach loopback and private addresses (default 0)"},
+    {SET_SSE_HEARTBEAT_MS, "--sse-heartbeat-ms", "CREWD_SSE_HEARTBEAT_MS", "sse_heartbeat_ms",
+     false, "a comment line this often on every open event stream (default 15000)"},
+    {SET_SSE_MAX_STREAMS, "--sse-max-streams", "CREWD_SSE_MAX_STREAMS", "sse_max_streams",
+     false, "event streams open at once; more get 503 (default 10000)"},
     {SET_PRICES, "--prices", "CREWD_PRICES", "prices", false,
      "JSON object \"provider:model\" -> {input, output, cached_input} in USD per million "
      "tokens: results then carry cost (default: none)"},
@@ -350,7 +362,9 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
     case SET_LLM_HOST_CONNECTIONS:
     case SET_LLM_TIMEOUT_MS:
     case SET_LLM_MAX_ATTEMPTS:
-    case SET_TOOL_HTTP_PRIVATE: {
+    case SET_TOOL_HTTP_PRIVATE:
+    case SET_SSE_HEARTBEAT_MS:
+    case SET_SSE_MAX_STREAMS: {
         long min = 0, max = 0, *slot = numeric_slot(cfg, id, &min, &max);
         char *end;
         errno = 0;
@@ -503,6 +517,8 @@ int config_load(struct config *cfg, int argc, char **argv, const char *(*getenv_
     cfg->llm_max_host_connections = CONFIG_DEFAULT_LLM_HOST_CONNECTIONS;
     cfg->llm_timeout_ms = CONFIG_DEFAULT_LLM_TIMEOUT_MS;
     cfg->llm_max_attempts = CONFIG_DEFAULT_LLM_MAX_ATTEMPTS;
+    cfg->sse_heartbeat_ms = CONFIG_DEFAULT_SSE_HEARTBEAT_MS;
+    cfg->sse_max_streams = CONFIG_DEFAULT_SSE_MAX_STREAMS;
     if ((rc = apply(cfg, SET_LISTEN, CONFIG_DEFAULT_LISTEN, false, "default", e)) != 0 ||
         (rc = set_string(&cfg->store, CONFIG_DEFAULT_STORE)) != 0 ||
         (rc = set_string(&cfg->default_provider, CONFIG_DEFAULT_PROVIDER)) != 0)

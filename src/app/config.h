@@ -29,6 +29,8 @@
 #define CONFIG_DEFAULT_LLM_HOST_CONNECTIONS 64
 #define CONFIG_DEFAULT_LLM_TIMEOUT_MS 120000
 #define CONFIG_DEFAULT_LLM_MAX_ATTEMPTS 3
+#define CONFIG_DEFAULT_SSE_HEARTBEAT_MS 15000
+#define CONFIG_DEFAULT_SSE_MAX_STREAMS 10000
 
 struct config {
     char *listen;  /* "HOST:PORT" as given */
@@ -55,6 +57,8 @@ struct config {
     size_t n_tool_http_allow;
     long tool_http_allow_private; /* 1: loopback and private addresses too */
     char *prices;                 /* JSON text of the price table (llm/price.h), checked */
+    long sse_heartbeat_ms;        /* a comment line on every event stream this often */
+    long sse_max_streams;         /* event streams open at once */
 };
 
 /* One parsed --llm-limit. */

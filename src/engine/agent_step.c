@@ -59,6 +59,9 @@ struct agent_step {
     int llm_calls, attempts;
     agent_step_done_cb cb;
     void *arg;
+    bool stream;
+    void (*on_delta)(void *arg, const char *text, size_t len);
+    void (*on_tool_call)(void *arg, const json_t *entry);
 };
 
 static char *dup_or_null(const char *s, bool *nomem)
@@ -169,6 +172,13 @@ static void finish(struct agent_step *s, int rc, const struct err *e, char *text
 static void on_llm(void *arg, int rc, struct llm_response *resp, const struct err *e,
                    const struct llm_call_info *info);
 
+static void on_llm_delta(void *arg, const char *text, size_t len)
+{
+    struct agent_step *s = arg;
+    if (s->on_delta != NULL)
+        s->on_delta(s->arg, text, len);
+}
+
 /* The next LLM call with the conversation so far. Tools are offered while rounds remain. */
 static int ask(struct agent_step *s, struct err *e)
 {
@@ -198,8 +208,10 @@ static int ask(struct agent_step *s, struct err *e)
         .temperature = s->temperature,
         .max_tokens = s->max_tokens,
         .timeout_ms = s->timeout_ms,
+        .stream = s->stream,
     };
-    struct llm_call_opts opts = {.on_done = on_llm, .arg = s};
+    struct llm_call_opts opts = {.on_done = on_llm, .on_delta = s->stream ? on_llm_delta : NULL,
+                                 .arg = s};
     int rc = llm_call_start(s->llm, &req, &opts, &s->call, e);
     free(m);
     return rc;
@@ -251,6 +263,8 @@ static void on_tool(void *arg, int rc, const char *output, const struct err *e)
         json_object_set_new(entry, "error", json_string(why));
     }
     json_object_set_new(entry, "execution_time", json_real(secs < 0 ? 0 : secs));
+    if (s->on_tool_call != NULL && entry != NULL)
+        s->on_tool_call(s->arg, entry);
     if (--s->n_waiting == 0)
         round_over(s);
 }
@@ -389,6 +403,9 @@ int agent_step_start(const struct agent_step_params *p, agent_step_done_cb cb, v
     s->temperature = p->temperature;
     s->max_tokens = p->max_tokens;
     s->timeout_ms = p->timeout_ms;
+    s->stream = p->stream;
+    s->on_delta = p->on_delta;
+    s->on_tool_call = p->on_tool_call;
     s->provider = dup_or_null(p->provider, &nomem);
     s->model = dup_or_null(p->model, &nomem);
     s->base_url = dup_or_null(p->base_url, &nomem);

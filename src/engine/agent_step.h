@@ -16,6 +16,7 @@
 #define CREWD_ENGINE_AGENT_STEP_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/err.h"
@@ -49,6 +50,13 @@ struct agent_step_params {
     double temperature; /* < 0: not sent */
     long max_tokens;    /* <= 0: not sent */
     long timeout_ms;    /* per LLM attempt; <= 0: the client's default */
+    /* Progress, for the job's events; all optional, called from the loop, never from
+     * agent_step_start. With `stream`, replies are asked for streamed and their text goes to
+     * on_delta as it arrives. on_tool_call gets each tool call when it is over: the entry of
+     * result.tool_calls ({id, name, arguments, result, error, execution_time}), borrowed. */
+    bool stream;
+    void (*on_delta)(void *arg, const char *text, size_t len);
+    void (*on_tool_call)(void *arg, const json_t *entry);
 };
 
 /* What a step did. Fields are owned by the result; a callback may take text and tool_calls

@@ -32,6 +32,10 @@
 
 #define ERROR_SUMMARY_MAX 1000
 
+/* Streamed text is gathered per step and reported at most this often: an event per token
+ * would be a store write per token. */
+#define DELTA_FLUSH_MS 50
+
 enum step_kind { STEP_AGENT, STEP_JUDGE, STEP_SYNTH };
 
 enum agent_status { AGENT_IDLE = 0, AGENT_RUNNING, AGENT_DONE, AGENT_FAILED, AGENT_SKIPPED };
@@ -50,6 +54,8 @@ struct step {
     struct agent_step *as; /* in flight */
     int memory_turns;      /* > 0: an agent step with conversation memory (exchanges kept) */
     struct step *prev, *next; /* the run's list of steps in flight */
+    char *delta;              /* streamed text not yet reported */
+    size_t delta_len, delta_cap;
 };
 
 struct crew_run {
@@ -61,6 +67,7 @@ struct crew_run {
     json_t *replay; /* key -> record of an earlier run */
     struct event *kick;
     struct event *deadline; /* the job's timeout */
+    struct event *delta_flush; /* reports the steps' streamed text (DELTA_FLUSH_MS) */
     bool timed_out;
     bool cancelled; /* crew_run_cancel: ends like a timeout, reported as cancelled */
     bool halted; /* timed out and a step that would need a call was reached, or steps in
@@ -159,7 +166,101 @@ static void step_free(struct step *s)
     if (s == NULL)
         return;
     free(s->input);
+    free(s->delta);
     free(s);
+}
+
+/* ---- progress events ------------------------------------------------------------------- */
+
+/* The fields every event of step `s` carries: {"step", "agent"} (agent null for the judge
+ * and the synthesis, which are no agent of the crew). NULL when out of memory. */
+static json_t *step_event(const struct step *s)
+{
+    const char *agent = s->kind == STEP_AGENT ? s->run->plan->agents[s->agent].key : NULL;
+    json_t *d = json_pack("{s:s,s:s?}", "step", s->key, "agent", agent);
+    if (d != NULL && s->pass > 0)
+        json_object_set_new(d, "pass", json_integer(s->pass));
+    return d;
+}
+
+static void emit(struct crew_run *run, enum store_event_type type, json_t *data)
+{
+    if (data != NULL && run->hooks.event != NULL)
+        run->hooks.event(run->hooks.arg, type, data);
+    json_decref(data);
+}
+
+/* Reports the streamed text `s` holds, as one agent.delta. */
+static void flush_delta(struct step *s)
+{
+    if (s->delta_len == 0)
+        return;
+    json_t *d = step_event(s);
+    if (d != NULL)
+        json_object_set_new(d, "text", json_stringn(s->delta, s->delta_len));
+    s->delta_len = 0;
+    emit(s->run, STORE_EV_AGENT_DELTA, d);
+}
+
+static void on_delta_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct crew_run *run = arg;
+    for (struct step *s = run->active; s != NULL; s = s->next)
+        flush_delta(s);
+}
+
+static void on_step_delta(void *arg, const char *text, size_t len)
+{
+    struct step *s = arg;
+    if (len == 0)
+        return;
+    if (s->delta_len + len > s->delta_cap) {
+        size_t cap = s->delta_cap ? s->delta_cap : 256;
+        while (cap < s->delta_len + len)
+            cap *= 2;
+        char *d = realloc(s->delta, cap);
+        if (d == NULL)
+            return; /* progress only: the answer itself is kept by the LLM client */
+        s->delta = d;
+        s->delta_cap = cap;
+    }
+    memcpy(s->delta + s->delta_len, text, len);
+    s->delta_len += len;
+    if (!evtimer_pending(s->run->delta_flush, NULL)) {
+        struct timeval tv = {0, DELTA_FLUSH_MS * 1000};
+        evtimer_add(s->run->delta_flush, &tv);
+    }
+}
+
+static void on_step_tool_call(void *arg, const json_t *entry)
+{
+    struct step *s = arg;
+    json_t *d = step_event(s);
+    if (d != NULL)
+        json_object_update(d, (json_t *)entry);
+    emit(s->run, STORE_EV_AGENT_TOOL_CALL, d);
+}
+
+/* The event a finished step is checkpointed with: agent.completed {output, execution_time,
+ * usage, llm_calls} or agent.failed {error, execution_time}. NULL when out of memory. */
+static json_t *step_end_event(const struct step *s, const json_t *rec, bool *ok)
+{
+    *ok = json_is_true(json_object_get(rec, "success"));
+    json_t *d = step_event(s);
+    if (d == NULL)
+        return NULL;
+    static const char *const ok_fields[] = {"output", "execution_time", "usage", "llm_calls"};
+    static const char *const fail_fields[] = {"error", "execution_time"};
+    const char *const *f = *ok ? ok_fields : fail_fields;
+    size_t n = *ok ? 4 : 2;
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_object_get(rec, f[i]);
+        if (v != NULL)
+            json_object_set(d, f[i], v);
+    }
+    return d;
 }
 
 static void active_add(struct crew_run *run, struct step *s)
@@ -330,7 +431,19 @@ static bool finish_step(struct step *s, json_t *rec)
         step_free(s);
         return false;
     }
-    if (run->hooks.checkpoint(run->hooks.arg, s->key, rec, &e) != 0) {
+    bool ok;
+    json_t *ev = step_end_event(s, rec, &ok);
+    if (ev == NULL) {
+        json_decref(rec);
+        err_set(&e, ERR_NOMEM, "out of memory recording step %s", s->key);
+        abandon(run, &e);
+        step_free(s);
+        return false;
+    }
+    int rc = run->hooks.checkpoint(run->hooks.arg, s->key, rec,
+                                   ok ? STORE_EV_AGENT_COMPLETED : STORE_EV_AGENT_FAILED, ev, &e);
+    json_decref(ev);
+    if (rc != 0) {
         json_decref(rec);
         abandon(run, &e);
         step_free(s);
@@ -363,6 +476,7 @@ static void on_agent_done(void *arg, struct agent_step_result *res)
     struct crew_run *run = s->run;
     s->as = NULL; /* the agent step frees itself after this callback */
     active_remove(run, s);
+    flush_delta(s); /* its streamed text comes before its end */
     /* What memory needs outlives the step, which finish_step frees. */
     size_t agent = s->agent;
     int keep = s->memory_turns;
@@ -435,6 +549,9 @@ static bool start_step(struct crew_run *run, struct step *s, const char *system_
         .temperature = temperature,
         .max_tokens = max_tokens,
         .timeout_ms = timeout_ms,
+        .stream = run->req->stream,
+        .on_delta = on_step_delta,
+        .on_tool_call = on_step_tool_call,
     };
     struct err e = {0};
     if (agent_step_start(&p, on_agent_done, s, &s->as, &e) != 0) {
@@ -442,6 +559,7 @@ static bool start_step(struct crew_run *run, struct step *s, const char *system_
         return true;
     }
     active_add(run, s);
+    emit(run, STORE_EV_AGENT_STARTED, step_event(s));
     return false;
 }
 
@@ -1164,6 +1282,7 @@ int crew_run_new(const struct crew_run_env *env, const struct crew_run_spec *spe
     run->judges = json_array();
     run->kick = event_new(env->base, -1, 0, on_kick, run);
     run->deadline = evtimer_new(env->base, on_deadline, run);
+    run->delta_flush = evtimer_new(env->base, on_delta_flush, run);
     run->pass = 1;
     if (run->req->n_sequence > 0) {
         run->n_seq = run->req->n_sequence;
@@ -1177,7 +1296,8 @@ int crew_run_new(const struct crew_run_env *env, const struct crew_run_spec *spe
             run->seq[i] = i;
     }
     if (run->status == NULL || run->rec == NULL || run->replay == NULL || run->passes == NULL ||
-        run->judges == NULL || run->kick == NULL || run->deadline == NULL || run->seq == NULL) {
+        run->judges == NULL || run->kick == NULL || run->deadline == NULL ||
+        run->delta_flush == NULL || run->seq == NULL) {
         crew_run_free(run);
         return err_set(e, ERR_NOMEM, "out of memory");
     }
@@ -1268,6 +1388,8 @@ void crew_run_free(struct crew_run *run)
     }
     if (run->kick)
         event_free(run->kick);
+    if (run->delta_flush)
+        event_free(run->delta_flush);
     if (run->deadline)
         event_free(run->deadline);
     if (run->rec)

@@ -12,7 +12,10 @@
  * builds the CrewResult of API.md and calls the done hook once.
  *
  * Step keys in the store: "agent:<index>" (sequential, parallel, flow), "loop:<pass>:<pos>",
- * "judge:<pass>", "synthesis". Everything runs on the loop thread.
+ * "judge:<pass>", "synthesis". Each step that calls an LLM reports agent.started, its tool
+ * calls, its streamed text (when the request asks for streaming; coalesced, at most one
+ * agent.delta per step every DELTA_FLUSH_MS) and its end, for the job's events (DESIGN.md
+ * decision 4). Everything runs on the loop thread.
  */
 #ifndef CREWD_ENGINE_CREW_RUN_H
 #define CREWD_ENGINE_CREW_RUN_H
@@ -22,6 +25,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "store/store.h"
 
 struct plan;
 struct job_request;
@@ -42,9 +46,15 @@ enum crew_run_status {
 const char *crew_run_status_name(enum crew_run_status s);
 
 struct crew_run_hooks {
-    /* Persists a finished step (data borrowed). Nonzero (with e set) abandons the run: the
-     * lease was lost or the store failed, and nothing may be built on an unsaved step. */
-    int (*checkpoint)(void *arg, const char *key, const json_t *data, struct err *e);
+    /* Persists a finished step (data borrowed) together with its event (agent.completed or
+     * agent.failed, ev_data borrowed): both or neither. Nonzero (with e set) abandons the
+     * run: the lease was lost or the store failed, and nothing may be built on an unsaved
+     * step. */
+    int (*checkpoint)(void *arg, const char *key, const json_t *data,
+                      enum store_event_type ev_type, const json_t *ev_data, struct err *e);
+    /* Optional: a progress event (agent.started, agent.delta, agent.tool_call; data
+     * borrowed). Best effort: the run goes on whatever becomes of it. */
+    void (*event)(void *arg, enum store_event_type type, const json_t *data);
     /*
      * The run is over. rc 0: `result` (a new reference, stolen) is the CrewResult and
      * `status` its overall status; `error` a summary when status is FAILED, else NULL.

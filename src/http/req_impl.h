@@ -41,4 +41,19 @@ int http_server_json_max_depth(const struct http_server *srv);
 /* Frees everything req owns (not the evhttp request, which libevent owns). */
 void http_req_free(struct http_req *req);
 
+/* Headers every reply carries (request.c): CORS, Vary, and Connection: close when asked. */
+void http_reply_add_common_headers(struct http_req *req);
+
+/* The server's open streams (stream.c), linked through the streams themselves so that
+ * opening and closing one costs O(1) and no allocation. Owned by the server. */
+struct http_stream;
+struct http_stream_list {
+    struct http_stream *head;
+    size_t n;
+};
+struct http_stream_list *http_server_stream_list(struct http_server *srv);
+/* Closes every stream of `list`, calling each on_close (stream.c); http_server_free calls it
+ * before freeing the connections. */
+void http_streams_close_all(struct http_stream_list *list);
+
 #endif

@@ -133,9 +133,10 @@ const char *http_status_phrase(int status)
     }
 }
 
-/* Headers every reply carries: CORS for allowed origins, and Connection: close when the
- * request left the connection in a state we do not want to reuse (smuggling attempts). */
-static void add_common_headers(struct http_req *req)
+/* Headers every reply carries, streams included: CORS for allowed origins, and Connection:
+ * close when the request left the connection in a state we do not want to reuse (smuggling
+ * attempts). */
+void http_reply_add_common_headers(struct http_req *req)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(req->ev);
     if (req->origin != NULL)
@@ -150,7 +151,7 @@ static void add_common_headers(struct http_req *req)
 
 static void send_and_free(struct http_req *req, int status, struct evbuffer *body)
 {
-    add_common_headers(req);
+    http_reply_add_common_headers(req);
     if (req->method == HTTP_HEAD && body != NULL) {
         /* evhttp 2.1 writes whatever body it is given, HEAD or not: keep the length the GET
          * would have, drop the bytes. */

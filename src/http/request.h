@@ -3,7 +3,8 @@
  *
  * A struct http_req lives from the moment the server has read a whole request until the
  * handler's one reply (http_reply_json / http_reply_error / http_reply_empty) has been
- * handed to libevent; the reply frees it. Every reply carries the CORS headers the server's
+ * handed to libevent; the reply frees it. http_stream_start (stream.h) is the other way to
+ * answer: it consumes req the same way. Every reply carries the CORS headers the server's
  * configuration calls for. Everything here runs on the loop thread.
  */
 #ifndef CREWD_HTTP_REQUEST_H

@@ -32,6 +32,7 @@
 #include "core/utf8.h"
 #include "http/req_impl.h"
 #include "http/request.h"
+#include "http/stream.h"
 
 struct http_server {
     struct evhttp *http;
@@ -49,6 +50,7 @@ struct http_server {
     const struct http_route *routes;
     size_t n_routes;
     void *handler_arg;
+    struct http_stream_list streams; /* open streaming replies (stream.c) */
 };
 
 /*
@@ -63,6 +65,8 @@ struct http_server {
 static const struct http_server *libevent_error_ctx;
 
 static void on_accept_error(struct evconnlistener *lev, void *arg);
+
+#define HTTP_LISTEN_BACKLOG 4096
 static void on_accept_resume(evutil_socket_t fd, short what, void *arg);
 
 int http_server_json_max_depth(const struct http_server *srv)
@@ -72,6 +76,14 @@ int http_server_json_max_depth(const struct http_server *srv)
 bool http_server_cors_enabled(const struct http_server *srv)
 {
     return srv->n_origins > 0;
+}
+struct http_stream_list *http_server_stream_list(struct http_server *srv)
+{
+    return &srv->streams;
+}
+size_t http_server_streams(const struct http_server *srv)
+{
+    return srv->streams.n;
 }
 
 void http_req_free(struct http_req *req)
@@ -604,10 +616,12 @@ int http_server_new(struct event_base *base, const struct http_server_opts *opts
         goto fail;
     }
     /* crewd makes the listener itself, rather than evhttp_bind_socket, to own its error
-     * callback: see on_accept_error. */
+     * callback (see on_accept_error), and its backlog: libevent's default of 128 drops the
+     * SYNs of a burst of clients (thousands of event streams reconnecting after a restart),
+     * which then wait 1, 3, 7 s for their retransmits. The kernel caps it at somaxconn. */
     srv->listener = evconnlistener_new_bind(
-        base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, -1,
-        (struct sockaddr *)&ss, sslen);
+        base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        HTTP_LISTEN_BACKLOG, (struct sockaddr *)&ss, sslen);
     if (srv->listener == NULL) {
         rc = err_set(e, ERR_IO, "cannot listen on %s: %s", where,
                      evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -656,6 +670,8 @@ void http_server_free(struct http_server *srv)
         libevent_error_ctx = NULL;
     if (srv->accept_resume != NULL)
         event_free(srv->accept_resume);
+    /* Before evhttp_free, which frees the streams' connections and requests. */
+    http_streams_close_all(&srv->streams);
     if (srv->http != NULL)
         evhttp_free(srv->http); /* frees the bound listener too */
     else if (srv->listener != NULL)

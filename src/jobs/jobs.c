@@ -100,6 +100,12 @@ static void door_cancel(void *handle)
     tool_call_cancel(handle);
 }
 
+static void notify(struct jobs *jobs, const char *job_id)
+{
+    if (jobs->opts.on_events != NULL)
+        jobs->opts.on_events(jobs->opts.events_arg, job_id);
+}
+
 static void schedule_claim(struct jobs *jobs, long delay_ms)
 {
     if (!jobs->started || jobs->claim_soon)
@@ -223,6 +229,7 @@ static void try_store(struct job_slot *slot)
         return;
     } else {
         log_info("jobs", "job %s %s", slot->job_id, store_job_status_name(slot->final_status));
+        notify(jobs, slot->job_id);
     }
     slot_done(slot, 0);
 }
@@ -246,18 +253,50 @@ static void release_job(struct job_slot *slot)
     try_store(slot);
 }
 
-static int on_checkpoint(void *arg, const char *key, const json_t *data, struct err *e)
+static int on_checkpoint(void *arg, const char *key, const json_t *data,
+                         enum store_event_type ev_type, const json_t *ev_data, struct err *e)
 {
     struct job_slot *slot = arg;
     char *text = json_dumps(data, JSON_TEXT_FLAGS);
-    if (text == NULL)
-        return err_set(e, ERR_NOMEM, "out of memory writing step %s", key);
-    int rc = store_job_step_put(slot->jobs->store, slot->job_id, slot->jobs->owner, key, text,
-                                NULL, clock_now_ms(), e);
+    char *ev_text = json_dumps(ev_data, JSON_TEXT_FLAGS);
+    int rc;
+    if (text == NULL || ev_text == NULL) {
+        rc = err_set(e, ERR_NOMEM, "out of memory writing step %s", key);
+    } else {
+        struct store_event_in ev = {.type = ev_type, .data = ev_text};
+        rc = store_job_step_put(slot->jobs->store, slot->job_id, slot->jobs->owner, key, text,
+                                &ev, clock_now_ms(), e);
+    }
     free(text);
-    if (rc == 0)
+    free(ev_text);
+    if (rc == 0) {
         log_debug("jobs", "job %s: step %s saved", slot->job_id, key);
+        notify(slot->jobs, slot->job_id);
+    }
     return rc;
+}
+
+/* Appends a progress event of the slot's job, fenced on our lease. Best effort: a lost
+ * lease or a store error shows at the next checkpoint, which stops the run if need be. */
+static void append_event(struct job_slot *slot, enum store_event_type type, const json_t *data)
+{
+    char *text = json_dumps(data, JSON_TEXT_FLAGS);
+    struct err e = {0};
+    struct store_event_in ev = {.type = type, .data = text};
+    if (text == NULL)
+        err_set(&e, ERR_NOMEM, "out of memory");
+    else if (store_event_append(slot->jobs->store, slot->job_id, slot->jobs->owner, &ev,
+                                clock_now_ms(), NULL, &e) == 0)
+        notify(slot->jobs, slot->job_id);
+    if (e.code != 0)
+        log_warn("jobs", "job %s: event %s not recorded: %s", slot->job_id,
+                 store_event_type_name(type), err_text(&e));
+    free(text);
+}
+
+static void on_run_event(void *arg, enum store_event_type type, const json_t *data)
+{
+    append_event(arg, type, data);
 }
 
 static void on_done(void *arg, int rc, enum crew_run_status status, json_t *result,
@@ -405,7 +444,8 @@ static void start_job(struct jobs *jobs, const struct store_job *row)
                                  .crew_id = slot->crew_id,
                                  .done = &steps,
                                  .started_ms = started_ms};
-    struct crew_run_hooks hooks = {.checkpoint = on_checkpoint, .done = on_done, .arg = slot};
+    struct crew_run_hooks hooks = {
+        .checkpoint = on_checkpoint, .event = on_run_event, .done = on_done, .arg = slot};
     if (crew_run_new(&env, &spec, &hooks, &slot->run, &e) != 0) {
         if (e.code == ERR_INVALID)
             finish_failed(slot, err_text(&e)); /* a stored checkpoint that does not parse */
@@ -416,6 +456,11 @@ static void start_job(struct jobs *jobs, const struct store_job *row)
     if (row->attempts > 1)
         log_info("jobs", "job %s resumed (attempt %ld, %zu step(s) done)", row->job_id,
                  row->attempts, steps.n);
+    json_t *started = json_pack("{s:I,s:I}", "attempt", (json_int_t)row->attempts,
+                                "steps_done", (json_int_t)steps.n);
+    if (started != NULL)
+        append_event(slot, STORE_EV_JOB_STARTED, started);
+    json_decref(started);
     crew_run_start(slot->run);
 out:
     store_step_list_cleanup(&steps);
@@ -504,6 +549,7 @@ int jobs_cancel(struct jobs *jobs, const char *job_id, struct err *e)
         store_job_free(row);
     } else if (rc == 0) {
         log_info("jobs", "job %s cancelled", job_id);
+        notify(jobs, job_id);
     }
     return rc;
 }
@@ -518,8 +564,10 @@ int jobs_delete(struct jobs *jobs, const char *job_id, struct err *e)
     if (holding(jobs, job_id))
         return err_set(e, ERR_BUSY, "job '%s' is still being stopped; try again", job_id);
     *e = (struct err){0};
-    if ((rc = store_job_delete(jobs->store, job_id, e)) == 0)
+    if ((rc = store_job_delete(jobs->store, job_id, e)) == 0) {
         log_info("jobs", "job %s deleted", job_id);
+        notify(jobs, job_id); /* its readers end */
+    }
     return rc;
 }
 

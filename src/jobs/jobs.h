@@ -38,6 +38,11 @@ struct jobs_opts {
     const struct llm_prices *prices;            /* NULL: no cost in results */
     long long job_ttl_ms;     /* finished jobs older than this are deleted; 0: 86400 s */
     long cleanup_interval_ms; /* how often retention runs; 0: 3600 s */
+    /* Optional: job `job_id` has new events in the store (a step, its progress, its start or
+     * end) or is gone, appended by this instance: event readers and webhooks look now
+     * instead of at their next poll. Called from the loop after the store write. */
+    void (*on_events)(void *arg, const char *job_id);
+    void *events_arg;
 };
 
 struct jobs;

@@ -88,7 +88,7 @@ static int dup_opt_string(const json_t *obj, const char *key, const char *field,
 
 static const char *const known_fields[] = {
     "crew_id", "name",       "query",    "execution_mode", "user_id", "session_id",
-    "kwargs",  "synthesis_prompt", "metadata", "timeout", NULL,
+    "kwargs",  "synthesis_prompt", "metadata", "timeout", "stream", NULL,
 };
 
 static int check_fields(const json_t *body, struct err *e)
@@ -103,7 +103,8 @@ static int check_fields(const json_t *body, struct err *e)
         if (!known)
             return err_set(e, ERR_INVALID,
                            "%.*s: unknown field (known: crew_id, name, query, execution_mode, "
-                           "user_id, session_id, synthesis_prompt, kwargs, metadata, timeout)",
+                           "user_id, session_id, synthesis_prompt, kwargs, metadata, timeout, "
+                           "stream)",
                            QUOTED(key));
     }
     return 0;
@@ -318,6 +319,12 @@ int job_request_parse(const json_t *body, const struct plan *plan, struct job_re
         }
         r->timeout_s = t;
     }
+    const json_t *st = json_object_get(body, "stream");
+    if (st != NULL && !json_is_null(st) && !json_is_boolean(st)) {
+        rc = err_set(e, ERR_INVALID, "stream: must be true or false");
+        goto out;
+    }
+    r->stream = json_is_true(st);
     if (r->mode != CREW_MODE_LOOP && r->condition != NULL && r->condition[0] == '\0') {
         rc = err_set(e, ERR_INVALID, "kwargs.condition: must not be empty");
         goto out;
@@ -337,6 +344,7 @@ int job_request_parse(const json_t *body, const struct plan *plan, struct job_re
         !model_put(r->normalized, "synthesis_prompt", model_string_or_null(r->synthesis_prompt)) ||
         !model_put(r->normalized, "timeout",
                    r->timeout_s > 0 ? json_real(r->timeout_s) : json_null()) ||
+        !model_put(r->normalized, "stream", json_boolean(r->stream)) ||
         !model_put(r->normalized, "metadata",
                    md != NULL && json_is_object(md) ? json_deep_copy(md) : json_object()))
         goto nomem;

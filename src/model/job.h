@@ -47,6 +47,7 @@ struct job_request {
     size_t n_sequence;
     bool all_results;
     double timeout_s; /* the whole job, from its start; 0: none */
+    bool stream;      /* agents' replies streamed: their text becomes agent.delta events */
     json_t *normalized; /* the request as stored: a new object owned by this struct */
 };
 
