@@ -16,6 +16,7 @@ struct jobs;
 struct store;
 struct tool_registry;
 struct crew_class;
+struct job_webhook_policy;
 
 /* What every handler needs; owned by main, borrowed by the API for the server's life. */
 struct api_ctx {
@@ -23,6 +24,7 @@ struct api_ctx {
     struct tool_registry *tools; /* changed by the tool routes, on the loop thread */
     const char *default_provider;
     struct jobs *jobs; /* woken after each execute; NULL: jobs wait for the next poll */
+    const struct job_webhook_policy *webhook_policy; /* NULL: no webhook is accepted */
 };
 
 /* The route table (static). Handlers take a struct api_ctx * as their argument. */
@@ -56,6 +58,7 @@ void api_jobs_status_by_query(struct http_req *req, void *arg);
 void api_jobs_list(struct http_req *req, void *arg);
 void api_jobs_cancel(struct http_req *req, void *arg);
 void api_jobs_delete(struct http_req *req, void *arg);
+void api_jobs_webhooks(struct http_req *req, void *arg);
 void api_tools_put(struct http_req *req, void *arg);
 void api_tools_list(struct http_req *req, void *arg);
 void api_tools_get(struct http_req *req, void *arg);

@@ -82,7 +82,15 @@ struct jobs {
     struct job_slot *slots;
     size_t n_running;
     struct agent_tools tools; /* the engine's door to the tool runner */
+    jobs_events_cb events_cb; /* events were appended (webhooks wake on it) */
+    void *events_arg;
 };
+
+static void events_appended(struct jobs *jobs)
+{
+    if (jobs->events_cb != NULL)
+        jobs->events_cb(jobs->events_arg);
+}
 
 /* The engine's tool door, on the tool runner: the signatures match, the handle is the
  * runner's call. */
@@ -223,6 +231,7 @@ static void try_store(struct job_slot *slot)
         return;
     } else {
         log_info("jobs", "job %s %s", slot->job_id, store_job_status_name(slot->final_status));
+        events_appended(jobs);
     }
     slot_done(slot, 0);
 }
@@ -504,6 +513,7 @@ int jobs_cancel(struct jobs *jobs, const char *job_id, struct err *e)
         store_job_free(row);
     } else if (rc == 0) {
         log_info("jobs", "job %s cancelled", job_id);
+        events_appended(jobs);
     }
     return rc;
 }
@@ -619,6 +629,12 @@ size_t jobs_llm_calls(const struct jobs *jobs)
 const char *jobs_owner(const struct jobs *jobs)
 {
     return jobs->owner;
+}
+
+void jobs_on_events(struct jobs *jobs, jobs_events_cb cb, void *arg)
+{
+    jobs->events_cb = cb;
+    jobs->events_arg = arg;
 }
 
 void jobs_free(struct jobs *jobs)

@@ -84,4 +84,11 @@ size_t jobs_llm_calls(const struct jobs *jobs);
 /* This instance's lease owner id. */
 const char *jobs_owner(const struct jobs *jobs);
 
+/* Called on the loop thread each time the manager has appended events to the store (a job's
+ * end, by a run or by jobs_cancel), so that the webhook dispatcher sends them at once. It
+ * may run inside a jobs_* call: it must only schedule work, never call back into jobs.
+ * cb NULL: none. */
+typedef void (*jobs_events_cb)(void *arg);
+void jobs_on_events(struct jobs *jobs, jobs_events_cb cb, void *arg);
+
 #endif
