@@ -52,7 +52,7 @@ struct webhooks {
     CURLM *multi;
     struct curl_loop loop;
     struct event *tick_ev;
-    bool tick_soon; /* tick_ev armed with a zero timeout */
+    long long tick_due_ms; /* clock_mono_ms() when tick_ev fires, while it is pending */
     bool closing;
     uint64_t rng; /* xorshift64 state for the jitter */
     struct delivery_call *calls;
@@ -106,14 +106,17 @@ static long long retry_delay_ms(struct webhooks *wh, long attempts)
     return ms < 1 ? 1 : ms;
 }
 
-static void arm_tick(struct webhooks *wh, long delay_ms)
+/* Makes the tick fire within delay_ms: never later than it already would. */
+static void arm_tick(struct webhooks *wh, long long delay_ms)
 {
-    if (wh->closing || wh->tick_soon)
+    if (wh->closing)
         return;
-    if (delay_ms == 0)
-        wh->tick_soon = true;
-    struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
-    event_add(wh->tick_ev, &tv); /* re-adding replaces the pending timeout */
+    long long due = clock_mono_ms() + delay_ms;
+    if (evtimer_pending(wh->tick_ev, NULL) && wh->tick_due_ms <= due)
+        return;
+    wh->tick_due_ms = due;
+    struct timeval tv = {(time_t)(delay_ms / 1000), (suseconds_t)((delay_ms % 1000) * 1000)};
+    evtimer_add(wh->tick_ev, &tv); /* re-adding replaces the pending timeout */
 }
 
 void webhooks_wake(void *arg)
@@ -161,6 +164,8 @@ static void record(struct webhooks *wh, const char *job_id, long long seq, long 
         else
             next = now + retry_delay_ms(wh, attempts);
     }
+    if (state == STORE_DELIVERY_PENDING)
+        arm_tick(wh, next - now); /* a retry sooner than the next poll is not put off */
     int rc = store_delivery_done(wh->store, job_id, seq, wh->owner, state, next, http_status,
                                  error, now, &e);
     if (rc == ERR_NOT_FOUND || rc == ERR_CONFLICT)
@@ -474,7 +479,6 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct webhooks *wh = arg;
     struct err e = {0};
     struct store_delivery_list list = {0};
-    wh->tick_soon = false;
     if (wh->closing)
         return;
     if (wh->n_calls < wh->opts.max_in_flight) {
