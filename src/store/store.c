@@ -6,10 +6,12 @@
  */
 #include "store/store.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/url.h"
+#include "core/utf8.h"
 #include "store/store_pg.h"
 #include "store/store_sqlite.h"
 
@@ -235,6 +237,89 @@ const char *store_delivery_state_name(enum store_delivery_state s)
     if (i < 0 || (size_t)i >= sizeof DELIVERY_STATE_NAMES / sizeof DELIVERY_STATE_NAMES[0])
         return NULL;
     return DELIVERY_STATE_NAMES[i];
+}
+
+int store_delivery_state_parse(const char *name, enum store_delivery_state *out)
+{
+    for (size_t i = 0; name != NULL && i < sizeof DELIVERY_STATE_NAMES / sizeof DELIVERY_STATE_NAMES[0];
+         i++) {
+        if (strcmp(name, DELIVERY_STATE_NAMES[i]) == 0) {
+            *out = (enum store_delivery_state)i;
+            return 0;
+        }
+    }
+    return ERR_INVALID;
+}
+
+int store_job_webhook_check(const struct store_job *j, struct err *e)
+{
+    if (j->webhook_mask == 0) {
+        if (j->webhook_url != NULL || j->webhook_secret != NULL)
+            return err_set(e, ERR_INVALID,
+                           "store: a job without webhook events has no webhook url or secret");
+        return 0;
+    }
+    if ((j->webhook_mask & ~STORE_EV_ALL_MASK) != 0)
+        return err_set(e, ERR_INVALID, "store: webhook_mask has unknown event bits (0x%lx)",
+                       (unsigned long)j->webhook_mask);
+    if (j->webhook_url == NULL || j->webhook_url[0] == '\0' || j->webhook_secret == NULL ||
+        j->webhook_secret[0] == '\0')
+        return err_set(e, ERR_INVALID, "store: a webhook needs a url and a secret");
+    return 0;
+}
+
+int store_event_check(const struct store_event_in *ev, struct err *e)
+{
+    if (ev == NULL)
+        return err_set(e, ERR_INVALID, "store: no event given");
+    if (store_event_type_name(ev->type) == NULL)
+        return err_set(e, ERR_INVALID, "store: unknown event type %d", (int)ev->type);
+    if (ev->data == NULL)
+        return err_set(e, ERR_INVALID, "store: event %s has no data",
+                       store_event_type_name(ev->type));
+    return 0;
+}
+
+int store_finish_event(enum store_job_status status, const char *error,
+                       enum store_event_type *type, char **data, struct err *e)
+{
+    *data = NULL;
+    switch (status) {
+    case STORE_JOB_COMPLETED:
+        *type = STORE_EV_JOB_COMPLETED;
+        break;
+    case STORE_JOB_FAILED:
+        *type = STORE_EV_JOB_FAILED;
+        break;
+    case STORE_JOB_CANCELLED:
+        *type = STORE_EV_JOB_CANCELLED;
+        break;
+    default:
+        return err_set(e, ERR_INVALID, "store: a job finishes completed, failed or cancelled");
+    }
+    /* Built with jansson, not printf: the error is free text and must be escaped. A job
+     * must be able to end whatever its error says, so text that is not UTF-8 (which jansson
+     * refuses) goes in with every non-ASCII byte replaced. */
+    char *ascii = NULL;
+    if (error != NULL && !utf8_valid(error, strlen(error))) {
+        if ((ascii = strdup(error)) == NULL)
+            return err_set(e, ERR_NOMEM, "store: out of memory building the %s event",
+                           store_event_type_name(*type));
+        for (char *p = ascii; *p; p++)
+            if ((unsigned char)*p >= 0x80)
+                *p = '?';
+        error = ascii;
+    }
+    json_t *obj = json_pack("{s:s, s:s?}", "status", store_job_status_name(status), "error",
+                            error);
+    if (obj != NULL)
+        *data = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    free(ascii);
+    if (*data == NULL)
+        return err_set(e, ERR_NOMEM, "store: out of memory building the %s event",
+                       store_event_type_name(*type));
+    return 0;
 }
 
 void store_delivery_free(struct store_delivery *d)

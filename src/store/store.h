@@ -193,6 +193,8 @@ enum store_delivery_state {
 
 /* "pending", "delivered", "failed"; NULL outside the enum. */
 const char *store_delivery_state_name(enum store_delivery_state s);
+/* 0 and *out, or ERR_INVALID for an unknown name. */
+int store_delivery_state_parse(const char *name, enum store_delivery_state *out);
 
 /* A delivery, as claimed (every field) or listed (url, secret and event_data NULL). */
 struct store_delivery {
@@ -291,6 +293,22 @@ const char *store_catalog_noun(enum store_catalog c);
  * ERR_INVALID for an unknown catalog, a NULL or empty name, or (put) a NULL definition. */
 int store_named_check(enum store_catalog c, const char *name, const char *definition,
                       bool put, struct err *e);
+
+/* The checks every backend's job_insert makes of the webhook fields, with the same
+ * messages: 0, or ERR_INVALID when webhook_mask is 0 but a url or secret is given, when a
+ * mask has bits outside STORE_EV_ALL_MASK, or when a mask is set without a non-empty url
+ * and secret. */
+int store_job_webhook_check(const struct store_job *j, struct err *e);
+
+/* The checks every backend makes of an event to append, with the same messages: 0, or
+ * ERR_INVALID when ev is NULL, its type is outside the enum or its data is NULL. */
+int store_event_check(const struct store_event_in *ev, struct err *e);
+
+/* The terminal event job_finish appends for `status` (completed, failed or cancelled): its
+ * type in *type and its data {"status": "<status>", "error": <error or null>} as new JSON
+ * text in *data (the caller frees it). ERR_INVALID for another status, ERR_NOMEM. */
+int store_finish_event(enum store_job_status status, const char *error,
+                       enum store_event_type *type, char **data, struct err *e);
 
 struct store;
 

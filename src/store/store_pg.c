@@ -236,7 +236,22 @@ _Static_assert(sizeof pg_migrations / sizeof pg_migrations[0] == STORE_SCHEMA_VE
     " to_char(created_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS created_rfc3339,"                   \
     " to_char(started_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS started_rfc3339,"                   \
     " to_char(completed_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS completed_rfc3339, attempts,"    \
-    " idempotency_key, request_hash"
+    " idempotency_key, request_hash, webhook_url, webhook_secret, webhook_mask"
+
+/* The columns of a claimed delivery (pg_row_to_delivery()): the row (alias c), its event's
+ * data and time (ev) and its job's webhook (j). The list's leave out data, url and secret. */
+#define PG_DELIVERY_HEAD                                                                           \
+    "c.job_id::text AS job_id, c.seq, c.type, c.state, c.attempts, c.next_attempt_ms,"           \
+    " c.last_status, c.last_error,"
+#define PG_DELIVERY_TAIL                                                                           \
+    " to_char(c.created_at AT TIME ZONE 'UTC', " PG_TS_FMT "),"                                     \
+    " to_char(c.updated_at AT TIME ZONE 'UTC', " PG_TS_FMT ")"
+#define PG_DELIVERY_COLS                                                                           \
+    PG_DELIVERY_HEAD " ev.data, to_char(ev.created_at AT TIME ZONE 'UTC', " PG_TS_FMT "),"        \
+    " j.webhook_url, j.webhook_secret," PG_DELIVERY_TAIL
+#define PG_DELIVERY_LIST_COLS                                                                      \
+    PG_DELIVERY_HEAD " NULL, to_char(ev.created_at AT TIME ZONE 'UTC', " PG_TS_FMT "),"           \
+    " NULL, NULL," PG_DELIVERY_TAIL
 
 /* The conversation a memory statement is about: parameters $1..$4. */
 #define PG_MEMORY_KEY "crew_id = $1 AND agent_key = $2 AND user_id = $3 AND session_id = $4"
@@ -249,6 +264,8 @@ _Static_assert(sizeof pg_migrations / sizeof pg_migrations[0] == STORE_SCHEMA_VE
 #define PG_FINISH_SET                                                                              \
     "UPDATE jobs SET status = $2, result = $3, error = $4, completed_at = $5::timestamptz,"       \
     " lease_owner = NULL, lease_expires_ms = NULL WHERE job_id = $1::uuid"
+/* What a finish returns: the mask that says whether the terminal event gets a delivery. */
+#define PG_FINISH_RETURNING " RETURNING webhook_mask"
 
 enum pg_stmt {
     PG_INSERT,
@@ -271,6 +288,14 @@ enum pg_stmt {
     PG_JOB_FINISH_ANY,
     PG_JOB_DELETE,
     PG_JOB_PURGE,
+    PG_JOB_FENCE,
+    PG_EVENT_INSERT,
+    PG_EVENT_LIST,
+    PG_DELIVERY_CLAIM,
+    PG_DELIVERY_DONE,
+    PG_DELIVERY_EXISTS,
+    PG_DELIVERY_RELEASE,
+    PG_DELIVERY_LIST,
     PG_MEMORY_GET,
     PG_MEMORY_LOCK,
     PG_MEMORY_INSERT,
@@ -341,9 +366,9 @@ static const struct {
     [PG_JOB_INSERT] = {"crewd_job_insert",
                        "INSERT INTO jobs (job_id, crew_id, crew_name, status, execution_mode,"
                        " request, definition, plan, metadata, created_at, idempotency_key,"
-                       " request_hash)"
+                       " request_hash, webhook_url, webhook_secret, webhook_mask)"
                        " VALUES ($1::uuid, $2::uuid, $3, 'pending', $4, $5, $6, $7, $8,"
-                       " $9::timestamptz, $10, $11)"},
+                       " $9::timestamptz, $10, $11, $12, $13, $14::bigint)"},
     [PG_JOB_GET] = {"crewd_job_get", "SELECT " PG_JOB_COLS " FROM jobs WHERE job_id = $1::uuid"},
     [PG_JOB_BY_KEY] = {"crewd_job_by_key",
                        "SELECT " PG_JOB_COLS " FROM jobs WHERE idempotency_key = $1"},
@@ -386,14 +411,20 @@ static const struct {
     [PG_STEPS_GET] = {"crewd_steps_get",
                       "SELECT key, data FROM job_steps WHERE job_id = $1::uuid ORDER BY seq"},
     [PG_JOB_FINISH_OWNED] = {"crewd_job_finish_owned",
-                             PG_FINISH_SET " AND status = 'running' AND lease_owner = $6"},
+                             PG_FINISH_SET " AND status = 'running' AND lease_owner = $6"
+                             PG_FINISH_RETURNING},
     [PG_JOB_FINISH_ANY] = {"crewd_job_finish_any",
-                           PG_FINISH_SET " AND status IN ('pending', 'running')"},
-    /* One statement: the job and its checkpoints go together, and only a finished job. */
+                           PG_FINISH_SET " AND status IN ('pending', 'running')"
+                           PG_FINISH_RETURNING},
+    /* One statement: the job and its checkpoints, events and deliveries go together, and
+     * only a finished job. */
     [PG_JOB_DELETE] = {"crewd_job_delete",
                        "WITH j AS (DELETE FROM jobs WHERE job_id = $1::uuid"
                        " AND status NOT IN ('pending', 'running') RETURNING job_id),"
-                       " s AS (DELETE FROM job_steps WHERE job_id IN (SELECT job_id FROM j))"
+                       " s AS (DELETE FROM job_steps WHERE job_id IN (SELECT job_id FROM j)),"
+                       " e AS (DELETE FROM job_events WHERE job_id IN (SELECT job_id FROM j)),"
+                       " d AS (DELETE FROM webhook_deliveries"
+                       " WHERE job_id IN (SELECT job_id FROM j))"
                        " SELECT count(*) FROM j"},
     /* $1 cutoff, $2 batch. SKIP LOCKED: two instances purging at once take different
      * rows instead of waiting on each other. */
@@ -403,9 +434,89 @@ static const struct {
                       " AND status NOT IN ('pending', 'running')"
                       " ORDER BY completed_at LIMIT $2::bigint FOR UPDATE SKIP LOCKED),"
                       " s AS (DELETE FROM job_steps WHERE job_id IN (SELECT job_id FROM v)),"
+                      " e AS (DELETE FROM job_events WHERE job_id IN (SELECT job_id FROM v)),"
+                      " d AS (DELETE FROM webhook_deliveries"
+                      " WHERE job_id IN (SELECT job_id FROM v)),"
                       " j AS (DELETE FROM jobs WHERE job_id IN (SELECT job_id FROM v)"
                       " RETURNING 1)"
                       " SELECT count(*) FROM j"},
+    /*
+     * $1 job_id, $2 owner (NULL: no fence): the job's webhook mask and whether the fence
+     * holds. FOR UPDATE holds the row until the transaction ends, which is what makes event
+     * numbers unique: a second append (or a finish, whose UPDATE takes the same lock) to the
+     * job waits here, and its next statement, under READ COMMITTED a new snapshot, sees the
+     * first one's event. The fence is read from the row version the lock returned.
+     */
+    [PG_JOB_FENCE] = {"crewd_job_fence",
+                      "SELECT webhook_mask, ($2::text IS NULL OR (status = 'running'"
+                      " AND lease_owner = $2::text)) FROM jobs WHERE job_id = $1::uuid"
+                      " FOR UPDATE"},
+    /* $1 job_id, $2 type, $3 data, $4 created_at, $5 now_ms (the delivery is due at once),
+     * $6 whether the webhook asked for the type. Run after PG_JOB_FENCE or a finish in the
+     * same transaction (never in one statement with them: its snapshot would predate the
+     * lock wait and could miss the event of the append it waited for). */
+    [PG_EVENT_INSERT] = {"crewd_event_insert",
+                         "WITH ev AS (INSERT INTO job_events (job_id, seq, type, data, created_at)"
+                         " SELECT $1::uuid, COALESCE(max(seq), 0) + 1, $2, $3, $4::timestamptz"
+                         " FROM job_events WHERE job_id = $1::uuid RETURNING seq),"
+                         " d AS (INSERT INTO webhook_deliveries (job_id, seq, type, state,"
+                         " attempts, next_attempt_ms, lease_expires_ms, created_at, updated_at)"
+                         " SELECT $1::uuid, seq, $2, 'pending', 0, $5::bigint, 0,"
+                         " $4::timestamptz, $4::timestamptz FROM ev WHERE $6::boolean)"
+                         " SELECT seq FROM ev"},
+    /* One statement, one snapshot: the job's status rides on every row, and the LEFT JOIN
+     * keeps one row (event columns NULL) when there are no events, so "no such job" (no
+     * row) is told from "no events". */
+    [PG_EVENT_LIST] = {"crewd_event_list",
+                       "SELECT j.status, e.seq, e.type, e.data,"
+                       " to_char(e.created_at AT TIME ZONE 'UTC', " PG_TS_FMT ")"
+                       " FROM jobs j LEFT JOIN LATERAL (SELECT seq, type, data, created_at"
+                       " FROM job_events WHERE job_id = j.job_id AND seq > $2::bigint"
+                       " ORDER BY seq LIMIT $3::bigint) e ON true"
+                       " WHERE j.job_id = $1::uuid ORDER BY e.seq"},
+    /*
+     * $1 owner, $2 now_ms, $3 lease deadline, $4 updated_at, $5 max. As the job claim: SKIP
+     * LOCKED lets claimers pass each other, and a row another claimer leased meanwhile is
+     * re-checked and dropped, so none is claimed twice. A lease is live until its deadline
+     * has passed. The final join reads each row's event and webhook in the same snapshot.
+     */
+    [PG_DELIVERY_CLAIM] = {"crewd_delivery_claim",
+                           "WITH picked AS (SELECT job_id, seq FROM webhook_deliveries"
+                           " WHERE state = 'pending' AND next_attempt_ms <= $2::bigint"
+                           " AND (lease_owner IS NULL OR lease_expires_ms < $2::bigint)"
+                           " ORDER BY next_attempt_ms, created_at, job_id, seq"
+                           " LIMIT $5::bigint FOR UPDATE SKIP LOCKED),"
+                           " c AS (UPDATE webhook_deliveries w SET lease_owner = $1,"
+                           " lease_expires_ms = $3::bigint, attempts = w.attempts + 1,"
+                           " updated_at = $4::timestamptz FROM picked p"
+                           " WHERE w.job_id = p.job_id AND w.seq = p.seq RETURNING w.*)"
+                           " SELECT " PG_DELIVERY_COLS " FROM c"
+                           " JOIN job_events ev ON ev.job_id = c.job_id AND ev.seq = c.seq"
+                           " JOIN jobs j ON j.job_id = c.job_id"
+                           " ORDER BY c.next_attempt_ms, c.created_at, c.job_id, c.seq"},
+    /* $1 job_id, $2 seq, $3 owner, $4 state, $5 next attempt (pending only), $6 HTTP
+     * status, $7 error, $8 updated_at. Fenced on the lease owner in the same statement. */
+    [PG_DELIVERY_DONE] = {"crewd_delivery_done",
+                          "UPDATE webhook_deliveries SET state = $4::text,"
+                          " next_attempt_ms = CASE WHEN $4::text = 'pending' THEN $5::bigint"
+                          " ELSE next_attempt_ms END, last_status = $6::integer,"
+                          " last_error = $7, lease_owner = NULL, lease_expires_ms = 0,"
+                          " updated_at = $8::timestamptz"
+                          " WHERE job_id = $1::uuid AND seq = $2::bigint AND lease_owner = $3"},
+    [PG_DELIVERY_EXISTS] = {"crewd_delivery_exists",
+                            "SELECT 1 FROM webhook_deliveries"
+                            " WHERE job_id = $1::uuid AND seq = $2::bigint"},
+    /* Only pending rows hold leases (done clears them): the partial index serves the scan. */
+    [PG_DELIVERY_RELEASE] = {"crewd_delivery_release",
+                             "UPDATE webhook_deliveries SET lease_owner = NULL,"
+                             " lease_expires_ms = 0 WHERE state = 'pending' AND lease_owner = $1"},
+    /* As the event list: one snapshot, one row with NULL columns when the job has none. */
+    [PG_DELIVERY_LIST] = {"crewd_delivery_list",
+                          "SELECT d.* FROM jobs j LEFT JOIN LATERAL (SELECT "
+                          PG_DELIVERY_LIST_COLS " FROM webhook_deliveries c"
+                          " LEFT JOIN job_events ev ON ev.job_id = c.job_id AND ev.seq = c.seq"
+                          " WHERE c.job_id = j.job_id) d ON true"
+                          " WHERE j.job_id = $1::uuid ORDER BY d.seq"},
     [PG_MEMORY_GET] = {"crewd_memory_get",
                        "SELECT role, content,"
                        " to_char(created_at AT TIME ZONE 'UTC', " PG_TS_FMT ")"
@@ -931,7 +1042,7 @@ static int pg_job_check(const struct store_job *j, struct err *e)
         (j->idempotency_key != NULL && j->idempotency_key[0] == '\0'))
         return err_set(e, ERR_INVALID,
                        "store: idempotency_key and request_hash go together, key non-empty");
-    return 0;
+    return store_job_webhook_check(j, e);
 }
 
 static int pg_job_insert(struct store *st, const struct store_job *job, struct err *e)
@@ -941,11 +1052,14 @@ static int pg_job_insert(struct store *st, const struct store_job *job, struct e
     int rc = pg_job_check(job, e);
     if (rc != 0 || (rc = pg_ensure_conn(s, e)) != 0)
         goto out;
-    const char *params[11] = {job->job_id,    job->crew_id,    job->crew_name,
+    char mask_s[24];
+    snprintf(mask_s, sizeof mask_s, "%ld", job->webhook_mask);
+    const char *params[14] = {job->job_id,    job->crew_id,    job->crew_name,
                               job->execution_mode, job->request, job->definition,
                               job->plan,      job->metadata ? job->metadata : "{}",
-                              job->created_at, job->idempotency_key, job->request_hash};
-    res = PQexecPrepared(s->conn, pg_stmts[PG_JOB_INSERT].name, 11, params, NULL, NULL, 0);
+                              job->created_at, job->idempotency_key, job->request_hash,
+                              job->webhook_url, job->webhook_secret, mask_s};
+    res = PQexecPrepared(s->conn, pg_stmts[PG_JOB_INSERT].name, 14, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
         const char *constraint = res ? PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME) : NULL;
@@ -965,14 +1079,14 @@ out:
 }
 
 /* The listing's columns: PG_JOB_COLS without the large texts (request, definition, plan,
- * result), which come back NULL. */
+ * result) and the webhook, which come back NULL (mask 0). */
 #define PG_JOB_LIST_COLS                                                                           \
     "job_id::text AS job_id, crew_id::text AS crew_id, crew_name, status, execution_mode,"        \
     " NULL, NULL, NULL, metadata, NULL, error,"                                                    \
     " to_char(created_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS created_rfc3339,"                   \
     " to_char(started_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS started_rfc3339,"                   \
     " to_char(completed_at AT TIME ZONE 'UTC', " PG_TS_FMT ") AS completed_rfc3339, attempts,"    \
-    " idempotency_key, request_hash"
+    " idempotency_key, request_hash, NULL, NULL, 0"
 
 /* Builds a job from row `row` of a PG_JOB_COLS result. */
 static int pg_row_to_job(const PGresult *res, int row, struct store_job **out, struct err *e)
@@ -1002,11 +1116,14 @@ static int pg_row_to_job(const PGresult *res, int row, struct store_job **out, s
         pg_dup_field(res, row, 9, &j->result) != 0 ||
         pg_dup_field(res, row, 10, &j->error) != 0 ||
         pg_dup_field(res, row, 15, &j->idempotency_key) != 0 ||
-        pg_dup_field(res, row, 16, &j->request_hash) != 0) {
+        pg_dup_field(res, row, 16, &j->request_hash) != 0 ||
+        pg_dup_field(res, row, 17, &j->webhook_url) != 0 ||
+        pg_dup_field(res, row, 18, &j->webhook_secret) != 0) {
         rc = err_set(e, ERR_NOMEM, "store: out of memory");
         goto out;
     }
     j->attempts = strtol(PQgetvalue(res, row, 14), NULL, 10);
+    j->webhook_mask = strtol(PQgetvalue(res, row, 19), NULL, 10);
     *out = j;
     j = NULL;
 out:
@@ -1175,12 +1292,65 @@ static int pg_fence_fail(struct pg_store *s, const char *job_id, bool owned, str
     return rc;
 }
 
+/* Ends a transaction that failed part way, unless the connection is gone (nothing to end). */
+static void pg_rollback(struct pg_store *s)
+{
+    if (PQstatus(s->conn) == CONNECTION_OK && PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
+        PGresult *rb = PQexec(s->conn, "ROLLBACK");
+        PQclear(rb);
+    }
+}
+
+/*
+ * Inside a transaction: locks the job's row (PG_JOB_FENCE) and reads its webhook mask,
+ * after checking the fence on `owner` (NULL: none) with pg_fence_fail's words.
+ */
+static int pg_job_fence(struct pg_store *s, const char *job_id, const char *owner,
+                        long long *mask, struct err *e)
+{
+    const char *params[2] = {job_id, owner};
+    PGresult *res = PQexecPrepared(s->conn, pg_stmts[PG_JOB_FENCE].name, 2, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        rc = pg_fail(s, res, "lock job", e);
+    else if (PQntuples(res) == 0)
+        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+    else if (strcmp(PQgetvalue(res, 0, 1), "t") != 0)
+        rc = err_set(e, ERR_CONFLICT, "job '%s' is no longer leased to this instance", job_id);
+    else
+        *mask = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return rc;
+}
+
+/* Inside a transaction that holds the job's row lock: appends `ev` as the job's next event,
+ * and its delivery when `mask` asks for the type; *seq (may be NULL) gets its number. */
+static int pg_event_write(struct pg_store *s, const char *job_id, long long mask,
+                          const struct store_event_in *ev, long long now_ms, long long *seq,
+                          struct err *e)
+{
+    char now[CLOCK_RFC3339_LEN], now_s[24];
+    clock_rfc3339(now_ms, now);
+    snprintf(now_s, sizeof now_s, "%lld", now_ms);
+    const char *params[6] = {job_id, store_event_type_name(ev->type), ev->data, now, now_s,
+                             (mask & STORE_EV_BIT(ev->type)) != 0 ? "t" : "f"};
+    PGresult *res =
+        PQexecPrepared(s->conn, pg_stmts[PG_EVENT_INSERT].name, 6, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+        rc = pg_fail(s, res, "append event", e);
+    else if (seq != NULL)
+        *seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return rc;
+}
+
+/* Without an event, one fenced statement. With one, a transaction that locks the job first
+ * (the fence and the event's number), then writes the step and the event: both or neither. */
 static int pg_job_step_put(struct store *st, const char *job_id, const char *owner,
                            const char *key, const char *data, const struct store_event_in *ev,
                            long long now_ms, struct err *e)
 {
-    (void)ev; /* TODO(events): appended in the same transaction */
-    (void)now_ms;
     struct pg_store *s = (struct pg_store *)st;
     PGresult *res = NULL;
     int rc = 0;
@@ -1188,19 +1358,32 @@ static int pg_job_step_put(struct store *st, const char *job_id, const char *own
         rc = err_set(e, ERR_INVALID, "store: job_id, owner, key and data are required");
         goto out;
     }
+    if (ev != NULL && (rc = store_event_check(ev, e)) != 0)
+        goto out;
     if ((rc = pg_ensure_conn(s, e)) != 0)
         goto out;
     if (!id_is_uuid(job_id)) {
         rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
         goto out;
     }
+    long long mask = 0;
+    if (ev != NULL && ((rc = pg_exec(s, "BEGIN", "put step: begin", e)) != 0 ||
+                       (rc = pg_job_fence(s, job_id, owner, &mask, e)) != 0))
+        goto out;
     const char *params[4] = {job_id, owner, key, data};
     if ((rc = pg_command(s, PG_STEP_PUT, 4, params, "put step", &res, e)) != 0)
         goto out;
-    if (strcmp(PQcmdTuples(res), "0") == 0)
+    if (strcmp(PQcmdTuples(res), "0") == 0) {
         rc = pg_fence_fail(s, job_id, true, e);
+        goto out;
+    }
+    if (ev != NULL && ((rc = pg_event_write(s, job_id, mask, ev, now_ms, NULL, e)) != 0 ||
+                       (rc = pg_exec(s, "COMMIT", "put step: commit", e)) != 0))
+        goto out;
 out:
     PQclear(res);
+    if (rc != 0)
+        pg_rollback(s);
     return rc;
 }
 
@@ -1250,22 +1433,25 @@ out:
     return rc;
 }
 
+/* The status change and the terminal event in one transaction. The UPDATE locks the job's
+ * row as PG_JOB_FENCE does, so the event's number is drawn under the same lock as an
+ * append's; only a finish that changed the row writes an event. */
 static int pg_job_finish(struct store *st, const char *job_id, const char *owner,
                          enum store_job_status status, const char *result, const char *error,
                          long long now_ms, struct err *e)
 {
     struct pg_store *s = (struct pg_store *)st;
     PGresult *res = NULL;
+    struct store_event_in ev = {0};
+    char *data = NULL;
     int rc = 0;
     if (job_id == NULL) {
         rc = err_set(e, ERR_INVALID, "store: no job_id given");
         goto out;
     }
-    if (status != STORE_JOB_COMPLETED && status != STORE_JOB_FAILED &&
-        status != STORE_JOB_CANCELLED) {
-        rc = err_set(e, ERR_INVALID, "store: a job finishes completed, failed or cancelled");
+    if ((rc = store_finish_event(status, error, &ev.type, &data, e)) != 0)
         goto out;
-    }
+    ev.data = data;
     if ((rc = pg_ensure_conn(s, e)) != 0)
         goto out;
     if (!id_is_uuid(job_id)) {
@@ -1277,12 +1463,26 @@ static int pg_job_finish(struct store *st, const char *job_id, const char *owner
     const char *params[6] = {job_id, store_job_status_name(status), result, error, completed,
                              owner};
     enum pg_stmt stmt = owner ? PG_JOB_FINISH_OWNED : PG_JOB_FINISH_ANY;
-    if ((rc = pg_command(s, stmt, owner ? 6 : 5, params, "finish job", &res, e)) != 0)
+    if ((rc = pg_exec(s, "BEGIN", "finish job: begin", e)) != 0)
         goto out;
-    if (strcmp(PQcmdTuples(res), "0") == 0)
+    res = PQexecPrepared(s->conn, pg_stmts[stmt].name, owner ? 6 : 5, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = pg_fail(s, res, "finish job", e);
+        goto out;
+    }
+    if (PQntuples(res) == 0) {
         rc = pg_fence_fail(s, job_id, owner != NULL, e);
+        goto out;
+    }
+    long long mask = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    if ((rc = pg_event_write(s, job_id, mask, &ev, now_ms, NULL, e)) != 0 ||
+        (rc = pg_exec(s, "COMMIT", "finish job: commit", e)) != 0)
+        goto out;
 out:
     PQclear(res);
+    if (rc != 0)
+        pg_rollback(s);
+    free(data);
     return rc;
 }
 
@@ -1422,6 +1622,298 @@ out:
     return rc;
 }
 
+/* ---- events and webhook deliveries -------------------------------------------------- */
+
+/* A count from the caller as a bigint parameter: above INT64_MAX means "all" anyway. */
+static void pg_count_arg(size_t n, char *buf, size_t cap)
+{
+    if (n > (size_t)INT64_MAX)
+        n = (size_t)INT64_MAX;
+    snprintf(buf, cap, "%zu", n);
+}
+
+/* A transaction: the job's row lock (the fence, the mask, and the right to draw the next
+ * number), then the event and its delivery. */
+static int pg_event_append(struct store *st, const char *job_id, const char *owner,
+                           const struct store_event_in *ev, long long now_ms, long long *seq,
+                           struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    long long mask = 0;
+    int rc = 0;
+    if (job_id == NULL) {
+        rc = err_set(e, ERR_INVALID, "store: no job_id given");
+        goto out;
+    }
+    if ((rc = store_event_check(ev, e)) != 0 || (rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    if (!id_is_uuid(job_id)) {
+        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+        goto out;
+    }
+    if ((rc = pg_exec(s, "BEGIN", "append event: begin", e)) != 0 ||
+        (rc = pg_job_fence(s, job_id, owner, &mask, e)) != 0 ||
+        (rc = pg_event_write(s, job_id, mask, ev, now_ms, seq, e)) != 0 ||
+        (rc = pg_exec(s, "COMMIT", "append event: commit", e)) != 0)
+        goto out;
+out:
+    if (rc != 0)
+        pg_rollback(s);
+    return rc;
+}
+
+static int pg_event_list(struct store *st, const char *job_id, long long after_seq, size_t limit,
+                         struct store_event_list *out, enum store_job_status *status,
+                         struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    struct store_event_list l = {0};
+    *out = l;
+    int rc = 0;
+    if (job_id == NULL || limit == 0) {
+        rc = err_set(e, ERR_INVALID, "store: an event list needs a job_id and a limit above 0");
+        goto out;
+    }
+    if ((rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    if (!id_is_uuid(job_id)) {
+        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+        goto out;
+    }
+    char after_s[24], limit_s[24];
+    snprintf(after_s, sizeof after_s, "%lld", after_seq);
+    pg_count_arg(limit, limit_s, sizeof limit_s);
+    const char *params[3] = {job_id, after_s, limit_s};
+    res = PQexecPrepared(s->conn, pg_stmts[PG_EVENT_LIST].name, 3, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = pg_fail(s, res, "list events", e);
+        goto out;
+    }
+    int n_rows = PQntuples(res);
+    if (n_rows == 0) {
+        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+        goto out;
+    }
+    enum store_job_status now_status;
+    if (store_job_status_parse(PQgetvalue(res, 0, 0), &now_status) != 0) {
+        rc = err_set(e, ERR_STORE, "store: postgres: unexpected job status");
+        goto out;
+    }
+    /* No events: one row whose event columns are NULL. */
+    if (n_rows == 1 && PQgetisnull(res, 0, 1))
+        n_rows = 0;
+    if (n_rows > 0 && (l.items = calloc((size_t)n_rows, sizeof *l.items)) == NULL) {
+        rc = err_set(e, ERR_NOMEM, "store: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n_rows; i++) {
+        struct store_event *ev = &l.items[i];
+        l.n++; /* counted first, so that cleanup frees a half-copied event */
+        ev->seq = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+        if (store_event_type_parse(PQgetvalue(res, i, 2), &ev->type) != 0 ||
+            pg_copy_fixed(res, i, 4, ev->created_at, sizeof ev->created_at) != 0) {
+            rc = err_set(e, ERR_STORE, "store: postgres: unexpected event type or timestamp");
+            goto out;
+        }
+        if (pg_dup_field(res, i, 3, &ev->data) != 0) {
+            rc = err_set(e, ERR_NOMEM, "store: out of memory");
+            goto out;
+        }
+    }
+    if (status != NULL)
+        *status = now_status;
+    *out = l;
+    l = (struct store_event_list){0};
+out:
+    store_event_list_cleanup(&l);
+    PQclear(res);
+    return rc;
+}
+
+/* Builds a delivery from row `row` of a PG_DELIVERY_COLS (or PG_DELIVERY_LIST_COLS) result. */
+static int pg_row_to_delivery(const PGresult *res, int row, struct store_delivery **out,
+                              struct err *e)
+{
+    int rc = 0;
+    struct store_delivery *d = calloc(1, sizeof *d);
+    *out = NULL;
+    if (d == NULL) {
+        rc = err_set(e, ERR_NOMEM, "store: out of memory");
+        goto out;
+    }
+    if (store_event_type_parse(PQgetvalue(res, row, 2), &d->type) != 0 ||
+        store_delivery_state_parse(PQgetvalue(res, row, 3), &d->state) != 0 ||
+        pg_copy_fixed(res, row, 0, d->job_id, sizeof d->job_id) != 0 ||
+        pg_copy_fixed(res, row, 9, d->event_created_at, sizeof d->event_created_at) != 0 ||
+        pg_copy_fixed(res, row, 12, d->created_at, sizeof d->created_at) != 0 ||
+        pg_copy_fixed(res, row, 13, d->updated_at, sizeof d->updated_at) != 0) {
+        rc = err_set(e, ERR_STORE, "store: postgres: unexpected delivery type, state or timestamp");
+        goto out;
+    }
+    if (pg_dup_field(res, row, 7, &d->last_error) != 0 ||
+        pg_dup_field(res, row, 8, &d->event_data) != 0 ||
+        pg_dup_field(res, row, 10, &d->url) != 0 || pg_dup_field(res, row, 11, &d->secret) != 0) {
+        rc = err_set(e, ERR_NOMEM, "store: out of memory");
+        goto out;
+    }
+    d->seq = strtoll(PQgetvalue(res, row, 1), NULL, 10);
+    d->attempts = strtol(PQgetvalue(res, row, 4), NULL, 10);
+    d->next_attempt_ms = strtoll(PQgetvalue(res, row, 5), NULL, 10);
+    d->last_status = (int)strtol(PQgetvalue(res, row, 6), NULL, 10);
+    *out = d;
+    d = NULL;
+out:
+    store_delivery_free(d);
+    return rc;
+}
+
+/* Copies rows first.. of a delivery result into a new list in *out. */
+static int pg_deliveries_from(const PGresult *res, int first, struct store_delivery_list *out,
+                              struct err *e)
+{
+    struct store_delivery_list l = {0};
+    int n_rows = PQntuples(res) - first, rc = 0;
+    if (n_rows > 0 && (l.items = calloc((size_t)n_rows, sizeof *l.items)) == NULL) {
+        rc = err_set(e, ERR_NOMEM, "store: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n_rows; i++) {
+        if ((rc = pg_row_to_delivery(res, first + i, &l.items[i], e)) != 0)
+            goto out;
+        l.n++;
+    }
+    *out = l;
+    l = (struct store_delivery_list){0};
+out:
+    store_delivery_list_cleanup(&l);
+    return rc;
+}
+
+static int pg_delivery_claim(struct store *st, const char *owner, long long now_ms,
+                             long long lease_ms, size_t max, struct store_delivery_list *out,
+                             struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    *out = (struct store_delivery_list){0};
+    int rc = 0;
+    if (owner == NULL || owner[0] == '\0' || lease_ms <= 0) {
+        rc = err_set(e, ERR_INVALID, "store: a claim needs an owner and a positive lease");
+        goto out;
+    }
+    if (max == 0 || (rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    char now_s[24], deadline_s[24], max_s[24], now[CLOCK_RFC3339_LEN];
+    snprintf(now_s, sizeof now_s, "%lld", now_ms);
+    snprintf(deadline_s, sizeof deadline_s, "%lld", now_ms + lease_ms);
+    pg_count_arg(max, max_s, sizeof max_s);
+    clock_rfc3339(now_ms, now);
+    const char *params[5] = {owner, now_s, deadline_s, now, max_s};
+    res = PQexecPrepared(s->conn, pg_stmts[PG_DELIVERY_CLAIM].name, 5, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = pg_fail(s, res, "claim deliveries", e);
+        goto out;
+    }
+    /* Committed: on failure here the leases expire and the rows come back to a claim. */
+    rc = pg_deliveries_from(res, 0, out, e);
+out:
+    PQclear(res);
+    return rc;
+}
+
+static int pg_delivery_done(struct store *st, const char *job_id, long long seq,
+                            const char *owner, enum store_delivery_state state,
+                            long long next_attempt_ms, int http_status, const char *error,
+                            long long now_ms, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    const char *state_name = store_delivery_state_name(state);
+    int rc = 0;
+    if (job_id == NULL || owner == NULL || owner[0] == '\0' || state_name == NULL) {
+        rc = err_set(e, ERR_INVALID, "store: a delivery outcome needs a job_id, an owner and a"
+                                     " known state");
+        goto out;
+    }
+    if ((rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    if (!id_is_uuid(job_id)) {
+        rc = err_set(e, ERR_NOT_FOUND, "delivery %lld of job '%s' not found", seq, job_id);
+        goto out;
+    }
+    char seq_s[24], next_s[24], status_s[16], now[CLOCK_RFC3339_LEN];
+    snprintf(seq_s, sizeof seq_s, "%lld", seq);
+    snprintf(next_s, sizeof next_s, "%lld", next_attempt_ms);
+    snprintf(status_s, sizeof status_s, "%d", http_status);
+    clock_rfc3339(now_ms, now);
+    const char *params[8] = {job_id, seq_s, owner, state_name, next_s, status_s, error, now};
+    if ((rc = pg_command(s, PG_DELIVERY_DONE, 8, params, "record delivery", &res, e)) != 0)
+        goto out;
+    if (strcmp(PQcmdTuples(res), "0") != 0)
+        goto out;
+    /* Nothing changed: gone, or leased to someone else (or to nobody) now. */
+    PQclear(res);
+    res = PQexecPrepared(s->conn, pg_stmts[PG_DELIVERY_EXISTS].name, 2, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        rc = pg_fail(s, res, "read delivery", e);
+    else if (PQntuples(res) == 0)
+        rc = err_set(e, ERR_NOT_FOUND, "delivery %lld of job '%s' not found", seq, job_id);
+    else
+        rc = err_set(e, ERR_CONFLICT,
+                     "delivery %lld of job '%s' is no longer leased to this instance", seq,
+                     job_id);
+out:
+    PQclear(res);
+    return rc;
+}
+
+static int pg_delivery_release(struct store *st, const char *owner, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    if (owner == NULL || owner[0] == '\0')
+        return err_set(e, ERR_INVALID, "store: no lease owner given");
+    int rc = pg_ensure_conn(s, e);
+    if (rc != 0)
+        return rc;
+    const char *params[1] = {owner};
+    return pg_command(s, PG_DELIVERY_RELEASE, 1, params, "release deliveries", NULL, e);
+}
+
+static int pg_delivery_list(struct store *st, const char *job_id, struct store_delivery_list *out,
+                            struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    *out = (struct store_delivery_list){0};
+    int rc = 0;
+    if (job_id == NULL) {
+        rc = err_set(e, ERR_INVALID, "store: no job_id given");
+        goto out;
+    }
+    if ((rc = pg_ensure_conn(s, e)) != 0)
+        goto out;
+    if (!id_is_uuid(job_id)) {
+        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+        goto out;
+    }
+    const char *params[1] = {job_id};
+    res = PQexecPrepared(s->conn, pg_stmts[PG_DELIVERY_LIST].name, 1, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = pg_fail(s, res, "list deliveries", e);
+        goto out;
+    }
+    if (PQntuples(res) == 0) {
+        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+        goto out;
+    }
+    /* No deliveries: one row whose columns are NULL. */
+    rc = pg_deliveries_from(res, PQgetisnull(res, 0, 0) ? 1 : 0, out, e);
+out:
+    PQclear(res);
+    return rc;
+}
+
 /* ---- conversation memory --------------------------------------------------------------- */
 
 /* The conversation as parameters $1..$4; a NULL user or session is the conversation of "". */
@@ -1432,14 +1924,6 @@ static void pg_memory_key(const char *params[4], const char *crew_id, const char
     params[1] = agent_key;
     params[2] = user_id ? user_id : "";
     params[3] = session_id ? session_id : "";
-}
-
-/* A count from the caller as a bigint parameter: above INT64_MAX means "all" anyway. */
-static void pg_count_arg(size_t n, char *buf, size_t cap)
-{
-    if (n > (size_t)INT64_MAX)
-        n = (size_t)INT64_MAX;
-    snprintf(buf, cap, "%zu", n);
 }
 
 static int pg_memory_get(struct store *st, const char *crew_id, const char *agent_key,
@@ -1720,6 +2204,12 @@ static const struct store_ops pg_ops = {
     .job_list = pg_job_list,
     .job_delete = pg_job_delete,
     .job_purge = pg_job_purge,
+    .event_append = pg_event_append,
+    .event_list = pg_event_list,
+    .delivery_claim = pg_delivery_claim,
+    .delivery_done = pg_delivery_done,
+    .delivery_release = pg_delivery_release,
+    .delivery_list = pg_delivery_list,
     .memory_get = pg_memory_get,
     .memory_append = pg_memory_append,
     .memory_clear = pg_memory_clear,

@@ -173,8 +173,8 @@ _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
 #define JOB_COLS                                                                                   \
     "job_id, crew_id, crew_name, status, execution_mode, request, definition, plan, metadata,"     \
     " result, error, created_at, started_at, completed_at, attempts, idempotency_key,"           \
-    " request_hash"
-#define JOB_N_COLS 17
+    " request_hash, webhook_url, webhook_secret, webhook_mask"
+#define JOB_N_COLS 20
 
 /* The conversation a memory statement is about: parameters ?1..?4. */
 #define MEMORY_KEY "crew_id = ?1 AND agent_key = ?2 AND user_id = ?3 AND session_id = ?4"
@@ -186,11 +186,21 @@ _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
 #define JOB_PURGEABLE "completed_at IS NOT NULL AND completed_at < ?1 AND NOT " JOB_LIVE
 
 /* The listing's columns: JOB_COLS without the large texts (request, definition, plan,
- * result), which come back NULL. */
+ * result) and the webhook, which come back NULL (mask 0). */
 #define JOB_LIST_COLS                                                                              \
     "job_id, crew_id, crew_name, status, execution_mode, NULL, NULL, NULL, metadata,"              \
     " NULL, error, created_at, started_at, completed_at, attempts, idempotency_key,"             \
-    " request_hash"
+    " request_hash, NULL, NULL, 0"
+
+/* Columns of a delivery as claimed (delivery_from_row): the row, its event's data and time,
+ * its job's webhook. DELIVERY_LIST_COLS leaves out the event data, url and secret. */
+#define DELIVERY_COLS                                                                              \
+    "d.job_id, d.seq, d.type, d.state, d.attempts, d.next_attempt_ms, d.last_status,"            \
+    " d.last_error, ev.data, ev.created_at, j.webhook_url, j.webhook_secret, d.created_at,"       \
+    " d.updated_at"
+#define DELIVERY_LIST_COLS                                                                         \
+    "d.job_id, d.seq, d.type, d.state, d.attempts, d.next_attempt_ms, d.last_status,"            \
+    " d.last_error, NULL, ev.created_at, NULL, NULL, d.created_at, d.updated_at"
 
 enum stmt_id {
     ST_BEGIN,
@@ -217,8 +227,22 @@ enum stmt_id {
     ST_JOB_FINISH_ANY,
     ST_JOB_DELETE_STEPS,
     ST_JOB_DELETE,
+    ST_JOB_DELETE_EVENTS,
+    ST_JOB_DELETE_DELIVERIES,
     ST_JOB_PURGE_STEPS,
+    ST_JOB_PURGE_EVENTS,
+    ST_JOB_PURGE_DELIVERIES,
     ST_JOB_PURGE,
+    ST_JOB_FENCE,
+    ST_EVENT_INSERT,
+    ST_DELIVERY_INSERT,
+    ST_EVENT_LIST,
+    ST_DELIVERY_CLAIM,
+    ST_DELIVERY_ROW,
+    ST_DELIVERY_DONE,
+    ST_DELIVERY_EXISTS,
+    ST_DELIVERY_RELEASE,
+    ST_DELIVERY_LIST,
     ST_MEMORY_GET,
     ST_MEMORY_INSERT,
     ST_MEMORY_TRIM,
@@ -264,8 +288,9 @@ static const char *const STMT_SQL[ST_COUNT_] = {
     [ST_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
     [ST_JOB_INSERT] = "INSERT INTO jobs (job_id, crew_id, crew_name, status, execution_mode,"
                       " request, definition, plan, metadata, created_at, idempotency_key,"
-                      " request_hash)"
-                      " VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                      " request_hash, webhook_url, webhook_secret, webhook_mask)"
+                      " VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
+                      " ?13, ?14)",
     [ST_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE job_id = ?1",
     [ST_JOB_BY_KEY] = "SELECT " JOB_COLS " FROM jobs WHERE idempotency_key = ?1",
     [ST_JOB_STATUS] = "SELECT status FROM jobs WHERE job_id = ?1",
@@ -312,14 +337,67 @@ static const char *const STMT_SQL[ST_COUNT_] = {
                           " completed_at = ?6, lease_owner = NULL, lease_expires_ms = NULL"
                           " WHERE job_id = ?1 AND " JOB_LIVE,
     [ST_JOB_DELETE_STEPS] = "DELETE FROM job_steps WHERE job_id = ?1",
+    [ST_JOB_DELETE_EVENTS] = "DELETE FROM job_events WHERE job_id = ?1",
+    [ST_JOB_DELETE_DELIVERIES] = "DELETE FROM webhook_deliveries WHERE job_id = ?1",
     [ST_JOB_DELETE] = "DELETE FROM jobs WHERE job_id = ?1 AND NOT " JOB_LIVE,
     /* ?1 the cutoff (RFC 3339 text, which sorts as time: one fixed width, UTC), ?2 the
-     * batch. Both statements run in one write transaction and pick the same rows (a total
-     * order), the checkpoints first. */
+     * batch. The statements run in one write transaction and pick the same rows (a total
+     * order), the job's other rows first and the jobs last. */
     [ST_JOB_PURGE_STEPS] = "DELETE FROM job_steps WHERE job_id IN (SELECT job_id FROM jobs"
                            " WHERE " JOB_PURGEABLE " ORDER BY completed_at, seq LIMIT ?2)",
+    [ST_JOB_PURGE_EVENTS] = "DELETE FROM job_events WHERE job_id IN (SELECT job_id FROM jobs"
+                            " WHERE " JOB_PURGEABLE " ORDER BY completed_at, seq LIMIT ?2)",
+    [ST_JOB_PURGE_DELIVERIES] = "DELETE FROM webhook_deliveries WHERE job_id IN (SELECT job_id"
+                                " FROM jobs WHERE " JOB_PURGEABLE
+                                " ORDER BY completed_at, seq LIMIT ?2)",
     [ST_JOB_PURGE] = "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs"
                      " WHERE " JOB_PURGEABLE " ORDER BY completed_at, seq LIMIT ?2)",
+    /* ?1 job_id, ?2 owner (NULL: no fence): the job's webhook mask and whether the fence
+     * holds. Run under the write lock, so the answer stands until the transaction ends. */
+    [ST_JOB_FENCE] = "SELECT webhook_mask, ?2 IS NULL OR (status = 'running'"
+                     " AND lease_owner = ?2) FROM jobs WHERE job_id = ?1",
+    /* ?1 job_id, ?2 type, ?3 data, ?4 created_at. The next number is read from the primary
+     * key under the write lock that every append holds, so numbers are dense and unique. */
+    [ST_EVENT_INSERT] = "INSERT INTO job_events (job_id, seq, type, data, created_at)"
+                        " SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4 FROM job_events"
+                        " WHERE job_id = ?1 RETURNING seq",
+    /* ?1 job_id, ?2 seq, ?3 type, ?4 now_ms (due at once), ?5 its text. */
+    [ST_DELIVERY_INSERT] = "INSERT INTO webhook_deliveries (job_id, seq, type, state, attempts,"
+                           " next_attempt_ms, lease_expires_ms, created_at, updated_at)"
+                           " VALUES (?1, ?2, ?3, 'pending', 0, ?4, 0, ?5, ?5)",
+    [ST_EVENT_LIST] = "SELECT seq, type, data, created_at FROM job_events"
+                      " WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    /* ?1 owner, ?2 now_ms, ?3 lease deadline, ?4 updated_at text, ?5 max. Due rows come
+     * from the partial index of pending deliveries in its order (next_attempt_ms, then the
+     * rowid every index ends with: insertion order); INDEXED BY pins it, as for the job
+     * claim. A lease is live until its deadline has passed, as a job's. RETURNING gives no
+     * order; the caller sorts. */
+    [ST_DELIVERY_CLAIM] = "UPDATE webhook_deliveries SET lease_owner = ?1,"
+                          " lease_expires_ms = ?3, attempts = attempts + 1, updated_at = ?4"
+                          " WHERE rowid IN (SELECT rowid FROM webhook_deliveries"
+                          " INDEXED BY webhook_deliveries_due WHERE state = 'pending'"
+                          " AND next_attempt_ms <= ?2"
+                          " AND (lease_owner IS NULL OR lease_expires_ms < ?2)"
+                          " ORDER BY next_attempt_ms, rowid LIMIT ?5)"
+                          " RETURNING rowid, next_attempt_ms",
+    [ST_DELIVERY_ROW] = "SELECT " DELIVERY_COLS " FROM webhook_deliveries d"
+                        " JOIN job_events ev ON ev.job_id = d.job_id AND ev.seq = d.seq"
+                        " JOIN jobs j ON j.job_id = d.job_id WHERE d.rowid = ?1",
+    /* ?1 job_id, ?2 seq, ?3 owner, ?4 state, ?5 next attempt (pending only), ?6 HTTP
+     * status, ?7 error, ?8 updated_at. Fenced on the lease owner in the same statement. */
+    [ST_DELIVERY_DONE] = "UPDATE webhook_deliveries SET state = ?4,"
+                         " next_attempt_ms = CASE WHEN ?4 = 'pending' THEN ?5"
+                         " ELSE next_attempt_ms END,"
+                         " last_status = ?6, last_error = ?7, lease_owner = NULL,"
+                         " lease_expires_ms = 0, updated_at = ?8"
+                         " WHERE job_id = ?1 AND seq = ?2 AND lease_owner = ?3",
+    [ST_DELIVERY_EXISTS] = "SELECT 1 FROM webhook_deliveries WHERE job_id = ?1 AND seq = ?2",
+    /* Only pending rows hold leases (done clears them): the partial index serves the scan. */
+    [ST_DELIVERY_RELEASE] = "UPDATE webhook_deliveries SET lease_owner = NULL,"
+                            " lease_expires_ms = 0 WHERE state = 'pending' AND lease_owner = ?1",
+    [ST_DELIVERY_LIST] = "SELECT " DELIVERY_LIST_COLS " FROM webhook_deliveries d"
+                         " LEFT JOIN job_events ev ON ev.job_id = d.job_id AND ev.seq = d.seq"
+                         " WHERE d.job_id = ?1 ORDER BY d.seq",
     /* ?1..?4 the conversation, as every memory statement numbers it. */
     [ST_MEMORY_GET] = "SELECT role, content, created_at FROM memory"
                       " WHERE " MEMORY_KEY " ORDER BY seq DESC LIMIT ?5",
@@ -738,7 +816,7 @@ static int job_check(const struct store_job *j, struct err *e)
         (j->idempotency_key != NULL && j->idempotency_key[0] == '\0'))
         return err_set(e, ERR_INVALID,
                        "store: idempotency_key and request_hash go together, key non-empty");
-    return 0;
+    return store_job_webhook_check(j, e);
 }
 
 static int job_insert(struct store *st, const struct store_job *job, struct err *e)
@@ -758,9 +836,16 @@ static int job_insert(struct store *st, const struct store_job *job, struct err 
         (ret = bind_text(s, stmt, 8, job->metadata ? job->metadata : "{}", e)) != 0 ||
         (ret = bind_text(s, stmt, 9, job->created_at, e)) != 0 ||
         (ret = bind_text(s, stmt, 10, job->idempotency_key, e)) != 0 ||
-        (ret = bind_text(s, stmt, 11, job->request_hash, e)) != 0)
+        (ret = bind_text(s, stmt, 11, job->request_hash, e)) != 0 ||
+        (ret = bind_text(s, stmt, 12, job->webhook_url, e)) != 0 ||
+        (ret = bind_text(s, stmt, 13, job->webhook_secret, e)) != 0)
         goto out;
-    int rc = sqlite3_step(stmt);
+    int rc = sqlite3_bind_int64(stmt, 14, job->webhook_mask);
+    if (rc != SQLITE_OK) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    rc = sqlite3_step(stmt);
     /* Two unique indexes: the message of a UNIQUE violation names the column. */
     if (rc == SQLITE_CONSTRAINT_UNIQUE && job->idempotency_key != NULL &&
         strstr(sqlite3_errmsg(s->db), "idempotency_key") != NULL)
@@ -804,9 +889,12 @@ static int job_from_row(sqlite3_stmt *stmt, bool full, struct store_job **out, s
         (ret = col_fixed_opt(stmt, 12, j->started_at, sizeof j->started_at, e)) != 0 ||
         (ret = col_fixed_opt(stmt, 13, j->completed_at, sizeof j->completed_at, e)) != 0 ||
         (ret = col_dup(stmt, 15, true, &j->idempotency_key, e)) != 0 ||
-        (ret = col_dup(stmt, 16, true, &j->request_hash, e)) != 0)
+        (ret = col_dup(stmt, 16, true, &j->request_hash, e)) != 0 ||
+        (ret = col_dup(stmt, 17, true, &j->webhook_url, e)) != 0 ||
+        (ret = col_dup(stmt, 18, true, &j->webhook_secret, e)) != 0)
         goto out;
     j->attempts = (long)sqlite3_column_int64(stmt, 14);
+    j->webhook_mask = (long)sqlite3_column_int64(stmt, 19);
     *out = j;
     j = NULL;
 out:
@@ -1028,38 +1116,122 @@ out:
     return ret;
 }
 
+/*
+ * Inside a write transaction: the webhook mask of the job, after checking the fence on
+ * `owner` (NULL: none) with fence_fail's words. The write lock is held, so what it finds
+ * stays true until the transaction ends.
+ */
+static int job_fence(struct store_sqlite *s, const char *job_id, const char *owner,
+                     long long *mask, struct err *e)
+{
+    sqlite3_stmt *stmt = s->stmt[ST_JOB_FENCE];
+    int ret;
+    if ((ret = bind_text(s, stmt, 1, job_id, e)) != 0 ||
+        (ret = bind_text(s, stmt, 2, owner, e)) != 0)
+        goto out;
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE)
+        ret = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+    else if (rc != SQLITE_ROW)
+        ret = fail(s->db, rc, e);
+    else if (sqlite3_column_int(stmt, 1) == 0)
+        ret = err_set(e, ERR_CONFLICT, "job '%s' is no longer leased to this instance", job_id);
+    else
+        *mask = sqlite3_column_int64(stmt, 0);
+out:
+    stmt_done(stmt);
+    return ret;
+}
+
+/* Inside a write transaction: appends `ev` as the job's next event, and its delivery when
+ * `mask` asks for the type; *seq (may be NULL) gets the event's number. */
+static int event_write(struct store_sqlite *s, const char *job_id, long long mask,
+                       const struct store_event_in *ev, long long now_ms, long long *seq,
+                       struct err *e)
+{
+    sqlite3_stmt *insert = s->stmt[ST_EVENT_INSERT], *delivery = s->stmt[ST_DELIVERY_INSERT];
+    const char *type = store_event_type_name(ev->type);
+    char now[CLOCK_RFC3339_LEN];
+    clock_rfc3339(now_ms, now);
+    int ret, rc;
+    if ((ret = bind_text(s, insert, 1, job_id, e)) != 0 ||
+        (ret = bind_text(s, insert, 2, type, e)) != 0 ||
+        (ret = bind_text(s, insert, 3, ev->data, e)) != 0 ||
+        (ret = bind_text(s, insert, 4, now, e)) != 0)
+        goto out;
+    if ((rc = sqlite3_step(insert)) != SQLITE_ROW) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    long long n = sqlite3_column_int64(insert, 0);
+    stmt_done(insert);
+    if ((mask & STORE_EV_BIT(ev->type)) != 0) {
+        if ((ret = bind_text(s, delivery, 1, job_id, e)) != 0 ||
+            (ret = bind_text(s, delivery, 3, type, e)) != 0 ||
+            (ret = bind_text(s, delivery, 5, now, e)) != 0)
+            goto out;
+        if ((rc = sqlite3_bind_int64(delivery, 2, n)) != SQLITE_OK ||
+            (rc = sqlite3_bind_int64(delivery, 4, now_ms)) != SQLITE_OK ||
+            (rc = sqlite3_step(delivery)) != SQLITE_DONE) {
+            ret = fail(s->db, rc, e);
+            goto out;
+        }
+    }
+    if (seq != NULL)
+        *seq = n;
+out:
+    stmt_done(insert);
+    stmt_done(delivery);
+    return ret;
+}
+
+/* The step and its event in one write transaction: both or neither. */
 static int job_step_put(struct store *st, const char *job_id, const char *owner,
                         const char *key, const char *data, const struct store_event_in *ev,
                         long long now_ms, struct err *e)
 {
-    (void)ev; /* TODO(events): appended in the same transaction */
-    (void)now_ms;
     struct store_sqlite *s = from_store(st);
     sqlite3_stmt *stmt = s->stmt[ST_STEP_PUT];
+    bool in_tx = false;
     int ret;
     if (job_id == NULL || owner == NULL || key == NULL || data == NULL) {
         ret = err_set(e, ERR_INVALID, "store: job_id, owner, key and data are required");
         goto out;
     }
+    if (ev != NULL && (ret = store_event_check(ev, e)) != 0)
+        goto out;
     char now[CLOCK_RFC3339_LEN];
-    clock_rfc3339_now(now);
+    clock_rfc3339(now_ms, now);
     if ((ret = bind_text(s, stmt, 1, job_id, e)) != 0 ||
         (ret = bind_text(s, stmt, 2, owner, e)) != 0 ||
         (ret = bind_text(s, stmt, 3, key, e)) != 0 ||
         (ret = bind_text(s, stmt, 4, data, e)) != 0 ||
         (ret = bind_text(s, stmt, 5, now, e)) != 0)
         goto out;
+    if ((ret = run(s, ST_BEGIN_IMMEDIATE, e)) != 0)
+        goto out;
+    in_tx = true;
     int rc = sqlite3_step(stmt);
     if (rc != SQLITE_DONE) {
         ret = fail(s->db, rc, e);
         goto out;
     }
+    stmt_done(stmt);
     if (sqlite3_changes(s->db) == 0) {
-        stmt_done(stmt);
         ret = fence_fail(s, job_id, true, e);
+        goto out;
     }
+    long long mask = 0;
+    if (ev != NULL && ((ret = job_fence(s, job_id, owner, &mask, e)) != 0 ||
+                       (ret = event_write(s, job_id, mask, ev, now_ms, NULL, e)) != 0))
+        goto out;
+    if ((ret = run(s, ST_COMMIT, e)) != 0)
+        goto out;
+    in_tx = false;
 out:
     stmt_done(stmt);
+    if (in_tx)
+        run(s, ST_ROLLBACK, NULL);
     return ret;
 }
 
@@ -1120,6 +1292,8 @@ out:
     return ret;
 }
 
+/* The status change and the terminal event in one write transaction: a job's history ends
+ * with exactly one terminal event, and only a finish that changed the row writes one. */
 static int job_finish(struct store *st, const char *job_id, const char *owner,
                       enum store_job_status status, const char *result, const char *error,
                       long long now_ms, struct err *e)
@@ -1127,16 +1301,17 @@ static int job_finish(struct store *st, const char *job_id, const char *owner,
     struct store_sqlite *s = from_store(st);
     enum stmt_id id = owner ? ST_JOB_FINISH_OWNED : ST_JOB_FINISH_ANY;
     sqlite3_stmt *stmt = s->stmt[id];
+    struct store_event_in ev = {0};
+    char *data = NULL;
+    bool in_tx = false;
     int ret;
     if (job_id == NULL) {
         ret = err_set(e, ERR_INVALID, "store: no job_id given");
         goto out;
     }
-    if (status != STORE_JOB_COMPLETED && status != STORE_JOB_FAILED &&
-        status != STORE_JOB_CANCELLED) {
-        ret = err_set(e, ERR_INVALID, "store: a job finishes completed, failed or cancelled");
+    if ((ret = store_finish_event(status, error, &ev.type, &data, e)) != 0)
         goto out;
-    }
+    ev.data = data;
     char completed[CLOCK_RFC3339_LEN];
     clock_rfc3339(now_ms, completed);
     if ((ret = bind_text(s, stmt, 1, job_id, e)) != 0 ||
@@ -1146,17 +1321,32 @@ static int job_finish(struct store *st, const char *job_id, const char *owner,
         (ret = bind_text(s, stmt, 5, error, e)) != 0 ||
         (ret = bind_text(s, stmt, 6, completed, e)) != 0)
         goto out;
+    if ((ret = run(s, ST_BEGIN_IMMEDIATE, e)) != 0)
+        goto out;
+    in_tx = true;
     int rc = sqlite3_step(stmt);
     if (rc != SQLITE_DONE) {
         ret = fail(s->db, rc, e);
         goto out;
     }
+    stmt_done(stmt);
     if (sqlite3_changes(s->db) == 0) {
-        stmt_done(stmt);
         ret = fence_fail(s, job_id, owner != NULL, e);
+        goto out;
     }
+    /* The job is ours under the write lock and no longer leased: read its mask unfenced. */
+    long long mask = 0;
+    if ((ret = job_fence(s, job_id, NULL, &mask, e)) != 0 ||
+        (ret = event_write(s, job_id, mask, &ev, now_ms, NULL, e)) != 0)
+        goto out;
+    if ((ret = run(s, ST_COMMIT, e)) != 0)
+        goto out;
+    in_tx = false;
 out:
     stmt_done(stmt);
+    if (in_tx)
+        run(s, ST_ROLLBACK, NULL);
+    free(data);
     return ret;
 }
 
@@ -1268,7 +1458,10 @@ out:
 static int job_delete(struct store *st, const char *job_id, struct err *e)
 {
     struct store_sqlite *s = from_store(st);
-    sqlite3_stmt *steps = s->stmt[ST_JOB_DELETE_STEPS], *job = s->stmt[ST_JOB_DELETE];
+    sqlite3_stmt *job = s->stmt[ST_JOB_DELETE];
+    /* The job's other rows, deleted once the job itself was (it was finished). */
+    sqlite3_stmt *rest[3] = {s->stmt[ST_JOB_DELETE_STEPS], s->stmt[ST_JOB_DELETE_EVENTS],
+                             s->stmt[ST_JOB_DELETE_DELIVERIES]};
     bool in_tx = false;
     int ret;
     int rc;
@@ -1296,20 +1489,23 @@ static int job_delete(struct store *st, const char *job_id, struct err *e)
         }
         goto out;
     }
-    if ((ret = bind_text(s, steps, 1, job_id, e)) != 0)
-        goto out;
-    if ((rc = sqlite3_step(steps)) != SQLITE_DONE) {
-        ret = fail(s->db, rc, e);
-        goto out;
-    }
     stmt_done(job);
-    stmt_done(steps);
+    for (int k = 0; k < 3; k++) {
+        if ((ret = bind_text(s, rest[k], 1, job_id, e)) != 0)
+            goto out;
+        if ((rc = sqlite3_step(rest[k])) != SQLITE_DONE) {
+            ret = fail(s->db, rc, e);
+            goto out;
+        }
+        stmt_done(rest[k]);
+    }
     if ((ret = run(s, ST_COMMIT, e)) != 0)
         goto out;
     in_tx = false;
 out:
     stmt_done(job);
-    stmt_done(steps);
+    for (int k = 0; k < 3; k++)
+        stmt_done(rest[k]);
     if (in_tx)
         run(s, ST_ROLLBACK, NULL);
     return ret;
@@ -1319,7 +1515,9 @@ static int job_purge(struct store *st, long long older_than_ms, size_t max_rows,
                      size_t *n_deleted, struct err *e)
 {
     struct store_sqlite *s = from_store(st);
-    sqlite3_stmt *steps = s->stmt[ST_JOB_PURGE_STEPS], *jobs = s->stmt[ST_JOB_PURGE];
+    /* The jobs last: the others find their rows through them. */
+    sqlite3_stmt *all[4] = {s->stmt[ST_JOB_PURGE_STEPS], s->stmt[ST_JOB_PURGE_EVENTS],
+                            s->stmt[ST_JOB_PURGE_DELIVERIES], s->stmt[ST_JOB_PURGE]};
     bool in_tx = false;
     int ret = 0;
     int rc;
@@ -1333,17 +1531,16 @@ static int job_purge(struct store *st, long long older_than_ms, size_t max_rows,
     if ((ret = run(s, ST_BEGIN_IMMEDIATE, e)) != 0)
         goto out;
     in_tx = true;
-    sqlite3_stmt *both[2] = {steps, jobs};
-    for (int k = 0; k < 2; k++) {
-        if ((ret = bind_text(s, both[k], 1, cutoff, e)) != 0)
+    for (int k = 0; k < 4; k++) {
+        if ((ret = bind_text(s, all[k], 1, cutoff, e)) != 0)
             goto out;
-        if ((rc = sqlite3_bind_int64(both[k], 2, count_arg(max_rows))) != SQLITE_OK ||
-            (rc = sqlite3_step(both[k])) != SQLITE_DONE) {
+        if ((rc = sqlite3_bind_int64(all[k], 2, count_arg(max_rows))) != SQLITE_OK ||
+            (rc = sqlite3_step(all[k])) != SQLITE_DONE) {
             ret = fail(s->db, rc, e);
             goto out;
         }
         n = (size_t)sqlite3_changes(s->db);
-        stmt_done(both[k]);
+        stmt_done(all[k]);
     }
     if ((ret = run(s, ST_COMMIT, e)) != 0)
         goto out;
@@ -1351,10 +1548,399 @@ static int job_purge(struct store *st, long long older_than_ms, size_t max_rows,
     if (n_deleted != NULL)
         *n_deleted = n;
 out:
-    stmt_done(steps);
-    stmt_done(jobs);
+    for (int k = 0; k < 4; k++)
+        stmt_done(all[k]);
     if (in_tx)
         run(s, ST_ROLLBACK, NULL);
+    return ret;
+}
+
+/* ---- events and webhook deliveries ---- */
+
+/* BEGIN IMMEDIATE takes the write lock before the last number is read, so two connections
+ * appending to one job serialize and never draw the same number. */
+static int event_append(struct store *st, const char *job_id, const char *owner,
+                        const struct store_event_in *ev, long long now_ms, long long *seq,
+                        struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    bool in_tx = false;
+    long long mask = 0;
+    int ret;
+    if (job_id == NULL) {
+        ret = err_set(e, ERR_INVALID, "store: no job_id given");
+        goto out;
+    }
+    if ((ret = store_event_check(ev, e)) != 0)
+        goto out;
+    if ((ret = run(s, ST_BEGIN_IMMEDIATE, e)) != 0)
+        goto out;
+    in_tx = true;
+    if ((ret = job_fence(s, job_id, owner, &mask, e)) != 0 ||
+        (ret = event_write(s, job_id, mask, ev, now_ms, seq, e)) != 0)
+        goto out;
+    if ((ret = run(s, ST_COMMIT, e)) != 0)
+        goto out;
+    in_tx = false;
+out:
+    if (in_tx)
+        run(s, ST_ROLLBACK, NULL);
+    return ret;
+}
+
+/* One read transaction: the status and the events come from the same snapshot. */
+static int event_list(struct store *st, const char *job_id, long long after_seq, size_t limit,
+                      struct store_event_list *out, enum store_job_status *status,
+                      struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *head = s->stmt[ST_JOB_STATUS], *stmt = s->stmt[ST_EVENT_LIST];
+    struct store_event_list l = {0};
+    size_t cap = 0;
+    bool in_tx = false;
+    int ret, rc;
+    *out = l;
+    if (job_id == NULL || limit == 0) {
+        ret = err_set(e, ERR_INVALID, "store: an event list needs a job_id and a limit above 0");
+        goto out;
+    }
+    if ((ret = run(s, ST_BEGIN, e)) != 0)
+        goto out;
+    in_tx = true;
+    if ((ret = bind_text(s, head, 1, job_id, e)) != 0)
+        goto out;
+    rc = sqlite3_step(head);
+    if (rc == SQLITE_DONE) {
+        ret = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+        goto out;
+    }
+    if (rc != SQLITE_ROW) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    enum store_job_status st_now;
+    if (store_job_status_parse((const char *)sqlite3_column_text(head, 0), &st_now) != 0) {
+        ret = err_set(e, ERR_STORE, "store: job has an unknown status");
+        goto out;
+    }
+    stmt_done(head);
+    if ((ret = bind_text(s, stmt, 1, job_id, e)) != 0)
+        goto out;
+    if ((rc = sqlite3_bind_int64(stmt, 2, after_seq)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 3, count_arg(limit))) != SQLITE_OK) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (l.n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            struct store_event *items = realloc(l.items, ncap * sizeof *items);
+            if (items == NULL) {
+                ret = err_set(e, ERR_NOMEM, "store: out of memory reading events");
+                goto out;
+            }
+            l.items = items;
+            cap = ncap;
+        }
+        struct store_event *ev = &l.items[l.n];
+        *ev = (struct store_event){.seq = sqlite3_column_int64(stmt, 0)};
+        l.n++; /* counted first, so that cleanup frees a half-read event */
+        if (store_event_type_parse((const char *)sqlite3_column_text(stmt, 1), &ev->type) != 0) {
+            ret = err_set(e, ERR_STORE, "store: event has an unknown type");
+            goto out;
+        }
+        if ((ret = col_dup(stmt, 2, false, &ev->data, e)) != 0 ||
+            (ret = col_fixed(stmt, 3, ev->created_at, sizeof ev->created_at, e)) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    stmt_done(stmt);
+    if ((ret = run(s, ST_COMMIT, e)) != 0)
+        goto out;
+    in_tx = false;
+    if (status != NULL)
+        *status = st_now;
+    *out = l;
+    l = (struct store_event_list){0};
+out:
+    stmt_done(head);
+    stmt_done(stmt);
+    if (in_tx)
+        run(s, ST_ROLLBACK, NULL);
+    store_event_list_cleanup(&l);
+    return ret;
+}
+
+/* Builds a delivery from the current row of a DELIVERY_COLS statement (full), or
+ * DELIVERY_LIST_COLS. */
+static int delivery_from_row(sqlite3_stmt *stmt, bool full, struct store_delivery **out,
+                             struct err *e)
+{
+    *out = NULL;
+    int ret = 0;
+    struct store_delivery *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        ret = err_set(e, ERR_NOMEM, "store: out of memory reading a delivery");
+        goto out;
+    }
+    if (store_event_type_parse((const char *)sqlite3_column_text(stmt, 2), &d->type) != 0 ||
+        store_delivery_state_parse((const char *)sqlite3_column_text(stmt, 3), &d->state) != 0) {
+        ret = err_set(e, ERR_STORE, "store: delivery has an unknown type or state");
+        goto out;
+    }
+    if ((ret = col_fixed(stmt, 0, d->job_id, sizeof d->job_id, e)) != 0 ||
+        (ret = col_dup(stmt, 7, true, &d->last_error, e)) != 0 ||
+        (ret = col_dup(stmt, 8, !full, &d->event_data, e)) != 0 ||
+        (ret = col_fixed_opt(stmt, 9, d->event_created_at, sizeof d->event_created_at, e)) !=
+            0 ||
+        (ret = col_dup(stmt, 10, !full, &d->url, e)) != 0 ||
+        (ret = col_dup(stmt, 11, !full, &d->secret, e)) != 0 ||
+        (ret = col_fixed(stmt, 12, d->created_at, sizeof d->created_at, e)) != 0 ||
+        (ret = col_fixed(stmt, 13, d->updated_at, sizeof d->updated_at, e)) != 0)
+        goto out;
+    d->seq = sqlite3_column_int64(stmt, 1);
+    d->attempts = (long)sqlite3_column_int64(stmt, 4);
+    d->next_attempt_ms = sqlite3_column_int64(stmt, 5);
+    d->last_status = sqlite3_column_int(stmt, 6);
+    *out = d;
+    d = NULL;
+out:
+    store_delivery_free(d);
+    return ret;
+}
+
+/* Appends `d` to the list, growing it by doubling; takes `d` in every case. */
+static int delivery_push(struct store_delivery_list *l, size_t *cap, struct store_delivery *d,
+                         struct err *e)
+{
+    if (l->n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 8;
+        struct store_delivery **items = realloc(l->items, ncap * sizeof *items);
+        if (items == NULL) {
+            store_delivery_free(d);
+            return err_set(e, ERR_NOMEM, "store: out of memory reading deliveries");
+        }
+        l->items = items;
+        *cap = ncap;
+    }
+    l->items[l->n++] = d;
+    return 0;
+}
+
+/* A claimed delivery's row and due time, sorted before the rows are read. */
+struct claimed_delivery {
+    long long next_attempt_ms;
+    sqlite3_int64 rowid;
+};
+
+static int claimed_delivery_cmp(const void *a, const void *b)
+{
+    const struct claimed_delivery *x = a, *y = b;
+    if (x->next_attempt_ms != y->next_attempt_ms)
+        return (x->next_attempt_ms > y->next_attempt_ms) - (x->next_attempt_ms < y->next_attempt_ms);
+    return (x->rowid > y->rowid) - (x->rowid < y->rowid);
+}
+
+/*
+ * Under BEGIN IMMEDIATE, like the job claim: the lease is written first (RETURNING names
+ * the rows), then each row is read back whole with its event and its job's webhook, in the
+ * same transaction.
+ */
+static int delivery_claim(struct store *st, const char *owner, long long now_ms,
+                          long long lease_ms, size_t max, struct store_delivery_list *out,
+                          struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *claim = s->stmt[ST_DELIVERY_CLAIM], *row = s->stmt[ST_DELIVERY_ROW];
+    struct store_delivery_list l = {0};
+    struct claimed_delivery *keys = NULL;
+    size_t n = 0, cap = 0;
+    bool in_tx = false;
+    int ret = 0, rc;
+    *out = l;
+    if (owner == NULL || owner[0] == '\0' || lease_ms <= 0) {
+        ret = err_set(e, ERR_INVALID, "store: a claim needs an owner and a positive lease");
+        goto out;
+    }
+    if (max == 0)
+        goto out;
+    if (max > INT32_MAX)
+        max = INT32_MAX;
+    if ((keys = calloc(max, sizeof *keys)) == NULL) {
+        ret = err_set(e, ERR_NOMEM, "store: out of memory claiming deliveries");
+        goto out;
+    }
+    char now[CLOCK_RFC3339_LEN];
+    clock_rfc3339(now_ms, now);
+    if ((ret = bind_text(s, claim, 1, owner, e)) != 0 ||
+        (ret = bind_text(s, claim, 4, now, e)) != 0)
+        goto out;
+    if ((rc = sqlite3_bind_int64(claim, 2, now_ms)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(claim, 3, now_ms + lease_ms)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(claim, 5, (sqlite3_int64)max)) != SQLITE_OK) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    if ((ret = run(s, ST_BEGIN_IMMEDIATE, e)) != 0)
+        goto out;
+    in_tx = true;
+    while ((rc = sqlite3_step(claim)) == SQLITE_ROW && n < max) {
+        keys[n].rowid = sqlite3_column_int64(claim, 0);
+        keys[n].next_attempt_ms = sqlite3_column_int64(claim, 1);
+        n++;
+    }
+    if (rc != SQLITE_DONE) {
+        ret = rc == SQLITE_ROW ? err_set(e, ERR_INTERNAL, "store: claim returned too many rows")
+                               : fail(s->db, rc, e);
+        goto out;
+    }
+    stmt_done(claim);
+    qsort(keys, n, sizeof *keys, claimed_delivery_cmp);
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = sqlite3_bind_int64(row, 1, keys[i].rowid)) != SQLITE_OK) {
+            ret = fail(s->db, rc, e);
+            goto out;
+        }
+        rc = sqlite3_step(row);
+        if (rc != SQLITE_ROW) {
+            /* A delivery always has its event and its job: they are deleted together. */
+            ret = rc == SQLITE_DONE
+                      ? err_set(e, ERR_STORE, "store: a delivery has no event or job")
+                      : fail(s->db, rc, e);
+            goto out;
+        }
+        struct store_delivery *d;
+        if ((ret = delivery_from_row(row, true, &d, e)) != 0 ||
+            (ret = delivery_push(&l, &cap, d, e)) != 0)
+            goto out;
+        stmt_done(row);
+    }
+    if ((ret = run(s, ST_COMMIT, e)) != 0)
+        goto out;
+    in_tx = false;
+    *out = l;
+    l = (struct store_delivery_list){0};
+out:
+    stmt_done(claim);
+    stmt_done(row);
+    if (in_tx)
+        run(s, ST_ROLLBACK, NULL);
+    free(keys);
+    store_delivery_list_cleanup(&l);
+    return ret;
+}
+
+static int delivery_done(struct store *st, const char *job_id, long long seq, const char *owner,
+                         enum store_delivery_state state, long long next_attempt_ms,
+                         int http_status, const char *error, long long now_ms, struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *stmt = s->stmt[ST_DELIVERY_DONE], *exists = s->stmt[ST_DELIVERY_EXISTS];
+    const char *state_name = store_delivery_state_name(state);
+    int ret, rc;
+    if (job_id == NULL || owner == NULL || owner[0] == '\0' || state_name == NULL) {
+        ret = err_set(e, ERR_INVALID, "store: a delivery outcome needs a job_id, an owner and a"
+                                      " known state");
+        goto out;
+    }
+    char now[CLOCK_RFC3339_LEN];
+    clock_rfc3339(now_ms, now);
+    if ((ret = bind_text(s, stmt, 1, job_id, e)) != 0 ||
+        (ret = bind_text(s, stmt, 3, owner, e)) != 0 ||
+        (ret = bind_text(s, stmt, 4, state_name, e)) != 0 ||
+        (ret = bind_text(s, stmt, 7, error, e)) != 0 ||
+        (ret = bind_text(s, stmt, 8, now, e)) != 0)
+        goto out;
+    if ((rc = sqlite3_bind_int64(stmt, 2, seq)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 5, next_attempt_ms)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int(stmt, 6, http_status)) != SQLITE_OK ||
+        (rc = sqlite3_step(stmt)) != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    if (sqlite3_changes(s->db) > 0)
+        goto out;
+    /* Nothing changed: gone, or leased to someone else (or to nobody) now. */
+    if ((ret = bind_text(s, exists, 1, job_id, e)) != 0)
+        goto out;
+    if ((rc = sqlite3_bind_int64(exists, 2, seq)) != SQLITE_OK) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    rc = sqlite3_step(exists);
+    if (rc == SQLITE_DONE)
+        ret = err_set(e, ERR_NOT_FOUND, "delivery %lld of job '%s' not found", seq, job_id);
+    else if (rc == SQLITE_ROW)
+        ret = err_set(e, ERR_CONFLICT,
+                      "delivery %lld of job '%s' is no longer leased to this instance", seq,
+                      job_id);
+    else
+        ret = fail(s->db, rc, e);
+out:
+    stmt_done(stmt);
+    stmt_done(exists);
+    return ret;
+}
+
+static int delivery_release(struct store *st, const char *owner, struct err *e)
+{
+    return lease_update(from_store(st), ST_DELIVERY_RELEASE, owner, false, 0, e);
+}
+
+/* One read transaction: "no such job" and the rows come from the same snapshot. */
+static int delivery_list(struct store *st, const char *job_id, struct store_delivery_list *out,
+                         struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    sqlite3_stmt *head = s->stmt[ST_JOB_STATUS], *stmt = s->stmt[ST_DELIVERY_LIST];
+    struct store_delivery_list l = {0};
+    size_t cap = 0;
+    bool in_tx = false;
+    int ret, rc;
+    *out = l;
+    if (job_id == NULL) {
+        ret = err_set(e, ERR_INVALID, "store: no job_id given");
+        goto out;
+    }
+    if ((ret = run(s, ST_BEGIN, e)) != 0)
+        goto out;
+    in_tx = true;
+    if ((ret = bind_text(s, head, 1, job_id, e)) != 0)
+        goto out;
+    rc = sqlite3_step(head);
+    if (rc != SQLITE_ROW) {
+        ret = rc == SQLITE_DONE ? err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id)
+                                : fail(s->db, rc, e);
+        goto out;
+    }
+    stmt_done(head);
+    if ((ret = bind_text(s, stmt, 1, job_id, e)) != 0)
+        goto out;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct store_delivery *d;
+        if ((ret = delivery_from_row(stmt, false, &d, e)) != 0 ||
+            (ret = delivery_push(&l, &cap, d, e)) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE) {
+        ret = fail(s->db, rc, e);
+        goto out;
+    }
+    stmt_done(stmt);
+    if ((ret = run(s, ST_COMMIT, e)) != 0)
+        goto out;
+    in_tx = false;
+    *out = l;
+    l = (struct store_delivery_list){0};
+out:
+    stmt_done(head);
+    stmt_done(stmt);
+    if (in_tx)
+        run(s, ST_ROLLBACK, NULL);
+    store_delivery_list_cleanup(&l);
     return ret;
 }
 
@@ -1703,6 +2289,12 @@ static const struct store_ops SQLITE_OPS = {
     .job_list = job_list,
     .job_delete = job_delete,
     .job_purge = job_purge,
+    .event_append = event_append,
+    .event_list = event_list,
+    .delivery_claim = delivery_claim,
+    .delivery_done = delivery_done,
+    .delivery_release = delivery_release,
+    .delivery_list = delivery_list,
     .memory_get = memory_get,
     .memory_append = memory_append,
     .memory_clear = memory_clear,

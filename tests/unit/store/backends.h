@@ -93,7 +93,7 @@ static void pg_reset(void)
 {
     pg_exec("SET client_min_messages = warning;"
             "DROP TABLE IF EXISTS crews, jobs, job_steps, memory, tools, agent_classes, "
-            "schema_version" BACKENDS_PG_RESET_EXTRA);
+            "job_events, webhook_deliveries, schema_version" BACKENDS_PG_RESET_EXTRA);
 }
 
 static int pg_group_setup(void **state)

@@ -197,7 +197,8 @@ static void test_large_definition(void **state)
     free(big);
 }
 
-/* A version-3 database (no catalogs) is moved to version 4 at open, its rows kept. */
+/* A version-3 database (no catalogs) is moved to version 4 and on to the last at open, its
+ * rows kept. */
 static void test_upgrade_from_v3(void **state)
 {
     store_close(*state);
@@ -214,6 +215,11 @@ static void test_upgrade_from_v3(void **state)
                " DROP INDEX IF EXISTS jobs_idempotency_key_idx;"
                " ALTER TABLE jobs DROP COLUMN idempotency_key;"
                " ALTER TABLE jobs DROP COLUMN request_hash;"
+               /* and migration 7's tables and columns */
+               " DROP TABLE job_events; DROP TABLE webhook_deliveries;"
+               " ALTER TABLE jobs DROP COLUMN webhook_url;"
+               " ALTER TABLE jobs DROP COLUMN webhook_secret;"
+               " ALTER TABLE jobs DROP COLUMN webhook_mask;"
                "INSERT INTO crews (crew_id, name, execution_mode, agent_count, definition, plan,"
                " created_at, updated_at) VALUES ('0b8e7c1a-0000-4000-8000-0000000000c1',"
                " 'old-crew', 'sequential', 1, '{}', '{}', '2025-11-01T00:00:00.001Z',"

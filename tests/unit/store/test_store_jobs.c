@@ -991,8 +991,8 @@ static const char SQLITE_V1[] =
     "INSERT INTO crews VALUES ('" CREW_ID "', 'old-crew', NULL, 'sequential', 1,"
     " '{\"name\":\"old-crew\"}', '{}', '2025-11-01T00:00:00.001Z', '2025-11-01T00:00:00.001Z');";
 
-/* Opens a version-1 database with this build: migrations 2 and 3 run, the crew survives and the
- * job queue works. */
+/* Opens a version-1 database with this build: every later migration runs, the crew survives,
+ * and the job queue and its events work. */
 static void upgrade_check(void)
 {
     struct store *st = open_store();
@@ -1005,12 +1005,23 @@ static void upgrade_check(void)
     insert_ok(st, 1);
     claim_is(st, "a", T0, 1, (int[]){1}, 1);
     step_put_ok(st, 1, "a", "k", "{}");
+    char id[ID_UUID_LEN];
+    job_id_of(1, id);
+    long long seq = 0;
+    struct store_event_in ev = {STORE_EV_AGENT_STARTED, "{}"};
+    assert_int_equal(store_event_append(st, id, "a", &ev, T0, &seq, &e), 0);
+    assert_int_equal(seq, 1);
     store_close(st);
     /* A second open migrates nothing and keeps everything. */
     st = open_store();
     struct store_job *j = get_ok(st, 1);
     assert_int_equal(j->status, STORE_JOB_RUNNING);
+    assert_int_equal(j->webhook_mask, 0);
     store_job_free(j);
+    struct store_event_list l = {0};
+    assert_int_equal(store_event_list(st, id, 0, 10, &l, NULL, &e), 0);
+    assert_int_equal(l.n, 1);
+    store_event_list_cleanup(&l);
     store_close(st);
 }
 
@@ -1033,7 +1044,7 @@ static void test_upgrade_from_v1_sqlite(void **state)
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(stmt, 0),
-                        "1,2,3,4,5,6/2025-11-01T00:00:00.000Z");
+                        "1,2,3,4,5,6,7/2025-11-01T00:00:00.000Z");
     sqlite3_finalize(stmt);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
@@ -1044,7 +1055,8 @@ static void test_upgrade_from_v1_pg(void **state)
 {
     store_close(*state);
     *state = NULL;
-    pg_exec("DROP TABLE jobs, job_steps, memory, tools, agent_classes; DELETE FROM schema_version WHERE version >= 2;"
+    pg_exec("DROP TABLE jobs, job_steps, memory, tools, agent_classes, job_events,"
+            " webhook_deliveries; DELETE FROM schema_version WHERE version >= 2;"
             "INSERT INTO crews (crew_id, name, execution_mode, agent_count, definition, plan,"
             " created_at, updated_at) VALUES ('" CREW_ID "', 'old-crew', 'sequential', 1,"
             " '{}', '{}', '2025-11-01T00:00:00.001Z', '2025-11-01T00:00:00.001Z')");

@@ -530,8 +530,8 @@ static const char SQLITE_V2[] =
     " plan, metadata, created_at) VALUES ('0b8e7c1a-0000-4000-8000-000000000001', '" CREW "',"
     " 'old-crew', 'pending', 'sequential', '{}', '{}', '{}', '{}', '2025-11-10T00:00:00.001Z');";
 
-/* Opens a version-2 database with this build: migration 3 runs, the crew and the job survive
- * and memory works, also after a second open. */
+/* Opens a version-2 database with this build: migrations 3 and on run, the crew and the job
+ * survive (without a webhook, ready for events) and memory works, also after a second open. */
 static void upgrade_check(void)
 {
     struct store *st = open_store();
@@ -543,7 +543,16 @@ static void upgrade_check(void)
     struct store_job *j = NULL;
     assert_int_equal(store_job_get(st, "0b8e7c1a-0000-4000-8000-000000000001", &j, &e), 0);
     assert_int_equal(j->status, STORE_JOB_PENDING);
+    assert_int_equal(j->webhook_mask, 0);
+    assert_null(j->webhook_url);
+    assert_null(j->webhook_secret);
     store_job_free(j);
+    struct store_event_in ev = {STORE_EV_JOB_STARTED, "{\"attempt\":1}"};
+    long long seq = 0;
+    assert_int_equal(
+        store_event_append(st, "0b8e7c1a-0000-4000-8000-000000000001", NULL, &ev, T0, &seq, &e),
+        0);
+    assert_int_equal(seq, 1);
     exchange_ok(st, DEFAULT_CONV, 1, 0, T0);
     store_close(st);
     st = open_store();
@@ -572,7 +581,7 @@ static void test_upgrade_from_v2_sqlite(void **state)
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(stmt, 0),
-                        "1,2,3,4,5,6/2025-11-10T00:00:00.000Z/1");
+                        "1,2,3,4,5,6,7/2025-11-10T00:00:00.000Z/1");
     sqlite3_finalize(stmt);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
@@ -585,7 +594,9 @@ static void test_upgrade_from_v2_pg(void **state)
     pg_exec("DROP TABLE memory, tools, agent_classes; DELETE FROM schema_version WHERE version >= 3;"
             " DROP INDEX IF EXISTS jobs_created_idx; DROP INDEX IF EXISTS jobs_crew_created_idx;"
             " DROP INDEX IF EXISTS jobs_status_created_idx; DROP INDEX IF EXISTS jobs_finished_idx;"
-            " ALTER TABLE jobs DROP COLUMN idempotency_key, DROP COLUMN request_hash;"
+            " ALTER TABLE jobs DROP COLUMN idempotency_key, DROP COLUMN request_hash,"
+            " DROP COLUMN webhook_url, DROP COLUMN webhook_secret, DROP COLUMN webhook_mask;"
+            " DROP TABLE job_events, webhook_deliveries;"
             "INSERT INTO crews (crew_id, name, execution_mode, agent_count, definition, plan,"
             " created_at, updated_at) VALUES ('" CREW "', 'old-crew', 'sequential', 1,"
             " '{}', '{}', '2025-11-01T00:00:00.001Z', '2025-11-01T00:00:00.001Z');"

@@ -157,7 +157,8 @@ static int group_teardown(void **state)
 /* Each test: an empty database (no tables), then a freshly opened (so migrated) store. */
 static int test_setup(void **state)
 {
-    admin_exec("DROP TABLE IF EXISTS crews, jobs, job_steps, memory, tools, agent_classes, schema_version");
+    admin_exec("DROP TABLE IF EXISTS crews, jobs, job_steps, memory, tools, agent_classes,"
+               " job_events, webhook_deliveries, schema_version");
     *state = open_store();
     return 0;
 }
@@ -465,34 +466,35 @@ static void test_schema_version(void **state)
     (void)state;
     char *v = admin_query("SELECT string_agg(version::text, ',' ORDER BY version)"
                           " FROM schema_version");
-    assert_string_equal(v, "1,2,3,4,5,6");
+    assert_string_equal(v, "1,2,3,4,5,6,7");
     free(v);
     /* A second open (the first is still open) migrates nothing. */
     struct store *again = open_store();
     again->ops->close(again);
     v = admin_query("SELECT count(*) FROM schema_version");
-    assert_string_equal(v, "6");
+    assert_string_equal(v, "7");
     free(v);
     v = admin_query("SELECT count(*) FROM pg_indexes WHERE indexname IN"
                     " ('crews_created_idx', 'jobs_claim_idx', 'jobs_owner_idx',"
                     " 'memory_conversation_idx', 'jobs_created_idx', 'jobs_crew_created_idx',"
-                    " 'jobs_status_created_idx', 'jobs_finished_idx', 'jobs_idempotency_key_idx')");
-    assert_string_equal(v, "9");
+                    " 'jobs_status_created_idx', 'jobs_finished_idx', 'jobs_idempotency_key_idx',"
+                    " 'job_events_pkey', 'webhook_deliveries_pkey', 'webhook_deliveries_due_idx')");
+    assert_string_equal(v, "12");
     free(v);
 }
 
 static void test_newer_schema_refused(void **state)
 {
     (void)state;
-    admin_exec("INSERT INTO schema_version (version) VALUES (7)");
+    admin_exec("INSERT INTO schema_version (version) VALUES (8)");
     struct store *st = (struct store *)&st; /* must be reset to NULL */
     struct err e = {0};
     assert_int_equal(store_pg_open(g_cluster.url, &st, &e), ERR_STORE);
     assert_null(st);
-    assert_non_null(strstr(e.msg, "schema version 7"));
+    assert_non_null(strstr(e.msg, "schema version 8"));
     /* Nothing was changed by the refusal. */
     char *v = admin_query("SELECT count(*) FROM schema_version");
-    assert_string_equal(v, "7");
+    assert_string_equal(v, "8");
     free(v);
 }
 
@@ -502,7 +504,8 @@ static void test_concurrent_migration(void **state)
     struct store *st = *state;
     st->ops->close(st);
     *state = NULL;
-    admin_exec("DROP TABLE IF EXISTS crews, jobs, job_steps, memory, tools, agent_classes, schema_version");
+    admin_exec("DROP TABLE IF EXISTS crews, jobs, job_steps, memory, tools, agent_classes,"
+               " job_events, webhook_deliveries, schema_version");
     enum { N_PROCS = 4 };
     pid_t pids[N_PROCS];
     for (int i = 0; i < N_PROCS; i++) {
@@ -526,7 +529,7 @@ static void test_concurrent_migration(void **state)
         assert_int_equal(WEXITSTATUS(status), 0);
     }
     char *v = admin_query("SELECT count(*) FROM schema_version");
-    assert_string_equal(v, "6");
+    assert_string_equal(v, "7");
     free(v);
 }
 

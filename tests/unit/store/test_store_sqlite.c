@@ -441,7 +441,7 @@ static void test_persistence_and_migrations(void **state)
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
     peek(path, "SELECT group_concat(version) FROM schema_version", answer, sizeof answer);
-    assert_string_equal(answer, "1,2,3,4,5,6");
+    assert_string_equal(answer, "1,2,3,4,5,6,7");
     peek(path, "SELECT applied_at FROM schema_version WHERE version = 1", applied, sizeof applied);
     assert_int_equal(strlen(applied), 24);
     peek(path, "PRAGMA journal_mode", answer, sizeof answer);
@@ -453,7 +453,7 @@ static void test_persistence_and_migrations(void **state)
     insert_ok(st, ID_B, "beta", T2);
     store_close(st);
     peek(path, "SELECT count(*) || ':' || max(version) FROM schema_version", answer, sizeof answer);
-    assert_string_equal(answer, "6:6");
+    assert_string_equal(answer, "7:7");
     peek(path, "SELECT applied_at FROM schema_version WHERE version = 1", answer, sizeof answer);
     assert_string_equal(answer, applied);
 
@@ -489,17 +489,17 @@ static void test_newer_schema_refused(void **state)
     snprintf(path, sizeof path, "%s/crewd.db", t->dir);
     snprintf(url, sizeof url, "sqlite:%s", path);
     store_close(open_ok(url));
-    peek(path, "INSERT INTO schema_version VALUES (7, '2030-01-01T00:00:00.000Z')", answer,
+    peek(path, "INSERT INTO schema_version VALUES (8, '2030-01-01T00:00:00.000Z')", answer,
          sizeof answer);
 
     struct store *st = (struct store *)&st;
     struct err e = {0};
     assert_int_equal(store_open(url, &st, &e), ERR_STORE);
     assert_null(st);
-    assert_string_equal(e.msg, "store: database schema version 7 is newer than this crewd (6)");
+    assert_string_equal(e.msg, "store: database schema version 8 is newer than this crewd (7)");
     /* Refusing changed nothing. */
     peek(path, "SELECT max(version) FROM schema_version", answer, sizeof answer);
-    assert_string_equal(answer, "7");
+    assert_string_equal(answer, "8");
 }
 
 static void test_parent_dir_one_level_only(void **state)
