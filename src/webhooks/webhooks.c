@@ -400,7 +400,7 @@ static void start(struct webhooks *wh, const struct store_delivery *d)
         goto fail;
     }
     const char *fixed[] = {"Content-Type: application/json", "Expect:",
-                           "User-Agent: crewd-webhooks/" CREWD_VERSION};
+                           ("User-Agent: crewd-webhooks/" CREWD_VERSION)};
     for (size_t i = 0; i < 3 + 3; i++) {
         const char *h = line;
         if (i < 3)
