@@ -2,8 +2,8 @@
  * main.c - argv, configuration, signals, the loop; nothing else.
  *
  * Start-up order: configuration (exit 2 on a bad one), the store (exit 1 if it cannot be
- * opened: nothing may be accepted that cannot be kept), the tool registry, the LLM client
- * and the job manager, then the HTTP server; claiming starts once the listener is up. Only when the listener is bound does crewd print "listening on HOST:PORT" on
+ * opened: nothing may be accepted that cannot be kept), the tool registry, the LLM client,
+ * the job manager and the webhook dispatcher, then the HTTP server; claiming starts once the listener is up. Only when the listener is bound does crewd print "listening on HOST:PORT" on
  * stdout, which scripts and tests wait for. SIGTERM and SIGINT end the loop; everything is
  * then closed in reverse order, so leak checkers see a clean exit.
  */
@@ -22,9 +22,11 @@
 #include "jobs/jobs.h"
 #include "llm/llm.h"
 #include "llm/price.h"
+#include "model/job.h"
 #include "store/store.h"
 #include "tools/registry.h"
 #include "tools/runner.h"
+#include "webhooks/webhooks.h"
 
 static void on_signal(evutil_socket_t sig, short events, void *arg)
 {
@@ -36,12 +38,15 @@ static void on_signal(evutil_socket_t sig, short events, void *arg)
 /* Who hears that a job has new events: the event streams' hub (and the webhooks). */
 struct listeners {
     struct event_hub *hub;
+    struct webhooks *webhooks;
 };
 
 static void on_job_events(void *arg, const char *job_id)
 {
     struct listeners *l = arg;
     event_hub_notify(l->hub, job_id);
+    if (l->webhooks != NULL)
+        webhooks_wake(l->webhooks);
 }
 
 static const char *env_get(const char *name)
@@ -91,6 +96,7 @@ int main(int argc, char **argv)
     struct event_hub *hub = NULL;
     struct api_sse *sse = NULL;
     struct listeners listeners = {0};
+    struct webhooks *webhooks = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
 
     if (config_load(&cfg, argc, argv, env_get, &action, &e) != 0) {
@@ -208,11 +214,30 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    struct webhooks_opts webhooks_opts = {
+        .allow_hosts = (const char *const *)cfg.webhook_allow,
+        .n_allow_hosts = cfg.n_webhook_allow,
+        .allow_private = cfg.webhook_allow_private != 0,
+        .timeout_ms = cfg.webhook_timeout_ms,
+        .max_attempts = cfg.webhook_max_attempts,
+        .retry_base_ms = cfg.webhook_retry_base_ms,
+    };
+    if (webhooks_new(base, store, jobs_owner(jobs), &webhooks_opts, &webhooks, &e) != 0) {
+        log_error("main", "%s", err_text(&e));
+        goto out;
+    }
+    listeners.webhooks = webhooks;
+    struct job_webhook_policy webhook_policy = {
+        .allow_hosts = (const char *const *)cfg.webhook_allow,
+        .n_allow_hosts = cfg.n_webhook_allow,
+    };
+
     struct api_ctx ctx = {.store = store,
                           .tools = tools,
                           .default_provider = cfg.default_provider,
                           .jobs = jobs,
-                          .sse = sse};
+                          .sse = sse,
+                          .webhook_policy = &webhook_policy};
     struct http_server_opts opts = {
         .host = cfg.host,
         .port = cfg.port,
@@ -257,10 +282,14 @@ out:
         event_free(sigterm);
     if (sigint != NULL)
         event_free(sigint);
-    /* Stop taking requests first, then stop the jobs (their leases are released so that the
-     * next start resumes them), then the LLM calls they had in flight. */
-    api_sse_free(sse); /* its streams end: clients reconnect to the next start */
+    /* Stop taking requests first (the event streams end: their clients reconnect to the next
+     * start), then the webhook attempts (their leases are given back), then the jobs (their
+     * leases are released so that the next start resumes them), then the LLM calls they had
+     * in flight. */
+    api_sse_free(sse);
     http_server_free(server);
+    listeners.webhooks = NULL;
+    webhooks_free(webhooks);
     jobs_free(jobs);
     event_hub_free(hub);
     tool_runner_free(runner);

@@ -27,6 +27,7 @@ static const struct http_route routes[] = {
     {HTTP_DELETE, "/api/v1/crew/job/{job}", api_jobs_delete},
     {HTTP_POST, "/api/v1/crew/job/{job}/cancel", api_jobs_cancel},
     {HTTP_GET, "/api/v1/crew/job/{job}/events", api_jobs_events},
+    {HTTP_GET, "/api/v1/crew/job/{job}/webhooks", api_jobs_webhooks},
     {HTTP_GET, "/api/v1/crew/jobs", api_jobs_list},
     {HTTP_GET, "/api/v1/crew/{crew}", api_crews_get},
     {HTTP_PUT, "/api/v1/crew/{crew}", api_crews_update},

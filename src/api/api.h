@@ -20,6 +20,7 @@ struct event_hub;
 struct api_sse;
 struct tool_registry;
 struct crew_class;
+struct job_webhook_policy;
 
 /* What every handler needs; owned by main, borrowed by the API for the server's life. */
 struct api_ctx {
@@ -28,6 +29,7 @@ struct api_ctx {
     const char *default_provider;
     struct jobs *jobs; /* woken after each execute; NULL: jobs wait for the next poll */
     struct api_sse *sse; /* the jobs' event streams; NULL: not served (503) */
+    const struct job_webhook_policy *webhook_policy; /* NULL: no webhook is accepted */
 };
 
 /* The event streams (GET .../events, api/events.c): their heartbeat and their cap. */
@@ -80,6 +82,7 @@ void api_jobs_list(struct http_req *req, void *arg);
 void api_jobs_cancel(struct http_req *req, void *arg);
 void api_jobs_delete(struct http_req *req, void *arg);
 void api_jobs_events(struct http_req *req, void *arg);
+void api_jobs_webhooks(struct http_req *req, void *arg);
 void api_tools_put(struct http_req *req, void *arg);
 void api_tools_list(struct http_req *req, void *arg);
 void api_tools_get(struct http_req *req, void *arg);

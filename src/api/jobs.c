@@ -1,6 +1,7 @@
 /*
  * jobs.c - the job routes (the seed's execute and job-status endpoints, API.md section 1,
- * and from section 4: GET /api/v1/crew/job/{id}, the job list, cancel and delete).
+ * and from section 4: GET /api/v1/crew/job/{id}, the job list, cancel, delete and the
+ * job's webhook deliveries).
  *
  * Execute validates in API.md's order, snapshots the crew's definition and plan into a
  * pending job row, wakes the job manager and answers 202: it never runs anything itself
@@ -127,6 +128,7 @@ static void execute(struct http_req *req, const struct api_ctx *ctx, const char 
     struct store_crew *crew = NULL;
     struct plan *plan = NULL;
     struct job_request *jr = NULL;
+    struct job_webhook hook = {0};
     struct store_job job = {0};
     char *request_text = NULL, *metadata_text = NULL;
     const char *key = NULL;
@@ -169,7 +171,8 @@ static void execute(struct http_req *req, const struct api_ctx *ctx, const char 
         api_reply_err(req, &e);
         goto out;
     }
-    if (job_request_parse(body, plan, &jr, &e) != 0) {
+    if (job_request_parse(body, plan, &jr, &e) != 0 ||
+        job_webhook_parse(body, ctx->webhook_policy, &hook, &e) != 0) {
         api_reply_err(req, &e);
         goto out;
     }
@@ -194,6 +197,11 @@ static void execute(struct http_req *req, const struct api_ctx *ctx, const char 
     job.definition = crew->definition;
     job.plan = crew->plan;
     job.metadata = metadata_text;
+    /* The webhook goes to its own columns, never into `request`: the secret stays out of
+     * every reply. */
+    job.webhook_url = hook.url;
+    job.webhook_secret = hook.secret;
+    job.webhook_mask = hook.mask;
     clock_rfc3339_now(job.created_at);
     if (key != NULL) {
         job.idempotency_key = (char *)key;
@@ -214,6 +222,7 @@ static void execute(struct http_req *req, const struct api_ctx *ctx, const char 
 out:
     free(request_text);
     free(metadata_text);
+    job_webhook_cleanup(&hook);
     job_request_free(jr);
     plan_free(plan);
     json_decref(plan_json);
@@ -401,4 +410,44 @@ void api_jobs_delete(struct http_req *req, void *arg)
         return;
     }
     http_reply_json(req, 200, json_pack("{s:s, s:s}", "message", "Job deleted", "job_id", idbuf));
+}
+
+/* GET /api/v1/crew/job/{job_id}/webhooks: the job's webhook deliveries, by event seq. */
+void api_jobs_webhooks(struct http_req *req, void *arg)
+{
+    const struct api_ctx *ctx = arg;
+    struct err e = {0};
+    struct store_delivery_list list = {0};
+    char idbuf[ID_UUID_LEN];
+    if (!api_path_job(req, idbuf))
+        return;
+    if (store_delivery_list(ctx->store, idbuf, &list, &e) != 0) {
+        api_reply_err(req, &e);
+        return;
+    }
+    json_t *items = json_array();
+    for (size_t i = 0; items != NULL && i < list.n; i++) {
+        const struct store_delivery *d = list.items[i];
+        char next[CLOCK_RFC3339_LEN];
+        clock_rfc3339(d->next_attempt_ms, next);
+        json_t *o = json_pack(
+            "{s:I, s:s?, s:s?, s:I, s:o, s:s?, s:o, s:s}", "seq", (json_int_t)d->seq, "type",
+            store_event_type_name(d->type), "state", store_delivery_state_name(d->state),
+            "attempts", (json_int_t)d->attempts, "last_status",
+            d->last_status ? json_integer(d->last_status) : json_null(), "last_error",
+            d->last_error, "next_attempt_at",
+            d->state == STORE_DELIVERY_PENDING ? json_string(next) : json_null(), "updated_at",
+            d->updated_at);
+        if (o == NULL || json_array_append_new(items, o) != 0) {
+            json_decref(items);
+            items = NULL;
+        }
+    }
+    store_delivery_list_cleanup(&list);
+    if (items == NULL) {
+        err_set(&e, ERR_NOMEM, "out of memory listing deliveries");
+        api_reply_err(req, &e);
+        return;
+    }
+    http_reply_json(req, 200, json_pack("{s:o}", "deliveries", items));
 }

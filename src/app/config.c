@@ -33,6 +33,11 @@ enum setting {
     SET_PRICES,
     SET_SSE_HEARTBEAT_MS,
     SET_SSE_MAX_STREAMS,
+    SET_WEBHOOK_ALLOW,
+    SET_WEBHOOK_PRIVATE,
+    SET_WEBHOOK_TIMEOUT_MS,
+    SET_WEBHOOK_MAX_ATTEMPTS,
+    SET_WEBHOOK_RETRY_BASE_MS,
     SET_CONFIG,
 };
 
@@ -48,6 +53,9 @@ static void list_slot(struct config *cfg, enum setting id, char ****list, size_t
         return;
     case SET_TOOL_HTTP_ALLOW:
         *list = &cfg->tool_http_allow, *n = &cfg->n_tool_http_allow;
+        return;
+    case SET_WEBHOOK_ALLOW:
+        *list = &cfg->webhook_allow, *n = &cfg->n_webhook_allow;
         return;
     default:
         *list = &cfg->llm_limits, *n = &cfg->n_llm_limits;
@@ -89,6 +97,18 @@ static long *numeric_slot(struct config *cfg, enum setting id, long *min, long *
     case SET_SSE_MAX_STREAMS:
         *min = 1, *max = 1000000;
         return &cfg->sse_max_streams;
+    case SET_WEBHOOK_PRIVATE:
+        *min = 0, *max = 1;
+        return &cfg->webhook_allow_private;
+    case SET_WEBHOOK_TIMEOUT_MS:
+        *min = 100, *max = 600000;
+        return &cfg->webhook_timeout_ms;
+    case SET_WEBHOOK_MAX_ATTEMPTS:
+        *min = 1, *max = 100;
+        return &cfg->webhook_max_attempts;
+    case SET_WEBHOOK_RETRY_BASE_MS:
+        *min = 10, *max = 3600000;
+        return &cfg->webhook_retry_base_ms;
     default:
         return NULL;
     }
@@ -151,6 +171,21 @@ static const struct {
     {SET_PRICES, "--prices", "CREWD_PRICES", "prices", false,
      "JSON object \"provider:model\" -> {input, output, cached_input} in USD per million "
      "tokens: results then carry cost (default: none)"},
+    {SET_WEBHOOK_ALLOW, "--webhook-allow", "CREWD_WEBHOOK_ALLOW", "webhook_allow", true,
+     "hosts a job's webhook URL may name, comma-separated, or * for any (repeatable; default: "
+     "none, so execute refuses webhooks)"},
+    {SET_WEBHOOK_PRIVATE, "--webhook-allow-private", "CREWD_WEBHOOK_ALLOW_PRIVATE",
+     "webhook_allow_private", false,
+     "1: webhooks may reach loopback and private addresses (default 0)"},
+    {SET_WEBHOOK_TIMEOUT_MS, "--webhook-timeout-ms", "CREWD_WEBHOOK_TIMEOUT_MS",
+     "webhook_timeout_ms", false, "per-attempt webhook delivery timeout (default 10000)"},
+    {SET_WEBHOOK_MAX_ATTEMPTS, "--webhook-max-attempts", "CREWD_WEBHOOK_MAX_ATTEMPTS",
+     "webhook_max_attempts", false,
+     "attempts per webhook event before it is marked failed (default 10)"},
+    {SET_WEBHOOK_RETRY_BASE_MS, "--webhook-retry-base-ms", "CREWD_WEBHOOK_RETRY_BASE_MS",
+     "webhook_retry_base_ms", false,
+     "delay before the first webhook retry, doubled after each (+-20%, at most 1 h; default "
+     "1000)"},
     {SET_CONFIG, "--config", NULL, NULL, false, "JSON file with any of the settings above"},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -311,16 +346,19 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
     case SET_API_KEY:
     case SET_CORS_ORIGIN:
     case SET_TOOL_HTTP_ALLOW:
+    case SET_WEBHOOK_ALLOW:
     case SET_LLM_LIMIT: {
         char ***list;
         size_t *n;
         list_slot(cfg, id, &list, &n);
         if (!append)
             free_list(list, n);
-        /* Comma-separated in the environment; one item per option or array element. */
+        /* Comma-separated in the environment; one item per option or array element, but
+         * webhook hosts split everywhere (no host name holds a comma). */
+        bool split = !append || id == SET_WEBHOOK_ALLOW;
         const char *p = value;
         for (;;) {
-            size_t len = append ? strlen(p) : strcspn(p, ",");
+            size_t len = split ? strcspn(p, ",") : strlen(p);
             int rc = check_list_item(id, p, len, source, e);
             if (rc != 0)
                 return rc;
@@ -331,7 +369,7 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
             if (id == SET_LLM_LIMIT && *n > LLM_MAX_LIMITS)
                 return err_set(e, ERR_INVALID, "%s: at most %d LLM limits", source,
                                LLM_MAX_LIMITS);
-            if (append || p[len] == '\0')
+            if (!split || p[len] == '\0')
                 return 0;
             p += len + 1;
         }
@@ -364,7 +402,11 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
     case SET_LLM_MAX_ATTEMPTS:
     case SET_TOOL_HTTP_PRIVATE:
     case SET_SSE_HEARTBEAT_MS:
-    case SET_SSE_MAX_STREAMS: {
+    case SET_SSE_MAX_STREAMS:
+    case SET_WEBHOOK_PRIVATE:
+    case SET_WEBHOOK_TIMEOUT_MS:
+    case SET_WEBHOOK_MAX_ATTEMPTS:
+    case SET_WEBHOOK_RETRY_BASE_MS: {
         long min = 0, max = 0, *slot = numeric_slot(cfg, id, &min, &max);
         char *end;
         errno = 0;
@@ -476,7 +518,9 @@ static int load_file(struct config *cfg, const char *path, struct err *e)
         } else if (is_numeric(settings[i].id) && json_is_integer(value)) {
             snprintf(num, sizeof num, "%lld", (long long)json_integer_value(value));
             text = num;
-        } else if (settings[i].id == SET_TOOL_HTTP_PRIVATE && json_is_boolean(value)) {
+        } else if ((settings[i].id == SET_TOOL_HTTP_PRIVATE ||
+                    settings[i].id == SET_WEBHOOK_PRIVATE) &&
+                   json_is_boolean(value)) {
             text = json_is_true(value) ? "1" : "0"; /* a flag may be written as one */
         } else {
             rc = err_set(e, ERR_INVALID, "%s: expected a %s", source,
@@ -519,6 +563,9 @@ int config_load(struct config *cfg, int argc, char **argv, const char *(*getenv_
     cfg->llm_max_attempts = CONFIG_DEFAULT_LLM_MAX_ATTEMPTS;
     cfg->sse_heartbeat_ms = CONFIG_DEFAULT_SSE_HEARTBEAT_MS;
     cfg->sse_max_streams = CONFIG_DEFAULT_SSE_MAX_STREAMS;
+    cfg->webhook_timeout_ms = CONFIG_DEFAULT_WEBHOOK_TIMEOUT_MS;
+    cfg->webhook_max_attempts = CONFIG_DEFAULT_WEBHOOK_MAX_ATTEMPTS;
+    cfg->webhook_retry_base_ms = CONFIG_DEFAULT_WEBHOOK_RETRY_BASE_MS;
     if ((rc = apply(cfg, SET_LISTEN, CONFIG_DEFAULT_LISTEN, false, "default", e)) != 0 ||
         (rc = set_string(&cfg->store, CONFIG_DEFAULT_STORE)) != 0 ||
         (rc = set_string(&cfg->default_provider, CONFIG_DEFAULT_PROVIDER)) != 0)
@@ -600,6 +647,7 @@ void config_cleanup(struct config *cfg)
     free_list(&cfg->cors_origins, &cfg->n_cors_origins);
     free_list(&cfg->llm_limits, &cfg->n_llm_limits);
     free_list(&cfg->tool_http_allow, &cfg->n_tool_http_allow);
+    free_list(&cfg->webhook_allow, &cfg->n_webhook_allow);
     free(cfg->prices);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -31,6 +31,9 @@
 #define CONFIG_DEFAULT_LLM_MAX_ATTEMPTS 3
 #define CONFIG_DEFAULT_SSE_HEARTBEAT_MS 15000
 #define CONFIG_DEFAULT_SSE_MAX_STREAMS 10000
+#define CONFIG_DEFAULT_WEBHOOK_TIMEOUT_MS 10000
+#define CONFIG_DEFAULT_WEBHOOK_MAX_ATTEMPTS 10
+#define CONFIG_DEFAULT_WEBHOOK_RETRY_BASE_MS 1000
 
 struct config {
     char *listen;  /* "HOST:PORT" as given */
@@ -59,6 +62,12 @@ struct config {
     char *prices;                 /* JSON text of the price table (llm/price.h), checked */
     long sse_heartbeat_ms;        /* a comment line on every event stream this often */
     long sse_max_streams;         /* event streams open at once */
+    char **webhook_allow; /* hosts a job's webhook may name ("*": any; none: no webhooks) */
+    size_t n_webhook_allow;
+    long webhook_allow_private;  /* 1: webhooks may reach loopback and private addresses */
+    long webhook_timeout_ms;     /* per delivery attempt */
+    long webhook_max_attempts;   /* attempts per event before it is given up */
+    long webhook_retry_base_ms;  /* first retry delay; doubles per attempt */
 };
 
 /* One parsed --llm-limit. */

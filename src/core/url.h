@@ -1,12 +1,15 @@
 /*
- * url.h - the few URL facts crewd needs to keep secrets out of messages and responses. Not a
- * URL parser: libpq and libcurl parse the URLs they use; this only finds what must be hidden.
+ * url.h - the few URL facts crewd needs: what must be hidden in messages and responses, and
+ * (url_http_host) whether a URL a client gives is an absolute http(s) URL and its host, as
+ * libcurl's own parser reads it, so the host checked is the host connected to.
  */
 #ifndef CREWD_CORE_URL_H
 #define CREWD_CORE_URL_H
 
 #include <stdbool.h>
 #include <stddef.h>
+
+#include "core/err.h"
 
 /*
  * The userinfo ("user:password") of a URL: the bytes between "://" (or the start, when there
@@ -22,5 +25,22 @@ bool url_userinfo(const char *url, const char **start, size_t *len);
  * new string (free()), or NULL when out of memory.
  */
 char *url_redact_secrets(const char *url);
+
+#define URL_HOST_MAX 256
+
+/*
+ * Checks that `url` is an absolute http or https URL with a host and no user:password, and
+ * puts its host in host[URL_HOST_MAX]: lower case, without IPv6 brackets or a trailing dot.
+ * Returns 0, or ERR_INVALID with a message that starts with `field` and quotes at most the
+ * redacted URL.
+ */
+int url_http_host(const char *url, const char *field, char host[URL_HOST_MAX], struct err *e);
+
+/*
+ * True when `host` (as url_http_host gives it) matches an entry of allow[0..n): "*" (any
+ * host), the host itself (case-insensitive), or "*.example.com" (any subdomain of it, not
+ * example.com itself).
+ */
+bool url_host_allowed(const char *host, const char *const *allow, size_t n);
 
 #endif

@@ -40,7 +40,8 @@ struct jobs_opts {
     long cleanup_interval_ms; /* how often retention runs; 0: 3600 s */
     /* Optional: job `job_id` has new events in the store (a step, its progress, its start or
      * end) or is gone, appended by this instance: event readers and webhooks look now
-     * instead of at their next poll. Called from the loop after the store write. */
+     * instead of at their next poll. Called from the loop after the store write, possibly
+     * inside a jobs_* call: it must only schedule work, never call back into jobs. */
     void (*on_events)(void *arg, const char *job_id);
     void *events_arg;
 };

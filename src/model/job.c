@@ -4,15 +4,19 @@
  */
 #include "model/job.h"
 
+#include <openssl/crypto.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/url.h"
 #include "core/utf8.h"
 #include "llm/provider.h"
 #include "model/model_util.h"
 #include "model/plan.h"
 #include "store/store.h"
+#include "webhooks/sign.h"
 
 /* A "%.*s" pair quoting at most 100 bytes of s without splitting a character. */
 #define QUOTED(s) (int)utf8_prefix_len((s), strlen(s), 100), (s)
@@ -88,7 +92,7 @@ static int dup_opt_string(const json_t *obj, const char *key, const char *field,
 
 static const char *const known_fields[] = {
     "crew_id", "name",       "query",    "execution_mode", "user_id", "session_id",
-    "kwargs",  "synthesis_prompt", "metadata", "timeout", "stream", NULL,
+    "kwargs",  "synthesis_prompt", "metadata", "timeout", "stream", "webhook", NULL,
 };
 
 static int check_fields(const json_t *body, struct err *e)
@@ -104,7 +108,7 @@ static int check_fields(const json_t *body, struct err *e)
             return err_set(e, ERR_INVALID,
                            "%.*s: unknown field (known: crew_id, name, query, execution_mode, "
                            "user_id, session_id, synthesis_prompt, kwargs, metadata, timeout, "
-                           "stream)",
+                           "stream, webhook)",
                            QUOTED(key));
     }
     return 0;
@@ -358,6 +362,118 @@ out:
     json_decref(qnorm);
     job_request_free(r);
     return rc;
+}
+
+void job_webhook_cleanup(struct job_webhook *w)
+{
+    if (w == NULL)
+        return;
+    free(w->url);
+    if (w->secret != NULL) {
+        OPENSSL_cleanse(w->secret, strlen(w->secret));
+        free(w->secret);
+    }
+    memset(w, 0, sizeof *w);
+}
+
+/* "job.started, agent.started, ..." for messages. */
+static void event_type_list(char *buf, size_t cap)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int t = 0; t < STORE_EV_COUNT_ && len < cap; t++)
+        len += (size_t)snprintf(buf + len, cap - len, "%s%s", t ? ", " : "",
+                                store_event_type_name((enum store_event_type)t));
+}
+
+static int parse_webhook_events(const json_t *ev, long *mask, struct err *e)
+{
+    char known[400];
+    if (ev == NULL || json_is_null(ev)) {
+        *mask = STORE_EV_TERMINAL_MASK;
+        return 0;
+    }
+    if (!json_is_array(ev) || json_array_size(ev) == 0 || json_array_size(ev) > 64)
+        return err_set(e, ERR_INVALID,
+                       "webhook.events: must be a non-empty array of event type names, or "
+                       "[\"*\"] for all");
+    *mask = 0;
+    size_t i;
+    const json_t *v;
+    json_array_foreach(ev, i, v)
+    {
+        const char *name = json_string_value(v);
+        enum store_event_type t;
+        if (name == NULL)
+            return err_set(e, ERR_INVALID, "webhook.events[%zu]: must be a string", i);
+        if (strcmp(name, "*") == 0) {
+            *mask |= STORE_EV_ALL_MASK;
+            continue;
+        }
+        if (store_event_type_parse(name, &t) != 0) {
+            event_type_list(known, sizeof known);
+            return err_set(e, ERR_INVALID,
+                           "webhook.events[%zu]: unknown event type '%.*s' (known: %s, or *)", i,
+                           QUOTED(name), known);
+        }
+        *mask |= STORE_EV_BIT(t);
+    }
+    return 0;
+}
+
+int job_webhook_parse(const json_t *body, const struct job_webhook_policy *policy,
+                      struct job_webhook *out, struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    const json_t *w = json_object_get(body, "webhook");
+    if (w == NULL || json_is_null(w))
+        return 0;
+    if (!json_is_object(w))
+        return err_set(e, ERR_INVALID, "webhook: must be an object {url, secret, events}");
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)w, key, v)
+    {
+        if (strcmp(key, "url") != 0 && strcmp(key, "secret") != 0 && strcmp(key, "events") != 0)
+            return err_set(e, ERR_INVALID, "webhook.%.*s: unknown field (known: url, secret, "
+                                           "events)",
+                           QUOTED(key));
+    }
+    const json_t *url = json_object_get(w, "url");
+    if (!json_is_string(url) || json_string_length(url) == 0)
+        return err_set(e, ERR_INVALID, "webhook.url: is required (an http or https URL)");
+    if (strlen(json_string_value(url)) != json_string_length(url))
+        return err_set(e, ERR_INVALID, "webhook.url: must not contain NUL");
+    char host[URL_HOST_MAX];
+    int rc = url_http_host(json_string_value(url), "webhook.url", host, e);
+    if (rc != 0)
+        return rc;
+    if (policy == NULL || policy->n_allow_hosts == 0)
+        return err_set(e, ERR_INVALID,
+                       "webhook: this server allows no webhook hosts (its operator can name "
+                       "them with --webhook-allow)");
+    if (!url_host_allowed(host, policy->allow_hosts, policy->n_allow_hosts))
+        return err_set(e, ERR_INVALID,
+                       "webhook.url: host '%.*s' is not in the server's webhook allowlist",
+                       QUOTED(host));
+    const json_t *secret = json_object_get(w, "secret");
+    if (!json_is_string(secret) || json_string_length(secret) == 0)
+        return err_set(e, ERR_INVALID,
+                       "webhook.secret: is required (whsec_<base64 key>, or 16 to 1024 bytes)");
+    if (strlen(json_string_value(secret)) != json_string_length(secret))
+        return err_set(e, ERR_INVALID, "webhook.secret: must not contain NUL");
+    if ((rc = webhook_secret_key(json_string_value(secret), NULL, NULL, e)) != 0) {
+        err_prefix(e, "webhook.secret");
+        return rc;
+    }
+    if ((rc = parse_webhook_events(json_object_get(w, "events"), &out->mask, e)) != 0)
+        return rc;
+    if ((out->url = strdup(json_string_value(url))) == NULL ||
+        (out->secret = strdup(json_string_value(secret))) == NULL) {
+        job_webhook_cleanup(out);
+        return err_set(e, ERR_NOMEM, "out of memory");
+    }
+    return 0;
 }
 
 static json_t *time_or_null(const char *t)

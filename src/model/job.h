@@ -62,6 +62,33 @@ int job_request_parse(const json_t *body, const struct plan *plan, struct job_re
 void job_request_free(struct job_request *r);
 
 /*
+ * The execute body's "webhook": {"url", "secret", "events"}. It is checked apart from
+ * job_request_parse, against the server's allowlist, and kept in the job row's webhook
+ * columns, never in the stored request (the secret must not reach any reply or log).
+ */
+struct job_webhook_policy {
+    const char *const *allow_hosts; /* --webhook-allow: hosts, "*.suffix" or "*"; none: no
+                                       webhook is accepted */
+    size_t n_allow_hosts;
+};
+
+struct job_webhook {
+    char *url;    /* NULL when the body has no webhook */
+    char *secret; /* "whsec_<base64>" or 16..1024 raw key bytes (webhooks/sign.h) */
+    long mask;    /* STORE_EV_BIT()s; 0 when no webhook */
+};
+
+/*
+ * Reads body.webhook (absent or null: *out zeroed, no webhook). Returns 0, ERR_INVALID with
+ * a message naming the field ("webhook.events: unknown event type 'x' (known: ...)",
+ * "webhook.url: host 'x' is not in the server's webhook allowlist"; never the secret), or
+ * ERR_NOMEM. *out is owned by the caller (job_webhook_cleanup) either way.
+ */
+int job_webhook_parse(const json_t *body, const struct job_webhook_policy *policy,
+                      struct job_webhook *out, struct err *e);
+void job_webhook_cleanup(struct job_webhook *w);
+
+/*
  * The job status body of API.md: job_id, crew_id, status, elapsed_time (seconds since
  * started_at, until completed_at once terminal; null before it started), created_at,
  * execution_mode, metadata, started_at, completed_at, result (when finished) and error.

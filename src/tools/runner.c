@@ -30,6 +30,7 @@
 #include "core/curl_loop.h"
 #include "core/json_depth.h"
 #include "core/log.h"
+#include "core/url.h"
 #include "core/utf8.h"
 #include "tools/calc.h"
 #include "tools/jsonq.h"
@@ -548,18 +549,7 @@ static void after_curl(struct tool_runner *r)
 
 static bool host_allowed(const struct tool_runner *r, const char *host)
 {
-    size_t hl = strlen(host);
-    for (size_t i = 0; i < r->n_allow_hosts; i++) {
-        const char *a = r->allow_hosts[i];
-        if (strcmp(a, "*") == 0 || strcasecmp(a, host) == 0)
-            return true;
-        if (a[0] == '*' && a[1] == '.') {
-            size_t sl = strlen(a + 1); /* ".example.com" */
-            if (hl > sl && strcasecmp(host + hl - sl, a + 1) == 0)
-                return true;
-        }
-    }
-    return false;
+    return url_host_allowed(host, (const char *const *)r->allow_hosts, r->n_allow_hosts);
 }
 
 static int http_setup(struct tool_call *c, const json_t *args, bool post_allowed, struct err *e)

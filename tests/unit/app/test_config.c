@@ -48,7 +48,75 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.llm_max_host_connections, 64);
     assert_int_equal(cfg.llm_timeout_ms, 120000);
     assert_int_equal(cfg.llm_max_attempts, 3);
+    assert_int_equal(cfg.n_webhook_allow, 0); /* no webhooks unless the operator says */
+    assert_int_equal(cfg.webhook_allow_private, 0);
+    assert_int_equal(cfg.webhook_timeout_ms, 10000);
+    assert_int_equal(cfg.webhook_max_attempts, 10);
+    assert_int_equal(cfg.webhook_retry_base_ms, 1000);
     config_cleanup(&cfg);
+}
+
+static void test_webhook_settings(void **state)
+{
+    struct config cfg;
+    struct err e = {0};
+    /* comma-separated on the command line too, and repeatable */
+    const char *argv[] = {"crewd",
+                          "--webhook-allow",
+                          "hooks.example.com,*.example.org",
+                          "--webhook-allow=127.0.0.1",
+                          "--webhook-allow-private",
+                          "1",
+                          "--webhook-timeout-ms=500",
+                          "--webhook-max-attempts",
+                          "3",
+                          "--webhook-retry-base-ms",
+                          "20"};
+    assert_int_equal(load(&cfg, NULL, 11, argv, &e), 0);
+    assert_int_equal(cfg.n_webhook_allow, 3);
+    assert_string_equal(cfg.webhook_allow[0], "hooks.example.com");
+    assert_string_equal(cfg.webhook_allow[1], "*.example.org");
+    assert_string_equal(cfg.webhook_allow[2], "127.0.0.1");
+    assert_int_equal(cfg.webhook_allow_private, 1);
+    assert_int_equal(cfg.webhook_timeout_ms, 500);
+    assert_int_equal(cfg.webhook_max_attempts, 3);
+    assert_int_equal(cfg.webhook_retry_base_ms, 20);
+    config_cleanup(&cfg);
+
+    const char *env[] = {"CREWD_WEBHOOK_ALLOW", "a.example,b.example", "CREWD_WEBHOOK_MAX_ATTEMPTS",
+                         "7", NULL};
+    const char *none[] = {"crewd"};
+    assert_int_equal(load(&cfg, env, 1, none, &e), 0);
+    assert_int_equal(cfg.n_webhook_allow, 2);
+    assert_int_equal(cfg.webhook_max_attempts, 7);
+    config_cleanup(&cfg);
+
+    const char *bad[][3] = {
+        {"crewd", "--webhook-allow-private", "2"},  {"crewd", "--webhook-timeout-ms", "5"},
+        {"crewd", "--webhook-max-attempts", "0"},   {"crewd", "--webhook-retry-base-ms", "x"},
+        {"crewd", "--webhook-allow", "a.example,,b"}, {"crewd", "--webhook-allow", "a b"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(load(&cfg, NULL, 3, bad[i], &e), ERR_INVALID);
+        assert_non_null(strstr(e.msg, "--webhook-"));
+        config_cleanup(&cfg);
+    }
+
+    char path[] = "/tmp/crewd-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "{\"webhook_allow\":[\"*\"],\"webhook_allow_private\":true,"
+                       "\"webhook_retry_base_ms\":50}";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    const char *file_argv[] = {"crewd", "--config", path};
+    assert_int_equal(load(&cfg, NULL, 3, file_argv, &e), 0);
+    assert_int_equal(cfg.n_webhook_allow, 1);
+    assert_string_equal(cfg.webhook_allow[0], "*");
+    assert_int_equal(cfg.webhook_allow_private, 1);
+    assert_int_equal(cfg.webhook_retry_base_ms, 50);
+    config_cleanup(&cfg);
+    unlink(path);
 }
 
 static void test_precedence(void **state)
@@ -148,7 +216,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),     cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_errors),       cmocka_unit_test(test_unknown_file_key),
-        cmocka_unit_test(test_listen_forms),
+        cmocka_unit_test(test_listen_forms), cmocka_unit_test(test_webhook_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -171,12 +171,93 @@ static void test_clock_parse(void **state)
     assert_int_equal(clock_parse_rfc3339("2026-11-24T10:30:00+01:00", &back), -1);
 }
 
+static void expect_webhook_invalid(const struct job_webhook_policy *p, const char *body,
+                                   const char *needle)
+{
+    json_t *j = load(body);
+    struct job_webhook w;
+    struct err e = {0};
+    assert_int_equal(job_webhook_parse(j, p, &w, &e), ERR_INVALID);
+    if (strstr(e.msg, needle) == NULL)
+        fail_msg("message '%s' lacks '%s'", e.msg, needle);
+    assert_null(strstr(e.msg, "SECRETSECRETSECRET"));
+    assert_null(w.url);
+    job_webhook_cleanup(&w);
+    json_decref(j);
+}
+
+static void test_webhook_parse(void **state)
+{
+    const char *hosts[] = {"hooks.example.com", "*.example.org"};
+    struct job_webhook_policy p = {hosts, 2}, none = {NULL, 0};
+    struct job_webhook w;
+    struct err e = {0};
+
+    json_t *j = load("{'query':'q'}");
+    assert_int_equal(job_webhook_parse(j, &p, &w, &e), 0);
+    assert_null(w.url);
+    assert_int_equal(w.mask, 0);
+    json_decref(j);
+
+    j = load("{'webhook':{'url':'https://Hooks.Example.com/x?t=1','secret':'SECRETSECRETSECRET'}}");
+    assert_int_equal(job_webhook_parse(j, &p, &w, &e), 0);
+    assert_string_equal(w.url, "https://Hooks.Example.com/x?t=1");
+    assert_string_equal(w.secret, "SECRETSECRETSECRET");
+    assert_int_equal(w.mask, STORE_EV_TERMINAL_MASK);
+    job_webhook_cleanup(&w);
+    json_decref(j);
+
+    j = load("{'webhook':{'url':'http://a.example.org:8080/','secret':"
+             "'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw','events':['job.failed','agent.delta']}}");
+    assert_int_equal(job_webhook_parse(j, &p, &w, &e), 0);
+    assert_int_equal(w.mask, STORE_EV_BIT(STORE_EV_JOB_FAILED) | STORE_EV_BIT(STORE_EV_AGENT_DELTA));
+    job_webhook_cleanup(&w);
+    json_decref(j);
+
+    j = load("{'webhook':{'url':'http://a.example.org/','secret':'SECRETSECRETSECRET',"
+             "'events':['*']}}");
+    assert_int_equal(job_webhook_parse(j, &p, &w, &e), 0);
+    assert_int_equal(w.mask, STORE_EV_ALL_MASK);
+    job_webhook_cleanup(&w);
+    json_decref(j);
+
+    const char *ok = "'url':'https://hooks.example.com/','secret':'SECRETSECRETSECRET'";
+    char body[300];
+    expect_webhook_invalid(&p, "{'webhook':'https://x'}", "webhook: must be an object");
+    snprintf(body, sizeof body, "{'webhook':{%s,'retries':3}}", ok);
+    expect_webhook_invalid(&p, body, "webhook.retries: unknown field");
+    expect_webhook_invalid(&p, "{'webhook':{'secret':'SECRETSECRETSECRET'}}",
+                           "webhook.url: is required");
+    expect_webhook_invalid(&p, "{'webhook':{'url':'ftp://hooks.example.com/','secret':'x'}}",
+                           "only http and https");
+    expect_webhook_invalid(&p, "{'webhook':{'url':'/relative','secret':'x'}}",
+                           "not an absolute URL");
+    expect_webhook_invalid(&p, "{'webhook':{'url':'https://u:p@hooks.example.com/','secret':'x'}}",
+                           "user:password");
+    expect_webhook_invalid(&p, "{'webhook':{'url':'https://evil.example.net/','secret':'x'}}",
+                           "host 'evil.example.net' is not in the server's webhook allowlist");
+    expect_webhook_invalid(&p, "{'webhook':{'url':'https://example.org/','secret':'x'}}",
+                           "not in the server's webhook allowlist");
+    expect_webhook_invalid(&none, "{'webhook':{'url':'https://hooks.example.com/','secret':'x'}}",
+                           "this server allows no webhook hosts");
+    expect_webhook_invalid(&p, "{'webhook':{'url':'https://hooks.example.com/'}}",
+                           "webhook.secret: is required");
+    expect_webhook_invalid(&p, "{'webhook':{'url':'https://hooks.example.com/','secret':'short'}}",
+                           "webhook.secret: must be whsec_");
+    snprintf(body, sizeof body, "{'webhook':{%s,'events':['job.done']}}", ok);
+    expect_webhook_invalid(&p, body, "unknown event type 'job.done' (known: job.started");
+    snprintf(body, sizeof body, "{'webhook':{%s,'events':[]}}", ok);
+    expect_webhook_invalid(&p, body, "webhook.events: must be a non-empty array");
+    snprintf(body, sizeof body, "{'webhook':{%s,'events':[3]}}", ok);
+    expect_webhook_invalid(&p, body, "webhook.events[0]: must be a string");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refusals),    cmocka_unit_test(test_normalized_round_trip),
         cmocka_unit_test(test_defaults),    cmocka_unit_test(test_status_json),
-        cmocka_unit_test(test_clock_parse),
+        cmocka_unit_test(test_clock_parse), cmocka_unit_test(test_webhook_parse),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
