@@ -202,6 +202,25 @@ class TestDelivery(WebhookCase):
         self.assertFalse([r for r in rcv.get()
                           if json.loads(r["body"])["data"]["job_id"] == job_id])
 
+    def test_every_event_type_reaches_the_webhook(self):
+        """With "*", the job's whole history is delivered: one delivery per event, the same
+        types and numbers as its event stream, each signed."""
+        rcv = self.receiver()
+        job_id, _ = self.run_hooked({"url": rcv.url, "secret": SECRET, "events": ["*"]})
+        d = self.wait_delivery(job_id, "delivered")
+        self.assertEqual([(x["seq"], x["type"]) for x in d],
+                         [(1, "job.started"), (2, "agent.started"), (3, "agent.completed"),
+                          (4, "job.completed")])
+        mine = sorted((json.loads(r["body"]) for r in rcv.get()
+                       if json.loads(r["body"])["data"]["job_id"] == job_id),
+                      key=lambda b: b["data"]["seq"])
+        self.assertEqual([b["type"] for b in mine], [x["type"] for x in d])
+        self.assertEqual(mine[2]["data"]["output"], "done")
+        self.assertEqual(mine[2]["data"]["agent"], "a")
+        self.assertNotIn("job", mine[2])
+        for r in rcv.get():
+            self.assertTrue(verify(SECRET, r))
+
     def test_fails_twice_then_delivered_with_the_same_id(self):
         rcv = self.receiver(lambda n: 503 if n < 2 else 200)
         job_id, _ = self.run_hooked({"url": rcv.url, "secret": SECRET})
