@@ -20,6 +20,7 @@
 #include "jobs/jobs.h"
 #include "llm/llm.h"
 #include "llm/price.h"
+#include "obs/obs.h"
 #include "store/store.h"
 #include "tools/registry.h"
 #include "tools/runner.h"
@@ -56,6 +57,7 @@ int main(int argc, char **argv)
     struct tool_runner *runner = NULL;
     struct llm_prices *prices = NULL;
     struct jobs *jobs = NULL;
+    struct obs *obs = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
 
     if (config_load(&cfg, argc, argv, env_get, &action, &e) != 0) {
@@ -94,6 +96,10 @@ int main(int argc, char **argv)
         log_error("main", "cannot create the event loop");
         goto out;
     }
+    if (obs_new(base, CREWD_VERSION, &obs, &e) != 0) {
+        log_error("main", "%s", err_text(&e));
+        goto out;
+    }
 
     /* --llm-limit values were checked when read; parsed here for the client, which copies. */
     struct config_llm_limit parsed[LLM_MAX_LIMITS];
@@ -118,6 +124,7 @@ int main(int argc, char **argv)
         .max_attempts = (int)cfg.llm_max_attempts,
         .limits = limits,
         .n_limits = n_limits,
+        .obs = obs,
     };
     if (llm_client_new(base, &llm_opts, &llm, &e) != 0) {
         log_error("main", "%s", err_text(&e));
@@ -161,7 +168,10 @@ int main(int argc, char **argv)
     struct api_ctx ctx = {.store = store,
                           .tools = tools,
                           .default_provider = cfg.default_provider,
-                          .jobs = jobs};
+                          .jobs = jobs,
+                          .obs = obs,
+                          .health_max_loop_lag_ms = cfg.health_max_loop_lag_ms,
+                          .health_max_store_ms = cfg.health_max_store_ms};
     struct http_server_opts opts = {
         .host = cfg.host,
         .port = cfg.port,
@@ -171,6 +181,8 @@ int main(int argc, char **argv)
         .cors_origins = (const char *const *)cfg.cors_origins,
         .n_cors_origins = cfg.n_cors_origins,
         .handler_arg = &ctx,
+        .on_reply = obs_http_reply,
+        .on_reply_arg = obs,
     };
     opts.routes = api_routes(&opts.n_routes);
     if (http_server_new(base, &opts, &server, &e) != 0) {
@@ -213,6 +225,7 @@ out:
     tool_runner_free(runner);
     free(prices);
     llm_client_free(llm);
+    obs_free(obs);
     if (base != NULL)
         event_base_free(base);
     tool_registry_free(tools);

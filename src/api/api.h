@@ -16,6 +16,11 @@ struct jobs;
 struct store;
 struct tool_registry;
 struct crew_class;
+struct obs;
+
+/* The /healthz bounds when api_ctx leaves them 0 (and --health-max-* defaults). */
+#define API_HEALTH_DEFAULT_MAX_LOOP_LAG_MS 2000
+#define API_HEALTH_DEFAULT_MAX_STORE_MS 1000
 
 /* What every handler needs; owned by main, borrowed by the API for the server's life. */
 struct api_ctx {
@@ -23,6 +28,9 @@ struct api_ctx {
     struct tool_registry *tools; /* changed by the tool routes, on the loop thread */
     const char *default_provider;
     struct jobs *jobs; /* woken after each execute; NULL: jobs wait for the next poll */
+    struct obs *obs;   /* metrics and loop lag (/metrics, /healthz); NULL: none */
+    long health_max_loop_lag_ms; /* /healthz bounds; 0: the config defaults */
+    long health_max_store_ms;
 };
 
 /* The route table (static). Handlers take a struct api_ctx * as their argument. */
@@ -43,6 +51,8 @@ int api_query_long(struct http_req *req, const char *name, long dflt, long min, 
 
 /* Handlers, one file per resource. */
 void api_health_get(struct http_req *req, void *arg);
+void api_metrics_get(struct http_req *req, void *arg);
+void api_stats_get(struct http_req *req, void *arg);
 void api_crews_create(struct http_req *req, void *arg);
 void api_crews_update(struct http_req *req, void *arg);
 void api_crews_get(struct http_req *req, void *arg);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/api.h"
 #include "core/url.h"
 #include "llm/llm.h"
 #include "llm/price.h"
@@ -31,6 +32,8 @@ enum setting {
     SET_TOOL_HTTP_ALLOW,
     SET_TOOL_HTTP_PRIVATE,
     SET_PRICES,
+    SET_HEALTH_MAX_LOOP_LAG_MS,
+    SET_HEALTH_MAX_STORE_MS,
     SET_CONFIG,
 };
 
@@ -81,6 +84,12 @@ static long *numeric_slot(struct config *cfg, enum setting id, long *min, long *
     case SET_TOOL_HTTP_PRIVATE:
         *min = 0, *max = 1;
         return &cfg->tool_http_allow_private;
+    case SET_HEALTH_MAX_LOOP_LAG_MS:
+        *min = 10, *max = 3600000;
+        return &cfg->health_max_loop_lag_ms;
+    case SET_HEALTH_MAX_STORE_MS:
+        *min = 1, *max = 3600000;
+        return &cfg->health_max_store_ms;
     default:
         return NULL;
     }
@@ -139,6 +148,12 @@ static const struct {
     {SET_PRICES, "--prices", "CREWD_PRICES", "prices", false,
      "JSON object \"provider:model\" -> {input, output, cached_input} in USD per million "
      "tokens: results then carry cost (default: none)"},
+    {SET_HEALTH_MAX_LOOP_LAG_MS, "--health-max-loop-lag-ms", "CREWD_HEALTH_MAX_LOOP_LAG_MS",
+     "health_max_loop_lag_ms", false,
+     "/healthz answers 503 when the event loop ran this late in the last 5 s (default 2000)"},
+    {SET_HEALTH_MAX_STORE_MS, "--health-max-store-ms", "CREWD_HEALTH_MAX_STORE_MS",
+     "health_max_store_ms", false,
+     "/healthz answers 503 when the store's ping takes longer than this (default 1000)"},
     {SET_CONFIG, "--config", NULL, NULL, false, "JSON file with any of the settings above"},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -350,7 +365,9 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
     case SET_LLM_HOST_CONNECTIONS:
     case SET_LLM_TIMEOUT_MS:
     case SET_LLM_MAX_ATTEMPTS:
-    case SET_TOOL_HTTP_PRIVATE: {
+    case SET_TOOL_HTTP_PRIVATE:
+    case SET_HEALTH_MAX_LOOP_LAG_MS:
+    case SET_HEALTH_MAX_STORE_MS: {
         long min = 0, max = 0, *slot = numeric_slot(cfg, id, &min, &max);
         char *end;
         errno = 0;
@@ -503,6 +520,8 @@ int config_load(struct config *cfg, int argc, char **argv, const char *(*getenv_
     cfg->llm_max_host_connections = CONFIG_DEFAULT_LLM_HOST_CONNECTIONS;
     cfg->llm_timeout_ms = CONFIG_DEFAULT_LLM_TIMEOUT_MS;
     cfg->llm_max_attempts = CONFIG_DEFAULT_LLM_MAX_ATTEMPTS;
+    cfg->health_max_loop_lag_ms = API_HEALTH_DEFAULT_MAX_LOOP_LAG_MS;
+    cfg->health_max_store_ms = API_HEALTH_DEFAULT_MAX_STORE_MS;
     if ((rc = apply(cfg, SET_LISTEN, CONFIG_DEFAULT_LISTEN, false, "default", e)) != 0 ||
         (rc = set_string(&cfg->store, CONFIG_DEFAULT_STORE)) != 0 ||
         (rc = set_string(&cfg->default_provider, CONFIG_DEFAULT_PROVIDER)) != 0)

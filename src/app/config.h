@@ -55,6 +55,8 @@ struct config {
     size_t n_tool_http_allow;
     long tool_http_allow_private; /* 1: loopback and private addresses too */
     char *prices;                 /* JSON text of the price table (llm/price.h), checked */
+    long health_max_loop_lag_ms;  /* /healthz fails when the loop was later than this */
+    long health_max_store_ms;     /* /healthz fails when the store's ping takes longer */
 };
 
 /* One parsed --llm-limit. */
