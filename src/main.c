@@ -23,6 +23,7 @@
 #include "llm/llm.h"
 #include "llm/price.h"
 #include "model/job.h"
+#include "obs/obs.h"
 #include "store/store.h"
 #include "tools/registry.h"
 #include "tools/runner.h"
@@ -97,6 +98,7 @@ int main(int argc, char **argv)
     struct api_sse *sse = NULL;
     struct listeners listeners = {0};
     struct webhooks *webhooks = NULL;
+    struct obs *obs = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
 
     if (config_load(&cfg, argc, argv, env_get, &action, &e) != 0) {
@@ -136,6 +138,10 @@ int main(int argc, char **argv)
         log_error("main", "cannot create the event loop");
         goto out;
     }
+    if (obs_new(base, CREWD_VERSION, &obs, &e) != 0) {
+        log_error("main", "%s", err_text(&e));
+        goto out;
+    }
 
     /* --llm-limit values were checked when read; parsed here for the client, which copies. */
     struct config_llm_limit parsed[LLM_MAX_LIMITS];
@@ -160,6 +166,7 @@ int main(int argc, char **argv)
         .max_attempts = (int)cfg.llm_max_attempts,
         .limits = limits,
         .n_limits = n_limits,
+        .obs = obs,
     };
     if (llm_client_new(base, &llm_opts, &llm, &e) != 0) {
         log_error("main", "%s", err_text(&e));
@@ -237,7 +244,10 @@ int main(int argc, char **argv)
                           .default_provider = cfg.default_provider,
                           .jobs = jobs,
                           .sse = sse,
-                          .webhook_policy = &webhook_policy};
+                          .webhook_policy = &webhook_policy,
+                          .obs = obs,
+                          .health_max_loop_lag_ms = cfg.health_max_loop_lag_ms,
+                          .health_max_store_ms = cfg.health_max_store_ms};
     struct http_server_opts opts = {
         .host = cfg.host,
         .port = cfg.port,
@@ -247,6 +257,8 @@ int main(int argc, char **argv)
         .cors_origins = (const char *const *)cfg.cors_origins,
         .n_cors_origins = cfg.n_cors_origins,
         .handler_arg = &ctx,
+        .on_reply = obs_http_reply,
+        .on_reply_arg = obs,
     };
     opts.routes = api_routes(&opts.n_routes);
     if (http_server_new(base, &opts, &server, &e) != 0) {
@@ -295,6 +307,7 @@ out:
     tool_runner_free(runner);
     free(prices);
     llm_client_free(llm);
+    obs_free(obs);
     if (base != NULL)
         event_base_free(base);
     tool_registry_free(tools);

@@ -21,6 +21,11 @@ struct api_sse;
 struct tool_registry;
 struct crew_class;
 struct job_webhook_policy;
+struct obs;
+
+/* The /healthz bounds when api_ctx leaves them 0 (and --health-max-* defaults). */
+#define API_HEALTH_DEFAULT_MAX_LOOP_LAG_MS 2000
+#define API_HEALTH_DEFAULT_MAX_STORE_MS 1000
 
 /* What every handler needs; owned by main, borrowed by the API for the server's life. */
 struct api_ctx {
@@ -30,6 +35,9 @@ struct api_ctx {
     struct jobs *jobs; /* woken after each execute; NULL: jobs wait for the next poll */
     struct api_sse *sse; /* the jobs' event streams; NULL: not served (503) */
     const struct job_webhook_policy *webhook_policy; /* NULL: no webhook is accepted */
+    struct obs *obs;   /* metrics and loop lag (/metrics, /healthz); NULL: none */
+    long health_max_loop_lag_ms; /* /healthz bounds; 0: the config defaults */
+    long health_max_store_ms;
 };
 
 /* The event streams (GET .../events, api/events.c): their heartbeat and their cap. */
@@ -68,6 +76,8 @@ int api_query_long(struct http_req *req, const char *name, long dflt, long min, 
 
 /* Handlers, one file per resource. */
 void api_health_get(struct http_req *req, void *arg);
+void api_metrics_get(struct http_req *req, void *arg);
+void api_stats_get(struct http_req *req, void *arg);
 void api_crews_create(struct http_req *req, void *arg);
 void api_crews_update(struct http_req *req, void *arg);
 void api_crews_get(struct http_req *req, void *arg);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/api.h"
 #include "core/url.h"
 #include "llm/llm.h"
 #include "llm/price.h"
@@ -38,6 +39,8 @@ enum setting {
     SET_WEBHOOK_TIMEOUT_MS,
     SET_WEBHOOK_MAX_ATTEMPTS,
     SET_WEBHOOK_RETRY_BASE_MS,
+    SET_HEALTH_MAX_LOOP_LAG_MS,
+    SET_HEALTH_MAX_STORE_MS,
     SET_CONFIG,
 };
 
@@ -109,6 +112,12 @@ static long *numeric_slot(struct config *cfg, enum setting id, long *min, long *
     case SET_WEBHOOK_RETRY_BASE_MS:
         *min = 10, *max = 3600000;
         return &cfg->webhook_retry_base_ms;
+    case SET_HEALTH_MAX_LOOP_LAG_MS:
+        *min = 10, *max = 3600000;
+        return &cfg->health_max_loop_lag_ms;
+    case SET_HEALTH_MAX_STORE_MS:
+        *min = 1, *max = 3600000;
+        return &cfg->health_max_store_ms;
     default:
         return NULL;
     }
@@ -186,6 +195,12 @@ static const struct {
      "webhook_retry_base_ms", false,
      "delay before the first webhook retry, doubled after each (+-20%, at most 1 h; default "
      "1000)"},
+    {SET_HEALTH_MAX_LOOP_LAG_MS, "--health-max-loop-lag-ms", "CREWD_HEALTH_MAX_LOOP_LAG_MS",
+     "health_max_loop_lag_ms", false,
+     "/healthz answers 503 when the event loop ran this late in the last 5 s (default 2000)"},
+    {SET_HEALTH_MAX_STORE_MS, "--health-max-store-ms", "CREWD_HEALTH_MAX_STORE_MS",
+     "health_max_store_ms", false,
+     "/healthz answers 503 when the store's ping takes longer than this (default 1000)"},
     {SET_CONFIG, "--config", NULL, NULL, false, "JSON file with any of the settings above"},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -406,7 +421,9 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
     case SET_WEBHOOK_PRIVATE:
     case SET_WEBHOOK_TIMEOUT_MS:
     case SET_WEBHOOK_MAX_ATTEMPTS:
-    case SET_WEBHOOK_RETRY_BASE_MS: {
+    case SET_WEBHOOK_RETRY_BASE_MS:
+    case SET_HEALTH_MAX_LOOP_LAG_MS:
+    case SET_HEALTH_MAX_STORE_MS: {
         long min = 0, max = 0, *slot = numeric_slot(cfg, id, &min, &max);
         char *end;
         errno = 0;
@@ -566,6 +583,8 @@ int config_load(struct config *cfg, int argc, char **argv, const char *(*getenv_
     cfg->webhook_timeout_ms = CONFIG_DEFAULT_WEBHOOK_TIMEOUT_MS;
     cfg->webhook_max_attempts = CONFIG_DEFAULT_WEBHOOK_MAX_ATTEMPTS;
     cfg->webhook_retry_base_ms = CONFIG_DEFAULT_WEBHOOK_RETRY_BASE_MS;
+    cfg->health_max_loop_lag_ms = API_HEALTH_DEFAULT_MAX_LOOP_LAG_MS;
+    cfg->health_max_store_ms = API_HEALTH_DEFAULT_MAX_STORE_MS;
     if ((rc = apply(cfg, SET_LISTEN, CONFIG_DEFAULT_LISTEN, false, "default", e)) != 0 ||
         (rc = set_string(&cfg->store, CONFIG_DEFAULT_STORE)) != 0 ||
         (rc = set_string(&cfg->default_provider, CONFIG_DEFAULT_PROVIDER)) != 0)

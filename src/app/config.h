@@ -68,6 +68,8 @@ struct config {
     long webhook_timeout_ms;     /* per delivery attempt */
     long webhook_max_attempts;   /* attempts per event before it is given up */
     long webhook_retry_base_ms;  /* first retry delay; doubles per attempt */
+    long health_max_loop_lag_ms;  /* /healthz fails when the loop was later than this */
+    long health_max_store_ms;     /* /healthz fails when the store's ping takes longer */
 };
 
 /* One parsed --llm-limit. */

@@ -37,6 +37,9 @@ struct evbuffer *http_json_buffer(json_t *body);
 /* Status line and headers only, then close: for when memory ran out mid-reply. */
 void http_reply_bare_500(struct evhttp_request *ev);
 int http_server_json_max_depth(const struct http_server *srv);
+/* Tells the server's on_reply hook (if any) that `req` is being answered with `status`. */
+void http_server_note_reply(const struct http_server *srv, const struct http_req *req,
+                            int status);
 
 /* Frees everything req owns (not the evhttp request, which libevent owns). */
 void http_req_free(struct http_req *req);

@@ -160,6 +160,7 @@ static void send_and_free(struct http_req *req, int status, struct evbuffer *bod
         http_reply_header(req, "Content-Length", len);
         body = NULL;
     }
+    http_server_note_reply(req->server, req, status);
     evhttp_send_reply(req->ev, status, http_status_phrase(status), body);
     log_debug("http", "%s %s -> %d", http_method_name(req->method), req->path, status);
     http_req_free(req);
@@ -225,4 +226,21 @@ void http_reply_error(struct http_req *req, int status, const char *fmt, ...)
 void http_reply_empty(struct http_req *req, int status)
 {
     send_and_free(req, status, NULL);
+}
+
+void http_reply_text(struct http_req *req, int status, const char *content_type,
+                     const char *body, size_t len)
+{
+    struct evbuffer *buf = evbuffer_new();
+    if (buf == NULL || evbuffer_add(buf, body, len) != 0) {
+        log_error("http", "out of memory building a reply; closing the connection");
+        if (buf != NULL)
+            evbuffer_free(buf);
+        http_reply_bare_500(req->ev);
+        http_req_free(req);
+        return;
+    }
+    http_reply_header(req, "Content-Type", content_type);
+    send_and_free(req, status, buf);
+    evbuffer_free(buf);
 }

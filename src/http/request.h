@@ -58,6 +58,11 @@ void http_reply_error(struct http_req *req, int status, const char *fmt, ...)
 /* Sends `status` with no body (204), frees req. */
 void http_reply_empty(struct http_req *req, int status);
 
+/* Sends body[0..len) (copied) with `status` and that Content-Type, frees req. For the few
+ * replies that are not JSON (GET /metrics). */
+void http_reply_text(struct http_req *req, int status, const char *content_type,
+                     const char *body, size_t len);
+
 /* The reason phrase crewd uses for `status` ("Not Found"). */
 const char *http_status_phrase(int status);
 

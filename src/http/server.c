@@ -51,6 +51,8 @@ struct http_server {
     size_t n_routes;
     void *handler_arg;
     struct http_stream_list streams; /* open streaming replies (stream.c) */
+    http_reply_cb on_reply;
+    void *on_reply_arg;
 };
 
 /*
@@ -84,6 +86,15 @@ struct http_stream_list *http_server_stream_list(struct http_server *srv)
 size_t http_server_streams(const struct http_server *srv)
 {
     return srv->streams.n;
+}
+
+void http_server_note_reply(const struct http_server *srv, const struct http_req *req,
+                            int status)
+{
+    if (srv == NULL || srv->on_reply == NULL)
+        return;
+    const char *route = req->match.route ? req->match.route->pattern : "unmatched";
+    srv->on_reply(srv->on_reply_arg, route, http_method_name(req->method), status);
 }
 
 void http_req_free(struct http_req *req)
@@ -489,6 +500,9 @@ void evhttp_send_error(struct evhttp_request *ev, int error, const char *reason)
     if (evhttp_request_get_command(ev) == EVHTTP_REQ_HEAD)
         evbuffer_drain(buf, evbuffer_get_length(buf));
     log_debug("http", "libevent-detected error %d -> %d: %s", error, status, msg);
+    if (srv != NULL && srv->on_reply != NULL)
+        srv->on_reply(srv->on_reply_arg, "unmatched",
+                      http_method_name(method_of(evhttp_request_get_command(ev))), status);
     struct evhttp_connection *evcon = evhttp_request_get_connection(ev);
     struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
     struct evbuffer *wire = bev ? bufferevent_get_output(bev) : NULL;
@@ -565,6 +579,8 @@ int http_server_new(struct event_base *base, const struct http_server_opts *opts
     srv->routes = opts->routes;
     srv->n_routes = opts->n_routes;
     srv->handler_arg = opts->handler_arg;
+    srv->on_reply = opts->on_reply;
+    srv->on_reply_arg = opts->on_reply_arg;
 
     if (opts->n_api_keys > 0) {
         srv->key_hashes = calloc(opts->n_api_keys, sizeof *srv->key_hashes);

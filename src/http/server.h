@@ -23,6 +23,11 @@
 #define HTTP_DEFAULT_MAX_HEADER_BYTES (16 * 1024)
 #define HTTP_DEFAULT_TIMEOUT_S 60
 
+/* Told of every reply the server sends: `route` is the matched route's pattern, or
+ * "unmatched" when the request was answered without a route (404, 405, 401, 413, an
+ * OPTIONS, libevent's own errors); `method` is "GET", ... (http_method_name). Loop thread. */
+typedef void (*http_reply_cb)(void *arg, const char *route, const char *method, int status);
+
 struct http_server_opts {
     const char *host;            /* numeric address to bind, e.g. "127.0.0.1" */
     int port;                    /* 0: any free port (see http_server_port) */
@@ -37,6 +42,8 @@ struct http_server_opts {
     const struct http_route *routes; /* borrowed; must outlive the server */
     size_t n_routes;
     void *handler_arg; /* passed to every handler */
+    http_reply_cb on_reply; /* optional (metrics) */
+    void *on_reply_arg;
 };
 
 struct http_server;

@@ -143,6 +143,7 @@ struct http_stream *http_stream_start(struct http_req *req, int status, const ch
         evhttp_add_header(out, "Connection", "close");
     }
     evhttp_send_reply_start(ev, status, http_status_phrase(status));
+    http_server_note_reply(req->server, req, status); /* counted when it starts */
     log_debug("http", "%s %s -> %d (stream)", http_method_name(req->method), req->path, status);
     http_req_free(req);
 

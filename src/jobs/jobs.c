@@ -82,7 +82,19 @@ struct jobs {
     struct job_slot *slots;
     size_t n_running;
     struct agent_tools tools; /* the engine's door to the tool runner */
+    /* The outcome of the last store write (for /healthz): failing since this time (epoch
+     * ms), 0 while the last one succeeded. */
+    long long store_failing_since_ms;
 };
+
+/* Records a store write's outcome. A conflict or a missing row is the store answering. */
+static void note_store(struct jobs *jobs, int rc)
+{
+    if (rc == 0 || rc == ERR_CONFLICT || rc == ERR_NOT_FOUND)
+        jobs->store_failing_since_ms = 0;
+    else if (jobs->store_failing_since_ms == 0)
+        jobs->store_failing_since_ms = clock_now_ms();
+}
 
 /* The engine's tool door, on the tool runner: the signatures match, the handle is the
  * runner's call. */
@@ -203,7 +215,9 @@ static void try_store(struct job_slot *slot)
     struct err e = {0};
     int rc;
     if (slot->state == SLOT_RELEASING) {
-        if ((rc = store_job_release(jobs->store, jobs->owner, slot->job_id, &e)) != 0) {
+        rc = store_job_release(jobs->store, jobs->owner, slot->job_id, &e);
+        note_store(jobs, rc);
+        if (rc != 0) {
             retry_later(slot, &e);
             return;
         }
@@ -221,6 +235,7 @@ static void try_store(struct job_slot *slot)
     rc = store_job_finish(jobs->store, slot->job_id, jobs->owner, slot->final_status, text,
                           slot->error, clock_now_ms(), &e);
     free(text);
+    note_store(jobs, rc);
     if (rc == ERR_CONFLICT || rc == ERR_NOT_FOUND) {
         /* Another instance took the job over (our lease expired), or it is gone. */
         log_warn("jobs", "job %s: %s; its end is not ours to write", slot->job_id, err_text(&e));
@@ -266,6 +281,7 @@ static int on_checkpoint(void *arg, const char *key, const json_t *data,
         struct store_event_in ev = {.type = ev_type, .data = ev_text};
         rc = store_job_step_put(slot->jobs->store, slot->job_id, slot->jobs->owner, key, text,
                                 &ev, clock_now_ms(), e);
+        note_store(slot->jobs, rc);
     }
     free(text);
     free(ev_text);
@@ -478,8 +494,10 @@ static void on_claim(evutil_socket_t fd, short what, void *arg)
     size_t want = free_slots < jobs->opts.claim_batch ? free_slots : jobs->opts.claim_batch;
     struct store_job_batch batch = {0};
     struct err e = {0};
-    if (store_job_claim(jobs->store, jobs->owner, clock_now_ms(), jobs->opts.lease_ms, want,
-                        &batch, &e) != 0) {
+    int rc = store_job_claim(jobs->store, jobs->owner, clock_now_ms(), jobs->opts.lease_ms,
+                             want, &batch, &e);
+    note_store(jobs, rc);
+    if (rc != 0) {
         log_error("jobs", "claim failed: %s", err_text(&e));
         schedule_claim(jobs, jobs->opts.poll_ms);
         return;
@@ -508,8 +526,11 @@ static void on_renew(evutil_socket_t fd, short what, void *arg)
 {
     struct jobs *jobs = arg;
     struct err e = {0};
-    if (jobs->n_running > 0 &&
-        store_job_renew(jobs->store, jobs->owner, clock_now_ms(), jobs->opts.lease_ms, &e) != 0)
+    if (jobs->n_running == 0)
+        return;
+    int rc = store_job_renew(jobs->store, jobs->owner, clock_now_ms(), jobs->opts.lease_ms, &e);
+    note_store(jobs, rc);
+    if (rc != 0)
         log_error("jobs", "lease renewal failed: %s", err_text(&e));
 }
 
@@ -582,8 +603,10 @@ static void on_purge(evutil_socket_t fd, short what, void *arg)
     struct jobs *jobs = arg;
     struct err e = {0};
     size_t n = 0;
-    if (store_job_purge(jobs->store, clock_now_ms() - jobs->opts.job_ttl_ms, JOBS_PURGE_BATCH,
-                        &n, &e) != 0) {
+    int rc = store_job_purge(jobs->store, clock_now_ms() - jobs->opts.job_ttl_ms,
+                             JOBS_PURGE_BATCH, &n, &e);
+    note_store(jobs, rc);
+    if (rc != 0) {
         log_error("jobs", "retention: cannot delete old jobs: %s", err_text(&e));
         arm_purge(jobs, jobs->opts.cleanup_interval_ms);
         return;
@@ -667,6 +690,21 @@ size_t jobs_llm_calls(const struct jobs *jobs)
 const char *jobs_owner(const struct jobs *jobs)
 {
     return jobs->owner;
+}
+
+long long jobs_store_failing_since(const struct jobs *jobs)
+{
+    return jobs->store_failing_since_ms;
+}
+
+long long jobs_ttl_ms(const struct jobs *jobs)
+{
+    return jobs->opts.job_ttl_ms;
+}
+
+long jobs_cleanup_interval_ms(const struct jobs *jobs)
+{
+    return jobs->opts.cleanup_interval_ms;
 }
 
 void jobs_free(struct jobs *jobs)

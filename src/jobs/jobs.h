@@ -90,4 +90,13 @@ size_t jobs_llm_calls(const struct jobs *jobs);
 /* This instance's lease owner id. */
 const char *jobs_owner(const struct jobs *jobs);
 
+/* 0 when the manager's last store write (claim, renewal, checkpoint, end, lease release,
+ * retention) succeeded, or none was made yet; otherwise the time (epoch ms) of the first of
+ * the failures in a row since the last success (for /healthz). */
+long long jobs_store_failing_since(const struct jobs *jobs);
+
+/* The retention settings in force (defaults applied), for GET /api/v1/stats. */
+long long jobs_ttl_ms(const struct jobs *jobs);
+long jobs_cleanup_interval_ms(const struct jobs *jobs);
+
 #endif

@@ -27,6 +27,7 @@
 #include "core/utf8.h"
 #include "llm/provider.h"
 #include "llm/wire.h"
+#include "obs/obs.h"
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -510,6 +511,17 @@ static void deliver(struct llm_call *call, int rc, struct llm_response *resp, st
         scrub_key(call, e);
         log_debug("llm", "%s: call failed after %d attempt(s): %s", call->provider, call->attempts,
                   e->msg);
+    }
+    /* Metrics count the whole call (every attempt, backoff and queueing), once, as the
+     * caller sees it; a cancelled call never gets here and is not counted. */
+    if (c->o.obs != NULL) {
+        struct obs_tokens t = {0};
+        if (rc == 0 && resp != NULL)
+            t = (struct obs_tokens){.input = resp->usage.prompt_tokens,
+                                    .output = resp->usage.completion_tokens,
+                                    .cached = resp->usage.cached_tokens,
+                                    .reasoning = resp->usage.reasoning_tokens};
+        obs_llm_call(c->o.obs, call->provider, rc == 0, info.latency_s, rc == 0 ? &t : NULL);
     }
     call->opts.on_done(call->opts.arg, rc, rc == 0 ? resp : NULL, e, &info);
     if (rc != 0)

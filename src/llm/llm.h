@@ -147,10 +147,12 @@ struct llm_client_opts {
     size_t max_reply_bytes;     /* a longer reply fails the attempt (not retried); 0: 8 MiB */
     const struct llm_limit *limits; /* per provider; at most LLM_MAX_LIMITS */
     size_t n_limits;
+    struct obs *obs; /* told of each finished call (obs/obs.h); NULL: none */
 };
 
 struct llm_client;
 struct llm_call;
+struct obs;
 
 /* Returns 0, ERR_NOMEM, or ERR_INTERNAL (curl could not start). The first call in the process
  * runs curl_global_init (under pthread_once): create the first client before starting other

@@ -2185,6 +2185,63 @@ static void pg_close(struct store *st)
     free(s);
 }
 
+/* ---- observability: counts and a ping for /metrics and /healthz ---- */
+
+/* Unprepared (PQexec): a scrape or a health check runs these a few times a minute. */
+static int pg_job_counts(struct store *st, long counts[5], struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    for (int i = 0; i < 5; i++)
+        counts[i] = 0;
+    int rc = pg_ensure_conn(s, e);
+    if (rc != 0)
+        goto out;
+    res = PQexec(s->conn, "SELECT status, count(*) FROM jobs GROUP BY status");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = pg_fail(s, res, "job counts", e);
+        goto out;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        enum store_job_status status;
+        if (store_job_status_parse(PQgetvalue(res, i, 0), &status) == 0)
+            counts[status] = strtol(PQgetvalue(res, i, 1), NULL, 10);
+    }
+out:
+    PQclear(res);
+    return rc;
+}
+
+static int pg_delivery_pending_count(struct store *st, long *out, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    PGresult *res = NULL;
+    *out = 0;
+    int rc = pg_ensure_conn(s, e);
+    if (rc != 0)
+        goto out;
+    res = PQexec(s->conn, "SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        rc = pg_fail(s, res, "pending deliveries", e);
+        goto out;
+    }
+    *out = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+out:
+    PQclear(res);
+    return rc;
+}
+
+/* A round trip to the server: fails when it is down or the connection is lost (one
+ * reconnect is tried first, as for every call). */
+static int pg_ping(struct store *st, struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    int rc = pg_ensure_conn(s, e);
+    if (rc == 0)
+        rc = pg_exec(s, "SELECT 1", "ping", e);
+    return rc;
+}
+
 static const struct store_ops pg_ops = {
     .kind = "postgres",
     .crew_insert = pg_crew_insert,
@@ -2210,6 +2267,9 @@ static const struct store_ops pg_ops = {
     .delivery_done = pg_delivery_done,
     .delivery_release = pg_delivery_release,
     .delivery_list = pg_delivery_list,
+    .job_counts = pg_job_counts,
+    .delivery_pending_count = pg_delivery_pending_count,
+    .ping = pg_ping,
     .memory_get = pg_memory_get,
     .memory_append = pg_memory_append,
     .memory_clear = pg_memory_clear,

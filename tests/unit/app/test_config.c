@@ -53,6 +53,29 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.webhook_timeout_ms, 10000);
     assert_int_equal(cfg.webhook_max_attempts, 10);
     assert_int_equal(cfg.webhook_retry_base_ms, 1000);
+    assert_int_equal(cfg.health_max_loop_lag_ms, 2000);
+    assert_int_equal(cfg.health_max_store_ms, 1000);
+    config_cleanup(&cfg);
+}
+
+/* The /healthz bounds: from every source, in range. */
+static void test_health_bounds(void **state)
+{
+    struct config cfg;
+    struct err e = {0};
+    const char *env[] = {"CREWD_HEALTH_MAX_STORE_MS", "250", NULL};
+    const char *argv[] = {"crewd", "--health-max-loop-lag-ms", "500"};
+    assert_int_equal(load(&cfg, env, 3, argv, &e), 0);
+    assert_int_equal(cfg.health_max_loop_lag_ms, 500);
+    assert_int_equal(cfg.health_max_store_ms, 250);
+    config_cleanup(&cfg);
+    const char *low[] = {"crewd", "--health-max-loop-lag-ms", "5"};
+    assert_int_equal(load(&cfg, NULL, 3, low, &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "from 10 to 3600000"));
+    config_cleanup(&cfg);
+    const char *bad[] = {"crewd", "--health-max-store-ms=soon"};
+    assert_int_equal(load(&cfg, NULL, 2, bad, &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "soon"));
     config_cleanup(&cfg);
 }
 
@@ -217,6 +240,7 @@ int main(void)
         cmocka_unit_test(test_defaults),     cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_errors),       cmocka_unit_test(test_unknown_file_key),
         cmocka_unit_test(test_listen_forms), cmocka_unit_test(test_webhook_settings),
+        cmocka_unit_test(test_health_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
