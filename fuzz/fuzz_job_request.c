@@ -4,7 +4,10 @@
  * 3-agent plan, built once. Besides crashes and leaks it checks what the engine relies on: an
  * accepted request is in range (mode, agent indexes, max_iterations, a valid UTF-8 query),
  * and its normalized form, stored as text and parsed again the way jobs.c reads it back,
- * gives the same normalized form. A refusal must carry a message JSON can hold.
+ * gives the same normalized form. A refusal must carry a message JSON can hold. The body's
+ * "webhook" goes through job_webhook_parse too (against an allowlist of one host): an accepted
+ * webhook has a URL, a secret and a mask within the event types; no message quotes the
+ * secret.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -19,6 +22,7 @@
 #include "model/crew.h"
 #include "model/job.h"
 #include "model/plan.h"
+#include "store/store.h"
 #include "tools/registry.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -79,6 +83,25 @@ static void check(const struct job_request *r, const struct plan *plan)
         abort();
 }
 
+/* The webhook part of the body: accepted in range, or refused without echoing the secret. */
+static void check_webhook(const json_t *in)
+{
+    static const char *const hosts[] = {"hooks.example.com"};
+    struct job_webhook_policy policy = {.allow_hosts = hosts, .n_allow_hosts = 1};
+    struct job_webhook w = {0};
+    struct err e = {0};
+    const char *secret =
+        json_string_value(json_object_get(json_object_get(in, "webhook"), "secret"));
+    if (job_webhook_parse(in, &policy, &w, &e) == 0) {
+        if ((w.mask == 0) != (w.url == NULL) || (w.mask == 0) != (w.secret == NULL) ||
+            (w.mask & ~STORE_EV_ALL_MASK) != 0)
+            abort();
+    } else if (e.code == 0 || (secret != NULL && strlen(secret) >= 8 && strstr(e.msg, secret))) {
+        abort();
+    }
+    job_webhook_cleanup(&w);
+}
+
 static bool same(const char *a, const char *b)
 {
     return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
@@ -98,6 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     in = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &je);
     if (in == NULL)
         goto out;
+    check_webhook(in);
     if (job_request_parse(in, plan, &r, &e) != 0) {
         /* The API sends the message in a JSON error body. */
         json_t *msg = json_string(e.msg);
@@ -129,7 +153,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r->mode != r2->mode || strcmp(r->query_text, r2->query_text) != 0 ||
         r->max_iterations != r2->max_iterations || r->max_tokens != r2->max_tokens ||
         r->n_sequence != r2->n_sequence || r->all_results != r2->all_results ||
-        r->temperature != r2->temperature || !same(r->condition, r2->condition) ||
+        r->temperature != r2->temperature || r->stream != r2->stream ||
+        !same(r->condition, r2->condition) ||
         !same(r->condition_llm, r2->condition_llm) || !same(r->user_id, r2->user_id) ||
         !same(r->session_id, r2->session_id) || !same(r->synthesis_prompt, r2->synthesis_prompt) ||
         (r->sequence && memcmp(r->sequence, r2->sequence, r->n_sequence * sizeof *r->sequence)))

@@ -1,6 +1,7 @@
 /*
  * health.c - GET /healthz: liveness for load balancers and scripts; never needs auth. It says
- * how busy this instance is (jobs running here, LLM calls in flight or queued) and checks
+ * how busy this instance is (jobs running here, LLM calls in flight or queued, event streams
+ * open) and checks
  * what would stop it from doing its work, answering 503 with "status": "unhealthy" when:
  *   - the store does not answer a ping, or takes longer than health_max_store_ms to;
  *   - the job manager's last store write failed and none succeeded since (a SQLite write
@@ -67,10 +68,11 @@ void api_health_get(struct http_req *req, void *arg)
     bool healthy = store_ok && loop_ok;
     http_reply_json(
         req, healthy ? 200 : 503,
-        json_pack("{s:s, s:s, s:s, s:I, s:I, s:{s:o, s:o}}", "status",
+        json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:{s:o, s:o}}", "status",
                   healthy ? "ok" : "unhealthy", "version", CREWD_VERSION, "store",
                   ctx->store->ops->kind, "jobs_running",
                   (json_int_t)(ctx->jobs ? jobs_running(ctx->jobs) : 0), "llm_calls",
-                  (json_int_t)(ctx->jobs ? jobs_llm_calls(ctx->jobs) : 0), "checks", "store",
-                  store, "loop", loop));
+                  (json_int_t)(ctx->jobs ? jobs_llm_calls(ctx->jobs) : 0), "event_streams",
+                  (json_int_t)api_sse_streams(ctx->sse), "checks", "store", store, "loop",
+                  loop));
 }

@@ -2,7 +2,8 @@
  * metrics.c - GET /metrics: Prometheus text format 0.0.4, open like /healthz. The counters
  * and histograms (HTTP, LLM) are kept as things happen (obs/obs.c); the gauges that describe
  * the store and this instance are read here, at scrape time: job counts per status, the
- * queue depth, pending webhook deliveries, jobs running here and the loop's lag. A store
+ * queue depth, pending webhook deliveries, jobs running here, open event streams and the
+ * loop's lag. A store
  * that does not answer sets crewd_store_up 0 and drops the store's gauges rather than
  * showing stale figures.
  */
@@ -49,6 +50,7 @@ void api_metrics_get(struct http_req *req, void *arg)
     set_store_gauges(ctx, g);
     metrics_gauge_set(g->running_here, NULL, (double)(ctx->jobs ? jobs_running(ctx->jobs) : 0));
     metrics_gauge_set(g->loop_lag, NULL, (double)obs_loop_lag_ms(ctx->obs) / 1000.0);
+    metrics_gauge_set(g->event_streams, NULL, (double)api_sse_streams(ctx->sse));
     char *text = NULL;
     size_t len = 0;
     if (metrics_render(obs_metrics(ctx->obs), &text, &len) != 0) {

@@ -113,7 +113,10 @@ int obs_new(struct event_base *base, const char *version, struct obs **out, stru
                            NULL, 0);
     o->g.store_up = family(o, METRICS_GAUGE, "crewd_store_up",
                            "1 when the store answered this scrape's queries, else 0", NULL, 0);
+    o->g.event_streams = family(o, METRICS_GAUGE, "crewd_event_streams_open",
+                                "Job event streams (SSE) open on this instance", NULL, 0);
     if (build == NULL || o->g.jobs == NULL || o->g.queue_depth == NULL ||
+        o->g.event_streams == NULL ||
         o->g.running_here == NULL || o->http_requests == NULL || o->llm_duration == NULL ||
         o->llm_calls == NULL || o->llm_tokens == NULL || o->g.deliveries_pending == NULL ||
         o->g.loop_lag == NULL || o->g.store_up == NULL)

@@ -37,6 +37,7 @@ struct obs_gauges {
     struct metrics_family *deliveries_pending; /* crewd_webhook_deliveries_pending */
     struct metrics_family *loop_lag;          /* crewd_loop_lag_seconds */
     struct metrics_family *store_up;          /* crewd_store_up */
+    struct metrics_family *event_streams;     /* crewd_event_streams_open */
 };
 
 /* Registers every crewd_* family (crewd_build_info{version} set to 1 at once) and starts

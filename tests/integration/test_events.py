@@ -8,7 +8,7 @@ import json
 import threading
 import unittest
 
-from crewd_harness import CrewdTestCase, unique_name
+from crewd_harness import CrewdTestCase, unique_name, wait_until
 from fakellm_harness import FakeLLM
 from test_jobs import fake_agent
 
@@ -215,11 +215,17 @@ class TestLive(EventCase):
         self.assertEqual(s.status, 200)
         self.assertTrue(s.resp.getheader("Content-Type").startswith("text/event-stream"))
         self.assertEqual(s.resp.getheader("Cache-Control"), "no-cache")
-        msgs = s.read_all()
+        first = s.next()
+        self.assertEqual(self.srv.request("GET", "/healthz")[2]["event_streams"], 1)
+        metrics = self.srv.request("GET", "/metrics")[3].decode()
+        self.assertIn("\ncrewd_event_streams_open 1\n", metrics)
+        msgs = [first] + s.read_all()
         self.assertEqual(s.retry, 1000)
         self.check_well_formed(job_id, msgs)
         self.assertEqual(types(msgs)[-1], "job.completed")
         self.assertGreaterEqual(s.comments, 1, "no heartbeat during a 1.5 s call")
+        wait_until(lambda: self.srv.request("GET", "/healthz")[2]["event_streams"] == 0,
+                   IO_TIMEOUT_S, "the ended stream to be gone from /healthz")
 
     def test_resume_after_a_dropped_connection(self):
         self.slow_crew()
