@@ -8,7 +8,7 @@ import json
 import threading
 import unittest
 
-from crewd_harness import CrewdTestCase, unique_name, wait_until
+from crewd_harness import PG_MODE, CrewdTestCase, unique_name, wait_until
 from fakellm_harness import FakeLLM
 from test_jobs import fake_agent
 
@@ -304,6 +304,31 @@ class TestLive(EventCase):
         msgs = self.history(job_id)
         self.assertEqual(types(msgs), ["job.started", "agent.started", "agent.completed",
                                        "job.completed"])
+
+
+class TestTwoInstances(EventCase):
+    """A reader on another instance than the one running the job gets every event, through
+    the store (the hub's poll), and the end of the stream."""
+
+    def test_reader_on_the_other_instance(self):
+        self.crew(fake_agent("a", self.fake, reply="one"),
+                  fake_agent("b", self.fake, reply="two", extra_prompt=" [[fake:delay_ms=2500]]"))
+        job_id = self.run_job()
+        wait_until(lambda: self.srv.job(job_id)["status"] == "running", IO_TIMEOUT_S,
+                   "the job to run on the first instance")
+        if PG_MODE:
+            other = self.start_crewd(store=self.srv.pg_url)
+        else:
+            other = self.start_crewd(store_dir=self.srv.store_dir)
+        s = SSE(other, job_id)
+        self.addCleanup(s.close)
+        self.assertEqual(s.status, 200)
+        got = s.read_all()
+        self.check_well_formed(job_id, got)
+        self.assertEqual(types(got)[-1], "job.completed")
+        self.assertEqual(got, self.history(job_id))
+        # The first instance ran it: one job.started.
+        self.assertEqual(types(got).count("job.started"), 1)
 
 
 class TestRestart(EventCase):
