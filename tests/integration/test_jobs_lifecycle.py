@@ -3,6 +3,7 @@ paging, errors), POST /api/v1/crew/job/{id}/cancel (a pending job, a running one
 call the fake LLM sees dropped, 409 once ended), DELETE /api/v1/crew/job/{id} (running and
 finished jobs), and retention (--job-ttl-s / --cleanup-interval-s). Every wait is bounded."""
 import json
+import sqlite3
 import unittest
 
 from crewd_harness import PG_MODE, CrewdTestCase, unique_name, wait_until
@@ -287,6 +288,16 @@ class TestRetention(CrewdTestCase):
         # The finished job goes within a few intervals.
         wait_until(lambda: srv.request("GET", "/api/v1/crew/job/" + done)[0] == 404, 30,
                    "the finished job to be deleted")
+        # Its events and deliveries went with it.
+        self.assertEqual(srv.request("GET", "/api/v1/crew/job/%s/events" % done)[0], 404)
+        self.assertEqual(srv.request("GET", "/api/v1/crew/job/%s/webhooks" % done)[0], 404)
+        if not PG_MODE:
+            with sqlite3.connect(srv.db_path) as db:
+                def n_events(j):
+                    return db.execute("SELECT count(*) FROM job_events WHERE job_id = ?",
+                                      (j,)).fetchone()[0]
+                self.assertEqual(n_events(done), 0)
+                self.assertGreater(n_events(running), 0)  # the query does find events
         # Another finished job goes too, after further purges: the live ones stay all along.
         again = srv.execute({"crew_id": name, "query": "a " + name})["job_id"]
         srv.request("POST", "/api/v1/crew/job/%s/cancel" % again)  # pending behind the slow one
