@@ -34,7 +34,7 @@
 #include "core/utf8.h"
 #include "tools/calc.h"
 #include "tools/jsonq.h"
-#include "tools/netguard.h"
+#include "core/netguard.h"
 #include "tools/registry.h"
 #include "tools/tzclock.h"
 #include "tools/user_tool.h"
@@ -414,18 +414,8 @@ static void drive(void *arg, curl_socket_t fd, int action)
 static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
 {
     struct tool_call *c = clientp;
-    if (purpose != CURLSOCKTYPE_IPCXN)
-        return CURL_SOCKET_BAD;
-    if (!c->runner->allow_private &&
-        netguard_blocked(&a->addr, c->blocked, sizeof c->blocked))
-        return CURL_SOCKET_BAD;
-    int fd = socket(a->family, a->socktype, a->protocol);
-    if (fd < 0)
-        return CURL_SOCKET_BAD;
-    int fl = fcntl(fd, F_GETFD);
-    if (fl >= 0)
-        fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
-    return fd;
+    return netguard_open_socket(purpose, a, c->runner->allow_private, c->blocked,
+                                sizeof c->blocked);
 }
 
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata)

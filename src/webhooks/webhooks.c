@@ -33,7 +33,7 @@
 #include "model/job.h"
 #include "model/model_util.h"
 #include "store/store.h"
-#include "tools/netguard.h"
+#include "core/netguard.h"
 #include "webhooks/sign.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
@@ -260,17 +260,8 @@ static void drive(void *arg, curl_socket_t fd, int action)
 static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
 {
     struct delivery_call *c = clientp;
-    if (purpose != CURLSOCKTYPE_IPCXN)
-        return CURL_SOCKET_BAD;
-    if (!c->wh->opts.allow_private && netguard_blocked(&a->addr, c->blocked, sizeof c->blocked))
-        return CURL_SOCKET_BAD;
-    int fd = socket(a->family, a->socktype, a->protocol);
-    if (fd < 0)
-        return CURL_SOCKET_BAD;
-    int fl = fcntl(fd, F_GETFD);
-    if (fl >= 0)
-        fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
-    return fd;
+    return netguard_open_socket(purpose, a, c->wh->opts.allow_private, c->blocked,
+                                sizeof c->blocked);
 }
 
 /* The reply body is not wanted: count it, and stop past the cap (the status is known by

@@ -25,7 +25,7 @@
 
 #include "tools/calc.h"
 #include "tools/jsonq.h"
-#include "tools/netguard.h"
+#include "core/netguard.h"
 #include "tools/registry.h"
 #include "tools/runner.h"
 #include "tools/tzclock.h"

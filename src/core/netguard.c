@@ -3,9 +3,10 @@
  * and successors); everything special is refused, since a tool talking to the public web has
  * no business with any of them.
  */
-#include "tools/netguard.h"
+#include "core/netguard.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -95,4 +96,20 @@ bool netguard_blocked(const struct sockaddr *sa, char *why, size_t why_len)
     if (what != NULL && why != NULL && why_len > 0)
         snprintf(why, why_len, "%s (%s)", text, what);
     return what != NULL;
+}
+
+curl_socket_t netguard_open_socket(curlsocktype purpose, const struct curl_sockaddr *a,
+                                   bool allow_private, char *why, size_t why_len)
+{
+    if (purpose != CURLSOCKTYPE_IPCXN)
+        return CURL_SOCKET_BAD;
+    if (!allow_private && netguard_blocked(&a->addr, why, why_len))
+        return CURL_SOCKET_BAD;
+    int fd = socket(a->family, a->socktype, a->protocol);
+    if (fd < 0)
+        return CURL_SOCKET_BAD;
+    int fl = fcntl(fd, F_GETFD);
+    if (fl >= 0)
+        fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    return fd;
 }
