@@ -42,11 +42,12 @@ struct listeners {
     struct webhooks *webhooks;
 };
 
-static void on_job_events(void *arg, const char *job_id)
+static void on_job_events(void *arg, const char *job_id, bool delivery)
 {
     struct listeners *l = arg;
     event_hub_notify(l->hub, job_id);
-    if (l->webhooks != NULL)
+    /* A claim is a store write: only when there may be something to claim. */
+    if (delivery && l->webhooks != NULL)
         webhooks_wake(l->webhooks);
 }
 

@@ -67,6 +67,17 @@ static void stream_end(struct sse_stream *s)
     free(s);
 }
 
+/* Cuts a reader that cannot keep up: its connection closes at once, its backlog is dropped
+ * (the client resumes from the store with Last-Event-ID). */
+static void stream_cut(struct sse_stream *s)
+{
+    log_info("events", "job %s: event reader too slow; stream cut (it resumes with "
+                       "Last-Event-ID)", s->job_id);
+    stream_unlink(s);
+    http_stream_abort(s->hs);
+    free(s);
+}
+
 /*
  * Writes one event as an SSE message. The stored data is compact JSON (jansson writes no raw
  * newline, strings escape theirs), so it goes into the data line as it is, without parsing
@@ -96,9 +107,7 @@ static bool on_events(void *arg, const struct store_event *evs, size_t n, bool e
     const char *job_id = s->job_id;
     for (size_t i = 0; i < n; i++) {
         if (write_event(s, job_id, &evs[i]) != 0) {
-            log_info("events", "job %s: event reader too slow; stream cut (it resumes with "
-                               "Last-Event-ID)", job_id);
-            stream_end(s);
+            stream_cut(s);
             return false;
         }
     }
@@ -130,7 +139,7 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
         next = s->next;
         if (http_stream_write(s->hs, ping, sizeof ping - 1) != 0) {
             event_hub_unsubscribe(s->sub);
-            stream_end(s);
+            stream_cut(s);
         }
     }
 }
@@ -182,7 +191,7 @@ static bool read_after(struct http_req *req, long long *after)
 {
     const char *v = http_req_header(req, "Last-Event-ID");
     const char *what = "Last-Event-ID";
-    if (v == NULL) {
+    if (v == NULL || v[0] == '\0') {
         v = http_req_query(req, "after");
         what = "after";
     }
@@ -252,8 +261,12 @@ void api_jobs_events(struct http_req *req, void *arg)
     sse->n_streams++;
     char hello[64];
     int n = snprintf(hello, sizeof hello, "retry: %d\n\n", SSE_RETRY_MS);
-    if (http_stream_write(s->hs, hello, (size_t)n) != 0 ||
-        event_hub_subscribe(sse->hub, idbuf, after, on_events, s, &s->sub, &e) != 0) {
+    int rc = http_stream_write(s->hs, hello, (size_t)n);
+    if (rc != 0)
+        err_set(&e, rc, "cannot write to the stream");
+    else
+        rc = event_hub_subscribe(sse->hub, idbuf, after, on_events, s, &s->sub, &e);
+    if (rc != 0) {
         log_error("events", "job %s: cannot open its event stream: %s", idbuf, err_text(&e));
         stream_end(s);
     }

@@ -95,7 +95,8 @@ static long *numeric_slot(struct config *cfg, enum setting id, long *min, long *
         *min = 0, *max = 1;
         return &cfg->tool_http_allow_private;
     case SET_SSE_HEARTBEAT_MS:
-        *min = 100, *max = 3600000;
+        /* At most half the server's 60 s idle timeout, which a quiet stream must beat. */
+        *min = 100, *max = 30000;
         return &cfg->sse_heartbeat_ms;
     case SET_SSE_MAX_STREAMS:
         *min = 1, *max = 1000000;

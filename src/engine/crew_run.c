@@ -237,6 +237,7 @@ static void on_step_delta(void *arg, const char *text, size_t len)
 static void on_step_tool_call(void *arg, const json_t *entry)
 {
     struct step *s = arg;
+    flush_delta(s); /* the text the model streamed before it asked for the tool */
     json_t *d = step_event(s);
     if (d != NULL)
         json_object_update(d, (json_t *)entry);
@@ -1333,6 +1334,7 @@ static void stop_run(struct crew_run *run)
         struct step *s = run->active;
         active_remove(run, s);
         agent_step_cancel(s->as);
+        flush_delta(s); /* what the model had streamed is part of the history */
         step_free(s);
     }
     advance(run); /* may free the run: the last thing here */

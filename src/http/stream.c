@@ -160,7 +160,9 @@ struct http_stream *http_stream_start(struct http_req *req, int status, const ch
 int http_stream_write(struct http_stream *s, const void *buf, size_t len)
 {
     struct bufferevent *bev = stream_bev(s);
-    if (bev == NULL || len == 0)
+    /* A HEAD reply has no body: libevent would keep every chunk in s->chunk, unsent and
+     * outside the cap below. */
+    if (bev == NULL || len == 0 || evhttp_request_get_command(s->ev) == EVHTTP_REQ_HEAD)
         return 0;
     if (evbuffer_get_length(bufferevent_get_output(bev)) > HTTP_STREAM_MAX_BUFFERED_BYTES)
         return ERR_BUSY;
@@ -196,6 +198,23 @@ void http_stream_end(struct http_stream *s)
     evhttp_send_reply_end(s->ev);
     log_debug("http", "stream: ended (%zu open)", s->list->n - 1);
     stream_free(s);
+}
+
+void http_stream_abort(struct http_stream *s)
+{
+    if (s == NULL)
+        return;
+    struct evhttp_request *ev = s->ev;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(ev);
+    log_debug("http", "stream: aborted (%zu open)", s->list->n - 1);
+    stream_free(s);
+    if (evcon != NULL) {
+        evhttp_connection_set_closecb(evcon, NULL, NULL);
+        /* Frees the connection with its requests (ours among them) and what it buffered. */
+        evhttp_connection_free(evcon);
+    } else {
+        evhttp_request_free(ev); /* detached: ours (see the top of the file) */
+    }
 }
 
 void http_streams_close_all(struct http_stream_list *list)

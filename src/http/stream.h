@@ -62,6 +62,11 @@ size_t http_stream_buffered(const struct http_stream *s);
  * on_close is not called. The connection is then kept alive for the next request as usual. */
 void http_stream_end(struct http_stream *s);
 
+/* Drops what is still queued, closes the connection at once and frees the stream; on_close
+ * is not called. For a reader too slow to keep up (ERR_BUSY): ending it normally would
+ * leave its backlog buffered until it drained or timed out, outside any cap. */
+void http_stream_abort(struct http_stream *s);
+
 /* Open streams on the server (for /healthz and /metrics). */
 size_t http_server_streams(const struct http_server *srv);
 

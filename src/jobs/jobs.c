@@ -57,6 +57,7 @@ struct job_slot {
     int *tool_rounds;   /* per agent: config.max_tool_iterations, -1 when not set */
     int *context_turns; /* per agent: exchanges of memory, 0 when memory is off */
     char crew_id[ID_UUID_LEN];
+    long webhook_mask; /* the job's webhook's event types (STORE_EV_BIT); 0: none */
     size_t n_keys;
     struct crew_run *run;
     /* FINISHING: what to write */
@@ -85,6 +86,20 @@ struct jobs {
     /* The outcome of the last store write (for /healthz): failing since this time (epoch
      * ms), 0 while the last one succeeded. */
     long long store_failing_since_ms;
+    /* Progress events (job.started, agent.started, .delta, .tool_call) wait here for the
+     * end of the loop turn and go to the store together: one commit for all the jobs'
+     * progress of a turn instead of one each (see flush_events). */
+    struct queued_event *queue;
+    size_t n_queue, cap_queue;
+    struct event *flush_ev;
+};
+
+struct queued_event {
+    char job_id[ID_UUID_LEN];
+    enum store_event_type type;
+    char *data;
+    bool delivery; /* the job's webhook asked for the type */
+    size_t order;  /* keeps a job's events in the order they came */
 };
 
 /* Records a store write's outcome. A conflict or a missing row is the store answering. */
@@ -112,10 +127,23 @@ static void door_cancel(void *handle)
     tool_call_cancel(handle);
 }
 
-static void notify(struct jobs *jobs, const char *job_id)
+static void notify(struct jobs *jobs, const char *job_id, bool delivery)
 {
     if (jobs->opts.on_events != NULL)
-        jobs->opts.on_events(jobs->opts.events_arg, job_id);
+        jobs->opts.on_events(jobs->opts.events_arg, job_id, delivery);
+}
+
+/* Whether the slot's job's webhook asked for events of `type`. */
+static bool wants(const struct job_slot *slot, enum store_event_type type)
+{
+    return (slot->webhook_mask & STORE_EV_BIT(type)) != 0;
+}
+
+static enum store_event_type terminal_event(enum store_job_status status)
+{
+    return status == STORE_JOB_COMPLETED ? STORE_EV_JOB_COMPLETED
+           : status == STORE_JOB_FAILED  ? STORE_EV_JOB_FAILED
+                                         : STORE_EV_JOB_CANCELLED;
 }
 
 static void schedule_claim(struct jobs *jobs, long delay_ms)
@@ -183,6 +211,7 @@ static void slot_done(struct job_slot *slot, long claim_delay_ms)
 }
 
 static void try_store(struct job_slot *slot);
+static void flush_events(struct jobs *jobs);
 
 static void on_slot_retry(evutil_socket_t fd, short what, void *arg)
 {
@@ -226,6 +255,7 @@ static void try_store(struct job_slot *slot)
         slot_done(slot, jobs->opts.poll_ms); /* not at once: the store just failed */
         return;
     }
+    flush_events(jobs); /* the job's progress comes before its end */
     char *text = slot->result ? json_dumps(slot->result, JSON_TEXT_FLAGS) : NULL;
     if (slot->result != NULL && text == NULL) {
         err_set(&e, ERR_NOMEM, "out of memory writing the result");
@@ -244,7 +274,7 @@ static void try_store(struct job_slot *slot)
         return;
     } else {
         log_info("jobs", "job %s %s", slot->job_id, store_job_status_name(slot->final_status));
-        notify(jobs, slot->job_id);
+        notify(jobs, slot->job_id, wants(slot, terminal_event(slot->final_status)));
     }
     slot_done(slot, 0);
 }
@@ -272,6 +302,7 @@ static int on_checkpoint(void *arg, const char *key, const json_t *data,
                          enum store_event_type ev_type, const json_t *ev_data, struct err *e)
 {
     struct job_slot *slot = arg;
+    flush_events(slot->jobs); /* the step's progress comes before its end */
     char *text = json_dumps(data, JSON_TEXT_FLAGS);
     char *ev_text = json_dumps(ev_data, JSON_TEXT_FLAGS);
     int rc;
@@ -287,27 +318,101 @@ static int on_checkpoint(void *arg, const char *key, const json_t *data,
     free(ev_text);
     if (rc == 0) {
         log_debug("jobs", "job %s: step %s saved", slot->job_id, key);
-        notify(slot->jobs, slot->job_id);
+        notify(slot->jobs, slot->job_id, wants(slot, ev_type));
     }
     return rc;
 }
 
-/* Appends a progress event of the slot's job, fenced on our lease. Best effort: a lost
- * lease or a store error shows at the next checkpoint, which stops the run if need be. */
+static int queued_cmp(const void *a, const void *b)
+{
+    const struct queued_event *x = a, *y = b;
+    int c = strcmp(x->job_id, y->job_id);
+    return c != 0 ? c : x->order < y->order ? -1 : x->order > y->order;
+}
+
+/*
+ * Writes the queued progress events in one transaction, fenced on our lease per job, then
+ * tells the listeners. Called at the end of a loop turn, and before any write that must come
+ * after them in a job's history (a checkpoint and its event, a job's end). Best effort: events
+ * of a job we no longer hold are dropped by the fence, and a store error drops the batch
+ * (logged); the next checkpoint shows whether the store is back.
+ */
+static void flush_events(struct jobs *jobs)
+{
+    size_t n = jobs->n_queue;
+    if (n == 0)
+        return;
+    struct queued_event *q = jobs->queue;
+    jobs->queue = NULL;
+    jobs->n_queue = jobs->cap_queue = 0;
+    /* By job: PostgreSQL locks the jobs' rows in this order (store.h). */
+    qsort(q, n, sizeof *q, queued_cmp);
+    struct store_event_append *items = calloc(n, sizeof *items);
+    struct err e = {0};
+    int rc;
+    if (items == NULL) {
+        rc = err_set(&e, ERR_NOMEM, "out of memory");
+    } else {
+        for (size_t i = 0; i < n; i++)
+            items[i] = (struct store_event_append){
+                .job_id = q[i].job_id, .ev = {.type = q[i].type, .data = q[i].data}};
+        rc = store_event_append_batch(jobs->store, jobs->owner, items, n, clock_now_ms(), &e);
+        note_store(jobs, rc);
+    }
+    if (rc != 0)
+        log_warn("jobs", "%zu progress event(s) not recorded: %s", n, err_text(&e));
+    for (size_t i = 0; i < n; i++) {
+        bool last_of_job = i + 1 == n || strcmp(q[i].job_id, q[i + 1].job_id) != 0;
+        if (rc == 0 && items[i].rc == 0 && last_of_job) {
+            bool delivery = false;
+            for (size_t k = i + 1; k-- > 0 && strcmp(q[k].job_id, q[i].job_id) == 0;)
+                delivery |= q[k].delivery;
+            notify(jobs, q[i].job_id, delivery);
+        }
+        free(q[i].data);
+    }
+    free(items);
+    free(q);
+}
+
+static void on_flush_events(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    flush_events(arg);
+}
+
+/* Queues a progress event of the slot's job for the end of this loop turn. */
 static void append_event(struct job_slot *slot, enum store_event_type type, const json_t *data)
 {
+    struct jobs *jobs = slot->jobs;
     char *text = json_dumps(data, JSON_TEXT_FLAGS);
-    struct err e = {0};
-    struct store_event_in ev = {.type = type, .data = text};
-    if (text == NULL)
-        err_set(&e, ERR_NOMEM, "out of memory");
-    else if (store_event_append(slot->jobs->store, slot->job_id, slot->jobs->owner, &ev,
-                                clock_now_ms(), NULL, &e) == 0)
-        notify(slot->jobs, slot->job_id);
-    if (e.code != 0)
-        log_warn("jobs", "job %s: event %s not recorded: %s", slot->job_id,
-                 store_event_type_name(type), err_text(&e));
-    free(text);
+    if (text != NULL && jobs->n_queue == jobs->cap_queue) {
+        size_t cap = jobs->cap_queue ? jobs->cap_queue * 2 : 64;
+        struct queued_event *q = realloc(jobs->queue, cap * sizeof *q);
+        if (q == NULL) {
+            free(text);
+            text = NULL;
+        } else {
+            jobs->queue = q;
+            jobs->cap_queue = cap;
+        }
+    }
+    if (text == NULL) {
+        log_warn("jobs", "job %s: event %s not recorded: out of memory", slot->job_id,
+                 store_event_type_name(type));
+        return;
+    }
+    struct queued_event *ev = &jobs->queue[jobs->n_queue];
+    memcpy(ev->job_id, slot->job_id, ID_UUID_LEN);
+    ev->type = type;
+    ev->data = text;
+    ev->delivery = wants(slot, type);
+    ev->order = jobs->n_queue++;
+    if (!evtimer_pending(jobs->flush_ev, NULL)) {
+        struct timeval zero = {0, 0};
+        evtimer_add(jobs->flush_ev, &zero);
+    }
 }
 
 static void on_run_event(void *arg, enum store_event_type type, const json_t *data)
@@ -422,6 +527,7 @@ static void start_job(struct jobs *jobs, const struct store_job *row)
     slot->jobs = jobs;
     memcpy(slot->job_id, row->job_id, ID_UUID_LEN);
     memcpy(slot->crew_id, row->crew_id, ID_UUID_LEN);
+    slot->webhook_mask = row->webhook_mask;
     slot_link(jobs, slot);
     json_error_t jerr;
     plan_json = json_loads(row->plan ? row->plan : "", 0, &jerr);
@@ -556,6 +662,7 @@ int jobs_cancel(struct jobs *jobs, const char *job_id, struct err *e)
      * end it in the store. The other instance's next checkpoint or finish fails its fence
      * and it abandons the run; a slot of ours that was writing another end drops it when
      * its retry meets the cancelled row. */
+    flush_events(jobs);
     int rc = store_job_finish(jobs->store, job_id, NULL, STORE_JOB_CANCELLED, NULL,
                               CREW_RUN_CANCEL_ERROR, clock_now_ms(), e);
     if (rc == ERR_CONFLICT && local) {
@@ -570,7 +677,7 @@ int jobs_cancel(struct jobs *jobs, const char *job_id, struct err *e)
         store_job_free(row);
     } else if (rc == 0) {
         log_info("jobs", "job %s cancelled", job_id);
-        notify(jobs, job_id);
+        notify(jobs, job_id, true);
     }
     return rc;
 }
@@ -587,7 +694,7 @@ int jobs_delete(struct jobs *jobs, const char *job_id, struct err *e)
     *e = (struct err){0};
     if ((rc = store_job_delete(jobs->store, job_id, e)) == 0) {
         log_info("jobs", "job %s deleted", job_id);
-        notify(jobs, job_id); /* its readers end */
+        notify(jobs, job_id, false); /* its readers end */
     }
     return rc;
 }
@@ -652,7 +759,9 @@ int jobs_new(struct event_base *base, struct store *store, struct llm_client *ll
     jobs->claim_ev = event_new(base, -1, 0, on_claim, jobs);
     jobs->renew_ev = event_new(base, -1, EV_PERSIST, on_renew, jobs);
     jobs->purge_ev = evtimer_new(base, on_purge, jobs);
-    if (jobs->claim_ev == NULL || jobs->renew_ev == NULL || jobs->purge_ev == NULL) {
+    jobs->flush_ev = evtimer_new(base, on_flush_events, jobs);
+    if (jobs->claim_ev == NULL || jobs->renew_ev == NULL || jobs->purge_ev == NULL ||
+        jobs->flush_ev == NULL) {
         jobs_free(jobs);
         return err_set(e, ERR_NOMEM, "out of memory");
     }
@@ -712,6 +821,7 @@ void jobs_free(struct jobs *jobs)
     if (jobs == NULL)
         return;
     jobs->started = false; /* no more claims */
+    flush_events(jobs);
     /* Ends already computed are written if the store takes them now; everything else goes
      * back to the queue below and resumes from its checkpoints at the next start. */
     for (struct job_slot *slot = jobs->slots, *next; slot != NULL; slot = next) {
@@ -739,5 +849,8 @@ void jobs_free(struct jobs *jobs)
         event_free(jobs->renew_ev);
     if (jobs->purge_ev)
         event_free(jobs->purge_ev);
+    if (jobs->flush_ev)
+        event_free(jobs->flush_ev);
+    free(jobs->queue); /* empty: flushed above, and freeing runs queues nothing */
     free(jobs);
 }

@@ -17,6 +17,7 @@
 #define CREWD_JOBS_JOBS_H
 
 #include <event2/event.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/err.h"
@@ -39,10 +40,13 @@ struct jobs_opts {
     long long job_ttl_ms;     /* finished jobs older than this are deleted; 0: 86400 s */
     long cleanup_interval_ms; /* how often retention runs; 0: 3600 s */
     /* Optional: job `job_id` has new events in the store (a step, its progress, its start or
-     * end) or is gone, appended by this instance: event readers and webhooks look now
-     * instead of at their next poll. Called from the loop after the store write, possibly
-     * inside a jobs_* call: it must only schedule work, never call back into jobs. */
-    void (*on_events)(void *arg, const char *job_id);
+     * end) or is gone, appended by this instance: event readers look now instead of at their
+     * next poll, and so do webhooks when `delivery` says a webhook delivery may have been
+     * created with them (the job's webhook asked for one of the types; always true for a
+     * cancel, whose job row this instance may not hold). Called from the loop after the
+     * store write, possibly inside a jobs_* call: it must only schedule work, never call
+     * back into jobs. */
+    void (*on_events)(void *arg, const char *job_id, bool delivery);
     void *events_arg;
 };
 

@@ -169,6 +169,13 @@ struct store_event_in {
     const char *data;
 };
 
+/* One item of event_append_batch: the job, its event, and (out) how it went. */
+struct store_event_append {
+    const char *job_id;
+    struct store_event_in ev;
+    int rc; /* out: 0 appended, ERR_CONFLICT (not leased to the owner), ERR_NOT_FOUND */
+};
+
 /* An event read back; strings owned by the list. */
 struct store_event {
     long long seq; /* 1, 2, 3, ... per job, no gaps */
@@ -414,6 +421,16 @@ struct store_ops {
     int (*event_append)(struct store *st, const char *job_id, const char *owner,
                         const struct store_event_in *ev, long long now_ms, long long *seq,
                         struct err *e);
+    /* Appends items[0..n) as event_append(owner) would, in that order, in ONE transaction:
+     * many jobs' progress for one commit. An item whose fence fails gets rc ERR_CONFLICT or
+     * ERR_NOT_FOUND and is skipped; the others are written. Returns 0 when the transaction
+     * committed (each item's rc says what became of it), else the error (nothing written).
+     * Items of one job keep their order; PostgreSQL locks the jobs' rows in the order given,
+     * so callers give them sorted by job_id (two batches never wait on each other in a
+     * cycle). ERR_INVALID for a bad item (nothing written). */
+    int (*event_append_batch)(struct store *st, const char *owner,
+                              struct store_event_append *items, size_t n, long long now_ms,
+                              struct err *e);
     /* Up to `limit` (> 0) events of the job with seq > after_seq, ascending, and (status,
      * may be NULL) the job's status read in the same snapshot, so a reader that has seen
      * every event of a terminal job knows there will be no more. ERR_NOT_FOUND if no such
@@ -615,6 +632,12 @@ static inline int store_event_append(struct store *st, const char *job_id, const
                                      long long *seq, struct err *e)
 {
     return st->ops->event_append(st, job_id, owner, ev, now_ms, seq, e);
+}
+static inline int store_event_append_batch(struct store *st, const char *owner,
+                                           struct store_event_append *items, size_t n,
+                                           long long now_ms, struct err *e)
+{
+    return st->ops->event_append_batch(st, owner, items, n, now_ms, e);
 }
 static inline int store_event_list(struct store *st, const char *job_id, long long after_seq,
                                    size_t limit, struct store_event_list *out,

@@ -1662,6 +1662,50 @@ out:
     return rc;
 }
 
+static int pg_event_append_batch(struct store *st, const char *owner,
+                                 struct store_event_append *items, size_t n, long long now_ms,
+                                 struct err *e)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    int rc = 0;
+    if (owner == NULL)
+        return err_set(e, ERR_INVALID, "store: a batch of events needs an owner");
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].job_id == NULL)
+            return err_set(e, ERR_INVALID, "store: no job_id given");
+        if ((rc = store_event_check(&items[i].ev, e)) != 0)
+            return rc;
+    }
+    if (n == 0)
+        return 0;
+    if ((rc = pg_ensure_conn(s, e)) != 0 ||
+        (rc = pg_exec(s, "BEGIN", "append events: begin", e)) != 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        long long mask = 0;
+        struct err fe = {0};
+        if (!id_is_uuid(items[i].job_id)) {
+            items[i].rc = ERR_NOT_FOUND;
+            continue;
+        }
+        items[i].rc = pg_job_fence(s, items[i].job_id, owner, &mask, &fe);
+        if (items[i].rc == ERR_CONFLICT || items[i].rc == ERR_NOT_FOUND)
+            continue;
+        if (items[i].rc != 0) {
+            *e = fe;
+            rc = items[i].rc;
+            goto out;
+        }
+        if ((rc = pg_event_write(s, items[i].job_id, mask, &items[i].ev, now_ms, NULL, e)) != 0)
+            goto out;
+    }
+    rc = pg_exec(s, "COMMIT", "append events: commit", e);
+out:
+    if (rc != 0)
+        pg_rollback(s);
+    return rc;
+}
+
 static int pg_event_list(struct store *st, const char *job_id, long long after_seq, size_t limit,
                          struct store_event_list *out, enum store_job_status *status,
                          struct err *e)
@@ -2262,6 +2306,7 @@ static const struct store_ops pg_ops = {
     .job_delete = pg_job_delete,
     .job_purge = pg_job_purge,
     .event_append = pg_event_append,
+    .event_append_batch = pg_event_append_batch,
     .event_list = pg_event_list,
     .delivery_claim = pg_delivery_claim,
     .delivery_done = pg_delivery_done,

@@ -1588,6 +1588,43 @@ out:
     return ret;
 }
 
+static int event_append_batch(struct store *st, const char *owner,
+                              struct store_event_append *items, size_t n, long long now_ms,
+                              struct err *e)
+{
+    struct store_sqlite *s = from_store(st);
+    int ret = 0;
+    if (owner == NULL)
+        return err_set(e, ERR_INVALID, "store: a batch of events needs an owner");
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].job_id == NULL)
+            return err_set(e, ERR_INVALID, "store: no job_id given");
+        if ((ret = store_event_check(&items[i].ev, e)) != 0)
+            return ret;
+    }
+    if (n == 0)
+        return 0;
+    if ((ret = run(s, ST_BEGIN_IMMEDIATE, e)) != 0)
+        return ret;
+    for (size_t i = 0; i < n; i++) {
+        long long mask = 0;
+        struct err fe = {0};
+        items[i].rc = job_fence(s, items[i].job_id, owner, &mask, &fe);
+        if (items[i].rc == ERR_CONFLICT || items[i].rc == ERR_NOT_FOUND)
+            continue;
+        if ((ret = items[i].rc) != 0 ||
+            (ret = event_write(s, items[i].job_id, mask, &items[i].ev, now_ms, NULL, e)) != 0) {
+            if (ret == items[i].rc)
+                *e = fe;
+            run(s, ST_ROLLBACK, NULL);
+            return ret;
+        }
+    }
+    if ((ret = run(s, ST_COMMIT, e)) != 0)
+        run(s, ST_ROLLBACK, NULL);
+    return ret;
+}
+
 /* One read transaction: the status and the events come from the same snapshot. */
 static int event_list(struct store *st, const char *job_id, long long after_seq, size_t limit,
                       struct store_event_list *out, enum store_job_status *status,
@@ -2360,6 +2397,7 @@ static const struct store_ops SQLITE_OPS = {
     .job_delete = job_delete,
     .job_purge = job_purge,
     .event_append = event_append,
+    .event_append_batch = event_append_batch,
     .event_list = event_list,
     .delivery_claim = delivery_claim,
     .delivery_done = delivery_done,

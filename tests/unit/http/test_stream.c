@@ -395,6 +395,61 @@ static void test_slow_reader_busy(void **state)
     ctx_free(t);
 }
 
+/* A slow reader aborted: the stream goes without on_close, the server lets go of its backlog,
+ * and the client sees the connection end (after what the kernel had already taken). */
+static void test_slow_reader_abort(void **state)
+{
+    struct ctx *t = ctx_new(0);
+    struct client *c = client_new(t, stream_get, 4096);
+    WAIT_FOR(t, t->n_started == 1, 5);
+    struct http_stream *s = t->streams[0];
+    static char piece[16 * 1024];
+    memset(piece, 'x', sizeof piece);
+    double deadline = now_s() + 10;
+    while (http_stream_write(s, piece, sizeof piece) == 0)
+        assert_true(step(t, deadline, false));
+    http_stream_abort(s);
+    t->streams[0] = NULL;
+    assert_int_equal(http_server_streams(t->srv), 0);
+    assert_int_equal(t->n_closed, 0);
+    /* The client drains what reached it, then meets the end of the connection. */
+    static char sink[64 * 1024];
+    bool ended = false;
+    deadline = now_s() + 10;
+    while (!ended && step(t, deadline, false)) {
+        for (;;) {
+            ssize_t n = recv(c->fd, sink, sizeof sink, 0);
+            if (n > 0)
+                continue;
+            ended = n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+            break;
+        }
+    }
+    assert_true(ended);
+    client_close(c, false);
+    ctx_free(t);
+}
+
+/* HEAD: the headers only; writes are accepted and dropped, nothing is kept. */
+static void test_head_writes_dropped(void **state)
+{
+    struct ctx *t = ctx_new(0);
+    struct client *c = client_new(t, "HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n", 0);
+    WAIT_FOR(t, t->n_started == 1, 5);
+    struct http_stream *s = t->streams[0];
+    static char piece[64 * 1024];
+    memset(piece, 'x', sizeof piece);
+    for (int i = 0; i < 64; i++) /* 4 MiB: past the cap, were it kept */
+        assert_int_equal(http_stream_write(s, piece, sizeof piece), 0);
+    assert_int_equal(http_stream_buffered(s), 0);
+    WAIT_FOR(t, strstr(c->buf, "\r\n\r\n") != NULL, 5);
+    assert_null(strstr(c->buf, "xxxx"));
+    http_stream_end(s);
+    t->streams[0] = NULL;
+    client_close(c, false);
+    ctx_free(t);
+}
+
 /* Idle timeout 1 s: writes every 300 ms keep the stream for 3 s; silence then closes it. */
 static void test_idle_timeout(void **state)
 {
@@ -503,6 +558,8 @@ int main(void)
         cmocka_unit_test(test_peer_flooding_input),
         cmocka_unit_test(test_server_free_closes_streams),
         cmocka_unit_test(test_slow_reader_busy),
+        cmocka_unit_test(test_slow_reader_abort),
+        cmocka_unit_test(test_head_writes_dropped),
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_http10_body_until_close),
         cmocka_unit_test(test_many_streams),
