@@ -7,10 +7,11 @@ import http.client
 import json
 import threading
 import unittest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from crewd_harness import PG_MODE, CrewdTestCase, unique_name, wait_until
 from fakellm_harness import FakeLLM
-from test_jobs import fake_agent
+from test_jobs import agent, fake_agent
 
 IO_TIMEOUT_S = 30
 MISSING = "0b8e7c1a-0000-4000-8000-0000000000ff"
@@ -304,6 +305,69 @@ class TestLive(EventCase):
         msgs = self.history(job_id)
         self.assertEqual(types(msgs), ["job.started", "agent.started", "agent.completed",
                                        "job.completed"])
+
+
+def openai_chunk(delta, finish=None):
+    return "data: " + json.dumps({
+        "id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
+
+
+class TextThenToolLLM(BaseHTTPRequestHandler):
+    """An OpenAI-compatible stream that says something, then asks for the calculator in the
+    same reply (the fake LLM's tool replies carry no text); after the tool result, "42"."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        out = openai_chunk({"role": "assistant", "content": ""})
+        if not any(m["role"] == "tool" for m in body["messages"]):
+            out += openai_chunk({"content": "let me compute. "})
+            out += openai_chunk({"tool_calls": [{
+                "index": 0, "id": "c1", "type": "function",
+                "function": {"name": "calculator", "arguments": "{\"expression\":\"6*7\"}"}}]})
+            out += openai_chunk({}, "tool_calls")
+        else:
+            out += openai_chunk({"content": "42"}) + openai_chunk({}, "stop")
+        data = (out + "data: [DONE]\n\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class TestStreamOrder(EventCase):
+
+    def test_text_streamed_before_a_tool_call_comes_before_it(self):
+        llm = ThreadingHTTPServer(("127.0.0.1", 0), TextThenToolLLM)
+        threading.Thread(target=llm.serve_forever, daemon=True).start()
+        self.addCleanup(llm.server_close)
+        self.addCleanup(llm.shutdown)
+        url = "http://127.0.0.1:%d/v1" % llm.server_address[1]
+        self.crew(agent("a", config={"llm": "openai", "model": "m", "base_url": url},
+                        system_prompt="s", tools=["calculator"]))
+        job_id = self.run_job(stream=True)
+        self.assertEqual(self.srv.wait_job(job_id)["status"], "completed")
+        steps = [(m["event"], m["data"]["data"].get("text") or m["data"]["data"].get("name"))
+                 for m in self.history(job_id) if m["event"].startswith("agent.")]
+        self.assertEqual(steps, [("agent.started", None), ("agent.delta", "let me compute. "),
+                                 ("agent.tool_call", "calculator"), ("agent.delta", "42"),
+                                 ("agent.completed", None)])
+
+
+class TestHeadRequest(EventCase):
+
+    def test_head_gets_headers_and_keeps_nothing(self):
+        self.crew(fake_agent("a", self.fake, reply="one"))
+        job_id = self.run_job()
+        self.srv.wait_job(job_id)
+        st, hdrs, _, raw = self.srv.request("HEAD", "/api/v1/crew/job/%s/events" % job_id)
+        self.assertEqual((st, raw), (200, b""))
+        self.assertTrue(hdrs.get("Content-Type").startswith("text/event-stream"))
 
 
 class TestTwoInstances(EventCase):
