@@ -17,18 +17,35 @@
 #include "obs/obs.h"
 #include "store/store.h"
 
+/* The last ping, reused for PING_REUSE_MS: /healthz is open to anyone, and each ping is a
+ * store call on the loop (on PostgreSQL a round trip, or a reconnect when the server is
+ * gone), so a flood of probes must not become a flood of store calls. Loop thread only. */
+#define PING_REUSE_MS 1000
+
+static struct {
+    int64_t at_ms; /* clock_mono_ms of the last ping; 0: none yet */
+    int rc;
+    long latency_ms;
+} last_ping;
+
 static json_t *store_check(const struct api_ctx *ctx, bool *ok)
 {
     long bound = ctx->health_max_store_ms > 0 ? ctx->health_max_store_ms
                                               : API_HEALTH_DEFAULT_MAX_STORE_MS;
     struct err e = {0};
     int64_t t0 = clock_mono_ms();
-    int rc = store_ping(ctx->store, &e);
-    long latency_ms = (long)(clock_mono_ms() - t0);
+    if (last_ping.at_ms == 0 || t0 - last_ping.at_ms >= PING_REUSE_MS) {
+        last_ping.rc = store_ping(ctx->store, &e);
+        last_ping.latency_ms = (long)(clock_mono_ms() - t0);
+        last_ping.at_ms = clock_mono_ms();
+        if (last_ping.rc != 0)
+            log_warn("health", "store ping failed: %s", err_text(&e));
+    }
+    int rc = last_ping.rc;
+    long latency_ms = last_ping.latency_ms;
     long long failing_since = ctx->jobs ? jobs_store_failing_since(ctx->jobs) : 0;
     char error[160] = "";
     if (rc != 0) {
-        log_warn("health", "store ping failed: %s", err_text(&e));
         snprintf(error, sizeof error, "ping failed: %s", err_default_msg(rc));
     } else if (latency_ms > bound) {
         log_warn("health", "store ping took %ld ms (bound %ld ms)", latency_ms, bound);

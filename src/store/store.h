@@ -398,9 +398,10 @@ struct store_ops {
      * and deliveries in one transaction. ERR_NOT_FOUND if no such job; ERR_CONFLICT ("job is <status>") if it is
      * still pending or running: end it first (job_finish with owner NULL). */
     int (*job_delete)(struct store *st, const char *job_id, struct err *e);
-    /* Removes up to max_rows finished jobs whose completed_at is before older_than_ms,
-     * oldest end first, with their checkpoints, events and deliveries, in one transaction; *n_deleted (may be NULL)
-     * says how many. Live jobs are never touched. Call again while it returns max_rows:
+    /* Removes up to max_rows finished jobs whose completed_at is before older_than_ms and
+     * that have no pending webhook delivery (one waiting for a retry keeps its job), oldest
+     * end first, with their checkpoints, events and deliveries, in one transaction;
+     * *n_deleted (may be NULL) says how many. Live jobs are never touched. Call again while it returns max_rows:
      * the batch bounds how long one call holds the store (and the loop). max_rows > 0
      * (ERR_INVALID otherwise). */
     int (*job_purge)(struct store *st, long long older_than_ms, size_t max_rows,

@@ -432,6 +432,8 @@ static const struct {
                       "WITH v AS (SELECT job_id FROM jobs WHERE completed_at IS NOT NULL"
                       " AND completed_at < $1::timestamptz"
                       " AND status NOT IN ('pending', 'running')"
+                      " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w"
+                      " WHERE w.job_id = jobs.job_id AND w.state = 'pending')"
                       " ORDER BY completed_at LIMIT $2::bigint FOR UPDATE SKIP LOCKED),"
                       " s AS (DELETE FROM job_steps WHERE job_id IN (SELECT job_id FROM v)),"
                       " e AS (DELETE FROM job_events WHERE job_id IN (SELECT job_id FROM v)),"
@@ -2347,7 +2349,16 @@ int store_pg_open(const char *url, struct store **out, struct err *e)
         goto out;
     }
     s->base.ops = &pg_ops;
-    s->conn = PQconnectdb(url);
+    /* Bounds on a database that stops answering: every store call runs on the loop, so an
+     * unbounded connect (the OS's ~2 min) or a half-open connection (TCP retransmits) would
+     * stall the whole server. The defaults come before the URL (expand_dbname), so that a URL
+     * naming any of them wins. */
+    static const char *const keys[] = {"connect_timeout", "keepalives", "keepalives_idle",
+                                       "keepalives_interval", "keepalives_count",
+                                       "tcp_user_timeout", "options", "dbname", NULL};
+    const char *const vals[] = {"5", "1", "10", "5", "3", "30000",
+                                "-c statement_timeout=30000", url, NULL};
+    s->conn = PQconnectdbParams(keys, vals, 1);
     if (s->conn == NULL) {
         rc = err_set(e, ERR_NOMEM, "store: out of memory");
         goto out;

@@ -182,8 +182,12 @@ _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == STORE_SCHEMA_VERSION,
 /* A job that is still to be finished; the same list guards finish without an owner. */
 #define JOB_LIVE "status IN ('pending', 'running')"
 
-/* A finished job that ended before ?1. */
-#define JOB_PURGEABLE "completed_at IS NOT NULL AND completed_at < ?1 AND NOT " JOB_LIVE
+/* A finished job that ended before ?1, with no webhook delivery still to be sent (retention
+ * must not take a delivery that is waiting for its next attempt). */
+#define JOB_PURGEABLE                                                                              \
+    "completed_at IS NOT NULL AND completed_at < ?1 AND NOT " JOB_LIVE                             \
+    " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w WHERE w.job_id = jobs.job_id"             \
+    " AND w.state = 'pending')"
 
 /* The listing's columns: JOB_COLS without the large texts (request, definition, plan,
  * result) and the webhook, which come back NULL (mask 0). */

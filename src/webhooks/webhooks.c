@@ -339,9 +339,24 @@ static void after_curl(struct webhooks *wh)
 }
 
 /* Starts the attempt of a claimed delivery; records its failure when it cannot start. */
+static bool in_flight(const struct webhooks *wh, const struct store_delivery *d)
+{
+    for (const struct delivery_call *c = wh->calls; c != NULL; c = c->next)
+        if (c->seq == d->seq && strcmp(c->job_id, d->job_id) == 0)
+            return true;
+    return false;
+}
+
 static void start(struct webhooks *wh, const struct store_delivery *d)
 {
     struct err e = {0};
+    /* Our own attempt, still running, whose lease lapsed while the loop stalled: the claim
+     * only renewed it. A second attempt would post the event twice at once. */
+    if (in_flight(wh, d)) {
+        log_warn("webhooks", "job %s event %lld: lease lapsed during its attempt; renewed",
+                 d->job_id, d->seq);
+        return;
+    }
     struct delivery_call *c = calloc(1, sizeof *c);
     unsigned char key[WEBHOOK_KEY_MAX];
     size_t key_len = 0;

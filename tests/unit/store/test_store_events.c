@@ -679,7 +679,18 @@ static void test_delete_and_purge_take_events(void **state)
     assert_int_equal(l.n, 2);
     store_delivery_list_cleanup(&l);
 
+    /* Retention leaves a job whose deliveries are still to be sent... */
     size_t n = 0;
+    assert_int_equal(store_job_purge(st, T0 + 1, 10, &n, &e), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(n_events(st, 2), 2);
+    /* ...and takes it once they are delivered or given up. */
+    l = claim_is(st, "w3", T0 + 10 * LEASE, 10, 2, (long long[]){1, 2}, 2);
+    store_delivery_list_cleanup(&l);
+    assert_int_equal(done(st, 2, 1, "w3", STORE_DELIVERY_DELIVERED, 0, 200, NULL, T0, &e), 0);
+    assert_int_equal(store_job_purge(st, T0 + 1, 10, &n, &e), 0);
+    assert_int_equal(n, 0); /* one still pending (leased, not done) */
+    assert_int_equal(done(st, 2, 2, "w3", STORE_DELIVERY_FAILED, 0, 500, "x", T0, &e), 0);
     assert_int_equal(store_job_purge(st, T0 + 1, 10, &n, &e), 0);
     assert_int_equal(n, 1);
     /* Nothing of either job is left to claim. */
