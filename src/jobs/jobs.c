@@ -212,6 +212,7 @@ static void slot_done(struct job_slot *slot, long claim_delay_ms)
 
 static void try_store(struct job_slot *slot);
 static void flush_events(struct jobs *jobs);
+static void flush_events_of(struct jobs *jobs, const char *job_id);
 
 static void on_slot_retry(evutil_socket_t fd, short what, void *arg)
 {
@@ -255,7 +256,7 @@ static void try_store(struct job_slot *slot)
         slot_done(slot, jobs->opts.poll_ms); /* not at once: the store just failed */
         return;
     }
-    flush_events(jobs); /* the job's progress comes before its end */
+    flush_events_of(jobs, slot->job_id); /* the job's progress comes before its end */
     char *text = slot->result ? json_dumps(slot->result, JSON_TEXT_FLAGS) : NULL;
     if (slot->result != NULL && text == NULL) {
         err_set(&e, ERR_NOMEM, "out of memory writing the result");
@@ -302,7 +303,7 @@ static int on_checkpoint(void *arg, const char *key, const json_t *data,
                          enum store_event_type ev_type, const json_t *ev_data, struct err *e)
 {
     struct job_slot *slot = arg;
-    flush_events(slot->jobs); /* the step's progress comes before its end */
+    flush_events_of(slot->jobs, slot->job_id); /* the step's progress comes before its end */
     char *text = json_dumps(data, JSON_TEXT_FLAGS);
     char *ev_text = json_dumps(ev_data, JSON_TEXT_FLAGS);
     int rc;
@@ -373,6 +374,19 @@ static void flush_events(struct jobs *jobs)
     }
     free(items);
     free(q);
+}
+
+/* Before a write that must come after job_id's queued events (its step's end, its own end):
+ * flushes the queue if it holds any of them. Other jobs' events keep waiting for the end of
+ * the turn, so that a turn with many steps finishing is still one commit of progress. */
+static void flush_events_of(struct jobs *jobs, const char *job_id)
+{
+    for (size_t i = 0; i < jobs->n_queue; i++) {
+        if (strcmp(jobs->queue[i].job_id, job_id) == 0) {
+            flush_events(jobs);
+            return;
+        }
+    }
 }
 
 static void on_flush_events(evutil_socket_t fd, short what, void *arg)
@@ -662,7 +676,7 @@ int jobs_cancel(struct jobs *jobs, const char *job_id, struct err *e)
      * end it in the store. The other instance's next checkpoint or finish fails its fence
      * and it abandons the run; a slot of ours that was writing another end drops it when
      * its retry meets the cancelled row. */
-    flush_events(jobs);
+    flush_events_of(jobs, job_id);
     int rc = store_job_finish(jobs->store, job_id, NULL, STORE_JOB_CANCELLED, NULL,
                               CREW_RUN_CANCEL_ERROR, clock_now_ms(), e);
     if (rc == ERR_CONFLICT && local) {

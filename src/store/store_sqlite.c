@@ -130,7 +130,10 @@ static const char *const MIGRATIONS[] = {
     /* 7: events and webhooks (DESIGN.md decision 4). A job's events are numbered 1, 2, ...
      * (seq, dense), read in order by SSE streams; a delivery row per event the job's webhook
      * asked for, with its retry state and lease. The job keeps its webhook's url, secret and
-     * event mask (0: none). */
+     * event mask (0: none). job_events is a rowid table on purpose: its rows are large (an
+     * agent's output) and arrive in time order, so they are appended to the table's last
+     * page while the (job_id, seq) index takes the scattered keys; WITHOUT ROWID put each row
+     * at its random job_id's place (bench_jobs: about 10% fewer steps/s). */
     "ALTER TABLE jobs ADD COLUMN webhook_url TEXT;"
     "ALTER TABLE jobs ADD COLUMN webhook_secret TEXT;"
     "ALTER TABLE jobs ADD COLUMN webhook_mask INTEGER NOT NULL DEFAULT 0;"
@@ -140,7 +143,7 @@ static const char *const MIGRATIONS[] = {
     " type TEXT NOT NULL,"
     " data TEXT NOT NULL,"
     " created_at TEXT NOT NULL,"
-    " PRIMARY KEY (job_id, seq)) WITHOUT ROWID;"
+    " PRIMARY KEY (job_id, seq));"
     "CREATE TABLE webhook_deliveries ("
     " job_id TEXT NOT NULL,"
     " seq INTEGER NOT NULL,"
