@@ -2,7 +2,8 @@
 """make demo: starts crewd-fakellm and crewd (release build, temporary SQLite store), loads
 the example crews of examples/ with every agent pointed at the fake LLM, runs one job per
 crew (sequential, parallel, flow, loop, and parallel with a synthesis step) and prints each
-result. Standard library only; everything on 127.0.0.1; both servers stop at the end.
+result, then follows one more job live through its event stream (SSE), with the agents'
+replies streamed. Standard library only; everything on 127.0.0.1; both servers stop at the end.
 
 usage: scripts/demo.py [BUILD_DIR]   (default: build)
 """
@@ -42,6 +43,35 @@ def call(port, method, path, body=None):
     out = json.loads(resp.read() or b"null")
     conn.close()
     return resp.status, out
+
+
+def follow_live(port):
+    """One more job, followed live: its events as Server-Sent Events, with the agents'
+    replies streamed ("stream": true), printed as they arrive until the stream ends."""
+    st, acc = call(port, "POST", "/api/v1/crew/execute",
+                   {"name": "research_flow", "query": "What does a job's event stream show?",
+                    "stream": True})
+    if st != 202:
+        sys.exit("demo: execute research_flow: %s %s" % (st, acc))
+    print("== research_flow, followed live: GET /api/v1/crew/job/%s/events" % acc["job_id"])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=JOB_TIMEOUT_S)
+    conn.request("GET", "/api/v1/crew/job/%s/events" % acc["job_id"])
+    resp = conn.getresponse()
+    event_id = event = None
+    for raw in iter(resp.readline, b""):
+        line = raw.decode().rstrip("\n")
+        if line.startswith("id: "):
+            event_id = line[4:]
+        elif line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data = json.loads(line[6:])["data"]
+            what = data.get("agent") or data.get("step") or ""
+            detail = (data.get("text") or data.get("output") or data.get("error")
+                      or data.get("status") or "")
+            print("   %3s %-16s %-12s %s" % (event_id, event, what,
+                                            str(detail)[:60].replace("\n", " ")))
+    conn.close()
 
 
 def main():
@@ -109,6 +139,7 @@ def main():
                 print("   %s%s -> %s" % (entry["agent_name"], it,
                                          (entry["output"] or entry["error"] or "")[:90]))
             print("   output: %s" % res.get("output", "")[:200].replace("\n", " | "))
+        follow_live(port)
     finally:
         for p in (crewd, fake):
             p.terminate()
