@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "core/dlist.h"
 #include "core/id.h"
 #include "core/log.h"
 #include "core/utf8.h"
@@ -50,12 +51,7 @@ struct api_sse {
 static void stream_unlink(struct sse_stream *s)
 {
     struct api_sse *sse = s->sse;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        sse->streams = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    DLIST_REMOVE(sse->streams, s);
     sse->n_streams--;
 }
 
@@ -254,10 +250,7 @@ void api_jobs_events(struct http_req *req, void *arg)
         free(s);
         return;
     }
-    s->next = sse->streams;
-    if (sse->streams)
-        sse->streams->prev = s;
-    sse->streams = s;
+    DLIST_PUSH(sse->streams, s);
     sse->n_streams++;
     char hello[64];
     int n = snprintf(hello, sizeof hello, "retry: %d\n\n", SSE_RETRY_MS);

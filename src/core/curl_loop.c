@@ -3,6 +3,8 @@
 
 #include <stdlib.h>
 
+#include "core/dlist.h"
+
 /* One socket libcurl asked to watch: its event, in a list so that cleanup frees them all. */
 struct curl_loop_sock {
     struct curl_loop_sock *prev, *next;
@@ -28,12 +30,7 @@ static void sock_free(struct curl_loop *l, struct curl_loop_sock *s)
 {
     if (s->ev)
         event_free(s->ev);
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        l->socks = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    DLIST_REMOVE(l->socks, s);
     free(s);
 }
 
@@ -52,10 +49,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         if ((s = calloc(1, sizeof *s)) == NULL)
             return -1;
         s->fd = fd;
-        s->next = l->socks;
-        if (l->socks)
-            l->socks->prev = s;
-        l->socks = s;
+        DLIST_PUSH(l->socks, s);
         curl_multi_assign(l->multi, fd, s);
     }
     short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/dlist.h"
 #include "core/log.h"
 #include "core/utf8.h"
 #include "engine/agent_step.h"
@@ -266,23 +267,13 @@ static json_t *step_end_event(const struct step *s, const json_t *rec, bool *ok)
 
 static void active_add(struct crew_run *run, struct step *s)
 {
-    s->prev = NULL;
-    s->next = run->active;
-    if (run->active)
-        run->active->prev = s;
-    run->active = s;
+    DLIST_PUSH(run->active, s);
     run->n_active++;
 }
 
 static void active_remove(struct crew_run *run, struct step *s)
 {
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        run->active = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    s->prev = s->next = NULL;
+    DLIST_REMOVE(run->active, s);
     run->n_active--;
 }
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/dlist.h"
 #include "core/id.h"
 #include "core/log.h"
 
@@ -65,12 +66,7 @@ static void topic_free(struct topic *t)
 {
     struct event_hub *hub = t->hub;
     tdelete(t, &hub->tree, topic_cmp);
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        hub->topics = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
+    DLIST_REMOVE(hub->topics, t);
     if (t->dirty) {
         for (struct topic **p = &hub->dirty; *p != NULL; p = &(*p)->next_dirty) {
             if (*p == t) {
@@ -85,12 +81,7 @@ static void topic_free(struct topic *t)
 static void sub_remove(struct event_sub *s)
 {
     struct topic *t = s->topic;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        t->subs = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    DLIST_REMOVE(t->subs, s);
     t->n_subs--;
     t->hub->n_subs--;
     free(s);
@@ -271,19 +262,13 @@ int event_hub_subscribe(struct event_hub *hub, const char *job_id, long long aft
             free(s);
             return err_set(e, ERR_NOMEM, "out of memory");
         }
-        t->next = hub->topics;
-        if (hub->topics)
-            hub->topics->prev = t;
-        hub->topics = t;
+        DLIST_PUSH(hub->topics, t);
     }
     s->topic = t;
     s->after = after_seq < 0 ? 0 : after_seq;
     s->cb = cb;
     s->arg = arg;
-    s->next = t->subs;
-    if (t->subs)
-        t->subs->prev = s;
-    t->subs = s;
+    DLIST_PUSH(t->subs, s);
     t->n_subs++;
     hub->n_subs++;
     mark_dirty(t);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/dlist.h"
 #include "core/json_text.h"
 #include "core/log.h"
 #include "engine/agent_step.h"
@@ -182,22 +183,13 @@ static void slot_free(struct job_slot *slot)
 
 static void slot_link(struct jobs *jobs, struct job_slot *slot)
 {
-    slot->prev = NULL;
-    slot->next = jobs->slots;
-    if (jobs->slots)
-        jobs->slots->prev = slot;
-    jobs->slots = slot;
+    DLIST_PUSH(jobs->slots, slot);
     jobs->n_running++;
 }
 
 static void slot_unlink(struct jobs *jobs, struct job_slot *slot)
 {
-    if (slot->prev)
-        slot->prev->next = slot->next;
-    else
-        jobs->slots = slot->next;
-    if (slot->next)
-        slot->next->prev = slot->prev;
+    DLIST_REMOVE(jobs->slots, slot);
     jobs->n_running--;
 }
 

@@ -23,6 +23,7 @@
 
 #include "core/clock.h"
 #include "core/curl_loop.h"
+#include "core/dlist.h"
 #include "core/log.h"
 #include "core/utf8.h"
 #include "llm/provider.h"
@@ -286,10 +287,7 @@ static struct host_slot *host_get(struct llm_client *c, const char *key)
     if (h == NULL)
         return NULL;
     snprintf(h->key, sizeof h->key, "%s", key);
-    h->next = c->hosts;
-    if (c->hosts)
-        c->hosts->prev = h;
-    c->hosts = h;
+    DLIST_PUSH(c->hosts, h);
     return h;
 }
 
@@ -297,12 +295,7 @@ static void host_release(struct llm_client *c, struct host_slot *h)
 {
     if (h == NULL || --h->n_calls > 0)
         return;
-    if (h->prev)
-        h->prev->next = h->next;
-    else
-        c->hosts = h->next;
-    if (h->next)
-        h->next->prev = h->prev;
+    DLIST_REMOVE(c->hosts, h);
     free(h);
 }
 

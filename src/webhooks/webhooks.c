@@ -26,14 +26,15 @@
 
 #include "core/clock.h"
 #include "core/curl_loop.h"
+#include "core/dlist.h"
 #include "core/id.h"
 #include "core/json_text.h"
 #include "core/log.h"
+#include "core/netguard.h"
 #include "core/url.h"
 #include "model/job.h"
 #include "model/model_util.h"
 #include "store/store.h"
-#include "core/netguard.h"
 #include "webhooks/sign.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
@@ -142,12 +143,7 @@ static void call_free(struct delivery_call *c)
 static void call_unlink(struct delivery_call *c)
 {
     struct webhooks *wh = c->wh;
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        wh->calls = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
+    DLIST_REMOVE(wh->calls, c);
     wh->n_calls--;
 }
 
@@ -464,10 +460,7 @@ static void start(struct webhooks *wh, const struct store_delivery *d)
     if (curl_multi_add_handle(wh->multi, x) != CURLM_OK)
         goto nomem;
     OPENSSL_cleanse(key, sizeof key);
-    c->next = wh->calls;
-    if (wh->calls != NULL)
-        wh->calls->prev = c;
-    wh->calls = c;
+    DLIST_PUSH(wh->calls, c);
     wh->n_calls++;
     log_debug("webhooks", "job %s event %lld: attempt %ld to '%s'", d->job_id, d->seq,
               d->attempts, c->host);
