@@ -29,11 +29,37 @@
 #include "tools/runner.h"
 #include "webhooks/webhooks.h"
 
+/* Graceful shutdown: the first SIGTERM or SIGINT stops accepting connections and lets the
+ * jobs' steps in flight finish (jobs_drain, at most --shutdown-grace-ms); then the loop ends
+ * and everything is released. A second signal ends the loop at once. */
+struct stopping {
+    struct event_base *base;
+    struct http_server *server;
+    struct jobs *jobs;
+    long grace_ms;
+    bool draining;
+};
+
+static void on_drained(void *arg)
+{
+    struct stopping *sd = arg;
+    event_base_loopexit(sd->base, NULL);
+}
+
 static void on_signal(evutil_socket_t sig, short events, void *arg)
 {
-    struct event_base *base = arg;
-    log_info("main", "signal %d: stopping", (int)sig);
-    event_base_loopexit(base, NULL);
+    struct stopping *sd = arg;
+    if (sd->draining || sd->jobs == NULL) {
+        log_info("main", "signal %d: stopping now", (int)sig);
+        event_base_loopexit(sd->base, NULL);
+        return;
+    }
+    sd->draining = true;
+    log_info("main", "signal %d: stopping (no new connections; steps in flight may finish "
+                     "for %ld ms; a second signal stops at once)",
+             (int)sig, sd->grace_ms);
+    http_server_stop_accepting(sd->server);
+    jobs_drain(sd->jobs, sd->grace_ms, on_drained, sd);
 }
 
 /* Who hears that a job has new events: the event streams' hub (and the webhooks). */
@@ -101,6 +127,7 @@ int main(int argc, char **argv)
     struct webhooks *webhooks = NULL;
     struct obs *obs = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
+    struct stopping stopping = {0};
 
     if (config_load(&cfg, argc, argv, env_get, &action, &e) != 0) {
         fprintf(stderr, "crewd: %s\n", err_text(&e));
@@ -266,8 +293,10 @@ int main(int argc, char **argv)
         log_error("main", "%s", err_text(&e));
         goto out;
     }
-    sigterm = evsignal_new(base, SIGTERM, on_signal, base);
-    sigint = evsignal_new(base, SIGINT, on_signal, base);
+    stopping = (struct stopping){
+        .base = base, .server = server, .jobs = jobs, .grace_ms = cfg.shutdown_grace_ms};
+    sigterm = evsignal_new(base, SIGTERM, on_signal, &stopping);
+    sigint = evsignal_new(base, SIGINT, on_signal, &stopping);
     if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) != 0 ||
         evsignal_add(sigint, NULL) != 0) {
         log_error("main", "cannot install signal handlers");

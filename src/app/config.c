@@ -32,6 +32,7 @@ enum setting {
     SET_TOOL_HTTP_ALLOW,
     SET_TOOL_HTTP_PRIVATE,
     SET_PRICES,
+    SET_SHUTDOWN_GRACE_MS,
     SET_SSE_HEARTBEAT_MS,
     SET_SSE_MAX_STREAMS,
     SET_WEBHOOK_ALLOW,
@@ -94,6 +95,9 @@ static long *numeric_slot(struct config *cfg, enum setting id, long *min, long *
     case SET_TOOL_HTTP_PRIVATE:
         *min = 0, *max = 1;
         return &cfg->tool_http_allow_private;
+    case SET_SHUTDOWN_GRACE_MS:
+        *min = 0, *max = 600000;
+        return &cfg->shutdown_grace_ms;
     case SET_SSE_HEARTBEAT_MS:
         /* At most half the server's 60 s idle timeout, which a quiet stream must beat. */
         *min = 100, *max = 30000;
@@ -174,6 +178,10 @@ static const struct {
     {SET_TOOL_HTTP_PRIVATE, "--tool-http-allow-private", "CREWD_TOOL_HTTP_ALLOW_PRIVATE",
      "tool_http_allow_private", false,
      "1: the http_request tool may reach loopback and private addresses (default 0)"},
+    {SET_SHUTDOWN_GRACE_MS, "--shutdown-grace-ms", "CREWD_SHUTDOWN_GRACE_MS",
+     "shutdown_grace_ms", false,
+     "on SIGTERM, how long the steps in flight may take to finish and be checkpointed "
+     "before their calls are cut (default 10000; 0: cut at once)"},
     {SET_SSE_HEARTBEAT_MS, "--sse-heartbeat-ms", "CREWD_SSE_HEARTBEAT_MS", "sse_heartbeat_ms",
      false, "a comment line this often on every open event stream (default 15000)"},
     {SET_SSE_MAX_STREAMS, "--sse-max-streams", "CREWD_SSE_MAX_STREAMS", "sse_max_streams",
@@ -417,6 +425,7 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
     case SET_LLM_TIMEOUT_MS:
     case SET_LLM_MAX_ATTEMPTS:
     case SET_TOOL_HTTP_PRIVATE:
+    case SET_SHUTDOWN_GRACE_MS:
     case SET_SSE_HEARTBEAT_MS:
     case SET_SSE_MAX_STREAMS:
     case SET_WEBHOOK_PRIVATE:
@@ -579,6 +588,7 @@ int config_load(struct config *cfg, int argc, char **argv, const char *(*getenv_
     cfg->llm_max_host_connections = CONFIG_DEFAULT_LLM_HOST_CONNECTIONS;
     cfg->llm_timeout_ms = CONFIG_DEFAULT_LLM_TIMEOUT_MS;
     cfg->llm_max_attempts = CONFIG_DEFAULT_LLM_MAX_ATTEMPTS;
+    cfg->shutdown_grace_ms = CONFIG_DEFAULT_SHUTDOWN_GRACE_MS;
     cfg->sse_heartbeat_ms = CONFIG_DEFAULT_SSE_HEARTBEAT_MS;
     cfg->sse_max_streams = CONFIG_DEFAULT_SSE_MAX_STREAMS;
     cfg->webhook_timeout_ms = CONFIG_DEFAULT_WEBHOOK_TIMEOUT_MS;

@@ -29,6 +29,7 @@
 #define CONFIG_DEFAULT_LLM_HOST_CONNECTIONS 64
 #define CONFIG_DEFAULT_LLM_TIMEOUT_MS 120000
 #define CONFIG_DEFAULT_LLM_MAX_ATTEMPTS 3
+#define CONFIG_DEFAULT_SHUTDOWN_GRACE_MS 10000
 #define CONFIG_DEFAULT_SSE_HEARTBEAT_MS 15000
 #define CONFIG_DEFAULT_SSE_MAX_STREAMS 10000
 #define CONFIG_DEFAULT_WEBHOOK_TIMEOUT_MS 10000
@@ -60,6 +61,7 @@ struct config {
     size_t n_tool_http_allow;
     long tool_http_allow_private; /* 1: loopback and private addresses too */
     char *prices;                 /* JSON text of the price table (llm/price.h), checked */
+    long shutdown_grace_ms;       /* SIGTERM: how long steps in flight may take to finish */
     long sse_heartbeat_ms;        /* a comment line on every event stream this often */
     long sse_max_streams;         /* event streams open at once */
     char **webhook_allow; /* hosts a job's webhook may name ("*": any; none: no webhooks) */

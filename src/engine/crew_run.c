@@ -73,6 +73,7 @@ struct crew_run {
     bool cancelled; /* crew_run_cancel: ends like a timeout, reported as cancelled */
     bool halted; /* timed out and a step that would need a call was reached, or steps in
                     flight were cut off (they never finish, so nothing after them can run) */
+    bool draining; /* crew_run_drain: nothing more starts, the run never reports */
     struct step *active;
     size_t n_active;
     bool finished; /* done hook called (or about to be) */
@@ -1183,7 +1184,7 @@ static json_t *build_result(struct crew_run *run, enum crew_run_status *status, 
 
 static void advance(struct crew_run *run)
 {
-    if (run->finished)
+    if (run->finished || run->draining)
         return;
     for (;;) {
         /* Past the deadline the scheduler still replays checkpointed steps (a resumed job
@@ -1339,11 +1340,18 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     stop_run(run);
 }
 
+void crew_run_drain(struct crew_run *run)
+{
+    if (run != NULL)
+        run->draining = true;
+}
+
 void crew_run_cancel(struct crew_run *run)
 {
     if (run == NULL || run->finished)
         return;
     run->cancelled = true;
+    run->draining = false; /* a cancel ends the run now, draining or not */
     run->timed_out = true; /* the scheduler's "start no more calls" */
     run->halted = true;    /* and replay nothing more: the client wants it stopped now */
     stop_run(run);

@@ -114,6 +114,15 @@ void crew_run_start(struct crew_run *run);
  */
 void crew_run_cancel(struct crew_run *run);
 
+/*
+ * Graceful shutdown: starts nothing more, while the steps in flight run to their end and are
+ * checkpointed as usual (their hooks are called). The run then waits, never calling its done
+ * hook, for crew_run_free once crew_run_active() is 0 (or the caller's patience is over); the
+ * job resumes from those checkpoints at its next claim, repeating no call that had finished.
+ * NULL-safe.
+ */
+void crew_run_drain(struct crew_run *run);
+
 /* Aborts the LLM calls in flight; no hook is called afterwards. NULL-safe. */
 void crew_run_free(struct crew_run *run);
 

@@ -38,6 +38,8 @@ struct http_server {
     struct evhttp *http;
     struct evconnlistener *listener; /* owned by http once bound (evhttp_bind_listener) */
     struct event *accept_resume;     /* re-enables the listener after fd exhaustion */
+    struct evhttp_bound_socket *bound; /* the listener as evhttp holds it */
+    bool stopped;                    /* http_server_stop_accepting: listener closed */
     int port;
     size_t max_body;
     size_t max_header;
@@ -539,7 +541,21 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
 static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
 {
     struct http_server *srv = arg;
-    evconnlistener_enable(srv->listener);
+    if (!srv->stopped)
+        evconnlistener_enable(srv->listener);
+}
+
+void http_server_stop_accepting(struct http_server *srv)
+{
+    if (srv == NULL || srv->stopped)
+        return;
+    srv->stopped = true;
+    evtimer_del(srv->accept_resume);
+    /* Closed, not just disabled: a disabled listener still completes handshakes into its
+     * backlog, and those clients would wait for nothing instead of trying elsewhere. */
+    evhttp_del_accept_socket(srv->http, srv->bound);
+    srv->bound = NULL;
+    srv->listener = NULL;
 }
 
 /* Fills `ss` for a numeric IPv4 or IPv6 address; returns its length, or 0. (libevent's
@@ -646,8 +662,8 @@ int http_server_new(struct event_base *base, const struct http_server_opts *opts
     srv->accept_resume = evtimer_new(base, on_accept_resume, srv);
     if (srv->accept_resume == NULL)
         goto fail;
-    struct evhttp_bound_socket *sock = evhttp_bind_listener(srv->http, srv->listener);
-    if (sock == NULL)
+    srv->bound = evhttp_bind_listener(srv->http, srv->listener);
+    if (srv->bound == NULL)
         goto fail;
     evconnlistener_set_error_cb(srv->listener, on_accept_error);
     /* Linux hands TCP_NODELAY down to accepted sockets. Without it, a reply larger than

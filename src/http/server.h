@@ -56,6 +56,10 @@ int http_server_new(struct event_base *base, const struct http_server_opts *opts
 /* The port actually bound (useful after asking for port 0). */
 int http_server_port(const struct http_server *srv);
 
+/* Stops accepting connections (graceful shutdown: a load balancer sends new clients
+ * elsewhere); connections already open are still served. NULL-safe. */
+void http_server_stop_accepting(struct http_server *srv);
+
 /* Closes the listener and every connection. NULL-safe. */
 void http_server_free(struct http_server *srv);
 

@@ -93,6 +93,11 @@ struct jobs {
     struct queued_event *queue;
     size_t n_queue, cap_queue;
     struct event *flush_ev;
+    /* jobs_drain: waiting for the steps in flight */
+    struct event *drain_ev;
+    int64_t drain_deadline_ms;
+    void (*drained)(void *arg);
+    void *drained_arg;
 };
 
 struct queued_event {
@@ -731,6 +736,62 @@ static void on_purge(evutil_socket_t fd, short what, void *arg)
     arm_purge(jobs, n == JOBS_PURGE_BATCH ? 0 : jobs->opts.cleanup_interval_ms);
 }
 
+#define DRAIN_CHECK_MS 50
+
+/* Whether anything of this instance's jobs is still moving: a step in flight, or an end the
+ * store has not taken yet. */
+static bool busy(const struct jobs *jobs)
+{
+    for (const struct job_slot *s = jobs->slots; s != NULL; s = s->next)
+        if (s->state == SLOT_FINISHING || (s->run != NULL && crew_run_active(s->run) > 0))
+            return true;
+    return false;
+}
+
+static void on_drain_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct jobs *jobs = arg;
+    bool over = clock_mono_ms() >= jobs->drain_deadline_ms;
+    if (busy(jobs) && !over) {
+        struct timeval tv = {0, DRAIN_CHECK_MS * 1000};
+        evtimer_add(jobs->drain_ev, &tv);
+        return;
+    }
+    flush_events(jobs);
+    if (over && busy(jobs))
+        log_info("jobs", "shutdown: grace period over with steps still in flight; they run "
+                         "again at the next start");
+    else
+        log_info("jobs", "shutdown: no step in flight any more");
+    void (*done)(void *) = jobs->drained;
+    jobs->drained = NULL;
+    if (done != NULL)
+        done(jobs->drained_arg);
+}
+
+void jobs_drain(struct jobs *jobs, long grace_ms, void (*done)(void *arg), void *arg)
+{
+    jobs->started = false; /* no more claims */
+    jobs->claim_soon = false;
+    event_del(jobs->claim_ev);
+    jobs->drained = done;
+    jobs->drained_arg = arg;
+    jobs->drain_deadline_ms = clock_mono_ms() + (grace_ms > 0 ? grace_ms : 0);
+    size_t n = 0;
+    for (struct job_slot *s = jobs->slots; s != NULL; s = s->next) {
+        if (s->state == SLOT_RUNNING && s->run != NULL) {
+            crew_run_drain(s->run);
+            n += crew_run_active(s->run);
+        }
+    }
+    log_info("jobs", "shutdown: %zu step(s) in flight finish within %ld ms", n,
+             grace_ms > 0 ? grace_ms : 0);
+    struct timeval zero = {0, 0};
+    evtimer_add(jobs->drain_ev, &zero);
+}
+
 int jobs_new(struct event_base *base, struct store *store, struct llm_client *llm,
              const struct jobs_opts *opts, struct jobs **out, struct err *e)
 {
@@ -766,8 +827,9 @@ int jobs_new(struct event_base *base, struct store *store, struct llm_client *ll
     jobs->renew_ev = event_new(base, -1, EV_PERSIST, on_renew, jobs);
     jobs->purge_ev = evtimer_new(base, on_purge, jobs);
     jobs->flush_ev = evtimer_new(base, on_flush_events, jobs);
+    jobs->drain_ev = evtimer_new(base, on_drain_check, jobs);
     if (jobs->claim_ev == NULL || jobs->renew_ev == NULL || jobs->purge_ev == NULL ||
-        jobs->flush_ev == NULL) {
+        jobs->flush_ev == NULL || jobs->drain_ev == NULL) {
         jobs_free(jobs);
         return err_set(e, ERR_NOMEM, "out of memory");
     }
@@ -857,6 +919,8 @@ void jobs_free(struct jobs *jobs)
         event_free(jobs->purge_ev);
     if (jobs->flush_ev)
         event_free(jobs->flush_ev);
+    if (jobs->drain_ev)
+        event_free(jobs->drain_ev);
     free(jobs->queue); /* empty: flushed above, and freeing runs queues nothing */
     free(jobs);
 }

@@ -62,6 +62,14 @@ void jobs_start(struct jobs *jobs);
 /* A job was inserted: claim soon (coalesced into one claim per loop turn). */
 void jobs_wake(struct jobs *jobs);
 
+/*
+ * Graceful shutdown, first half: claims nothing more and lets each run's steps in flight
+ * finish and be checkpointed (crew_run_drain), so that the next start repeats none of them.
+ * `done(arg)` is called once, from the loop, when no step is in flight any more and every
+ * end has been written, or when grace_ms has passed (0: at once); then call jobs_free.
+ */
+void jobs_drain(struct jobs *jobs, long grace_ms, void (*done)(void *arg), void *arg);
+
 /* Stops: aborts the runs in flight and gives up their leases at once, so that the next
  * start (of this or any instance) resumes them from their checkpoints. NULL-safe. */
 void jobs_free(struct jobs *jobs);

@@ -293,9 +293,13 @@ class Crewd:
         self.stderr_paths.append(err_path)
         self._stdout_buf = b""
         with open(err_path, "wb") as err_file:
+            # SIGTERM stops at once unless a test asks for a grace period: the suite stops
+            # servers with jobs in flight all the time (test_shutdown covers the grace).
+            env = {"CREWD_SHUTDOWN_GRACE_MS": "0"}
+            env.update(self.extra_env)
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=err_file,
-                                         env=clean_env(self.extra_env),
+                                         env=clean_env(env),
                                          preexec_fn=self._limits)
         self.port = self._wait_listening()
         # Keep draining stdout so that a chatty server never blocks on a full pipe.

@@ -54,7 +54,29 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.webhook_max_attempts, 10);
     assert_int_equal(cfg.webhook_retry_base_ms, 1000);
     assert_int_equal(cfg.health_max_loop_lag_ms, 2000);
+    assert_int_equal(cfg.shutdown_grace_ms, 10000);
+    assert_int_equal(cfg.sse_heartbeat_ms, 15000);
+    assert_int_equal(cfg.sse_max_streams, 10000);
     assert_int_equal(cfg.health_max_store_ms, 1000);
+    config_cleanup(&cfg);
+}
+
+/* The shutdown grace and the SSE heartbeat: set, and refused out of range. */
+static void test_shutdown_and_sse(void **state)
+{
+    struct config cfg;
+    struct err e = {0};
+    const char *env[] = {"CREWD_SHUTDOWN_GRACE_MS", "0", NULL};
+    const char *argv[] = {"crewd", "--sse-heartbeat-ms", "30000"};
+    assert_int_equal(load(&cfg, env, 3, argv, &e), 0);
+    assert_int_equal(cfg.shutdown_grace_ms, 0);
+    assert_int_equal(cfg.sse_heartbeat_ms, 30000);
+    config_cleanup(&cfg);
+    const char *beat[] = {"crewd", "--sse-heartbeat-ms", "30001"};
+    assert_int_equal(load(&cfg, NULL, 3, beat, &e), ERR_INVALID);
+    config_cleanup(&cfg);
+    const char *grace[] = {"crewd", "--shutdown-grace-ms", "-1"};
+    assert_int_equal(load(&cfg, NULL, 3, grace, &e), ERR_INVALID);
     config_cleanup(&cfg);
 }
 
@@ -240,7 +262,7 @@ int main(void)
         cmocka_unit_test(test_defaults),     cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_errors),       cmocka_unit_test(test_unknown_file_key),
         cmocka_unit_test(test_listen_forms), cmocka_unit_test(test_webhook_settings),
-        cmocka_unit_test(test_health_bounds),
+        cmocka_unit_test(test_health_bounds), cmocka_unit_test(test_shutdown_and_sse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
