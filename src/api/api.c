@@ -18,6 +18,7 @@ static const struct http_route routes[] = {
     {HTTP_GET, "/healthz", api_health_get},
     {HTTP_GET, "/metrics", api_metrics_get},
     {HTTP_GET, "/api/v1/stats", api_stats_get},
+    {HTTP_GET, "/api/v1/openapi.json", api_openapi_get},
     {HTTP_GET, "/api/v1/crew", api_crews_list_or_get},
     {HTTP_PUT, "/api/v1/crew", api_crews_create},
     {HTTP_POST, "/api/v1/crew", api_jobs_execute},

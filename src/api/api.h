@@ -78,6 +78,7 @@ int api_query_long(struct http_req *req, const char *name, long dflt, long min, 
 void api_health_get(struct http_req *req, void *arg);
 void api_metrics_get(struct http_req *req, void *arg);
 void api_stats_get(struct http_req *req, void *arg);
+void api_openapi_get(struct http_req *req, void *arg);
 void api_crews_create(struct http_req *req, void *arg);
 void api_crews_update(struct http_req *req, void *arg);
 void api_crews_get(struct http_req *req, void *arg);
