@@ -223,7 +223,7 @@ class TestLive(EventCase):
         msgs = [first] + s.read_all()
         self.assertEqual(s.retry, 1000)
         self.check_well_formed(job_id, msgs)
-        self.assertEqual(types(msgs)[-1], "job.completed")
+        self.assertEqual(types(msgs)[-1], "job.completed", msgs)
         self.assertGreaterEqual(s.comments, 1, "no heartbeat during a 1.5 s call")
         wait_until(lambda: self.srv.request("GET", "/healthz")[2]["event_streams"] == 0,
                    IO_TIMEOUT_S, "the ended stream to be gone from /healthz")
