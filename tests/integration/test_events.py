@@ -370,6 +370,28 @@ class TestHeadRequest(EventCase):
         self.assertTrue(hdrs.get("Content-Type").startswith("text/event-stream"))
 
 
+class TestAuth(EventCase):
+    """With an API key, the stream needs it like every /api/ route (401 JSON without)."""
+
+    def setUp(self):
+        self.fake = FakeLLM([])
+        self.addCleanup(self.fake.stop)
+        self.srv = self.start_crewd(args=["--api-key", "sekrit-key-1"], api_key="sekrit-key-1")
+        self.name = unique_name("ev-auth")
+
+    def test_key_required(self):
+        self.crew(fake_agent("a", self.fake, reply="one"))
+        job_id = self.run_job()
+        self.srv.wait_job(job_id)
+        conn = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=IO_TIMEOUT_S)
+        self.addCleanup(conn.close)
+        conn.request("GET", "/api/v1/crew/job/%s/events" % job_id)
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        self.assertEqual((resp.status, body["status"]), (401, 401))
+        self.assertEqual(types(self.history(job_id))[-1], "job.completed")  # with the key
+
+
 class TestTwoInstances(EventCase):
     """A reader on another instance than the one running the job gets every event, through
     the store (the hub's poll), and the end of the stream."""
