@@ -84,7 +84,9 @@ static int write_event(struct sse_stream *s, const char *job_id, const struct st
     const char *type = store_event_type_name(ev->type);
     const char *data = ev->data && ev->data[0] && !strpbrk(ev->data, "\r\n") ? ev->data : "{}";
     size_t len = strlen(data) + 256;
-    char *buf = malloc(len);
+    /* Most events are small: no allocation per event and reader for them. */
+    char small[2048];
+    char *buf = len <= sizeof small ? small : malloc(len);
     if (buf == NULL)
         return ERR_NOMEM;
     int n = snprintf(buf, len,
@@ -93,7 +95,8 @@ static int write_event(struct sse_stream *s, const char *job_id, const struct st
                      ev->seq, type ? type : "unknown", ev->seq, type ? type : "unknown", job_id,
                      ev->created_at, data);
     int rc = n > 0 && (size_t)n < len ? http_stream_write(s->hs, buf, (size_t)n) : ERR_INTERNAL;
-    free(buf);
+    if (buf != small)
+        free(buf);
     return rc;
 }
 

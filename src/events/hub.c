@@ -46,7 +46,6 @@ struct event_hub {
     struct topic *dirty;
     struct event *serve_ev; /* zero timeout: serves the dirty topics */
     struct event *poll_ev;
-    size_t n_subs;
 };
 
 static int topic_cmp(const void *a, const void *b)
@@ -83,7 +82,6 @@ static void sub_remove(struct event_sub *s)
     struct topic *t = s->topic;
     DLIST_REMOVE(t->subs, s);
     t->n_subs--;
-    t->hub->n_subs--;
     free(s);
 }
 
@@ -270,7 +268,6 @@ int event_hub_subscribe(struct event_hub *hub, const char *job_id, long long aft
     s->arg = arg;
     DLIST_PUSH(t->subs, s);
     t->n_subs++;
-    hub->n_subs++;
     mark_dirty(t);
     *out = s;
     return 0;
@@ -293,9 +290,4 @@ void event_hub_notify(struct event_hub *hub, const char *job_id)
     struct topic *t = topic_find(hub, job_id);
     if (t != NULL)
         mark_dirty(t);
-}
-
-size_t event_hub_subscribers(const struct event_hub *hub)
-{
-    return hub ? hub->n_subs : 0;
 }

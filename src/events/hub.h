@@ -60,7 +60,4 @@ void event_hub_unsubscribe(struct event_sub *sub);
 /* Job `job_id` has new events (or is gone): its subscribers are served this loop turn. */
 void event_hub_notify(struct event_hub *hub, const char *job_id);
 
-/* Subscriptions open now. */
-size_t event_hub_subscribers(const struct event_hub *hub);
-
 #endif

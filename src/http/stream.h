@@ -67,7 +67,8 @@ void http_stream_end(struct http_stream *s);
  * leave its backlog buffered until it drained or timed out, outside any cap. */
 void http_stream_abort(struct http_stream *s);
 
-/* Open streams on the server (for /healthz and /metrics). */
+/* Open streams on the server (the API counts its own event streams; this is the HTTP
+ * layer's view, used by its tests). */
 size_t http_server_streams(const struct http_server *srv);
 
 #endif

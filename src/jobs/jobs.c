@@ -345,14 +345,14 @@ static void flush_events(struct jobs *jobs)
     jobs->n_queue = jobs->cap_queue = 0;
     /* By job: PostgreSQL locks the jobs' rows in this order (store.h). */
     qsort(q, n, sizeof *q, queued_cmp);
-    struct store_event_append *items = calloc(n, sizeof *items);
+    struct store_event_item *items = calloc(n, sizeof *items);
     struct err e = {0};
     int rc;
     if (items == NULL) {
         rc = err_set(&e, ERR_NOMEM, "out of memory");
     } else {
         for (size_t i = 0; i < n; i++)
-            items[i] = (struct store_event_append){
+            items[i] = (struct store_event_item){
                 .job_id = q[i].job_id, .ev = {.type = q[i].type, .data = q[i].data}};
         rc = store_event_append_batch(jobs->store, jobs->owner, items, n, clock_now_ms(), &e);
         note_store(jobs, rc);

@@ -280,6 +280,27 @@ int store_event_check(const struct store_event_in *ev, struct err *e)
     return 0;
 }
 
+int store_event_append(struct store *st, const char *job_id, const char *owner,
+                       const struct store_event_in *ev, long long now_ms, long long *seq,
+                       struct err *e)
+{
+    if (job_id == NULL)
+        return err_set(e, ERR_INVALID, "store: no job_id given");
+    int rc = store_event_check(ev, e);
+    if (rc != 0)
+        return rc;
+    struct store_event_item item = {.job_id = job_id, .ev = *ev};
+    if ((rc = st->ops->event_append_batch(st, owner, &item, 1, now_ms, e)) != 0)
+        return rc;
+    if (item.rc == ERR_NOT_FOUND)
+        return err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
+    if (item.rc != 0)
+        return err_set(e, item.rc, "job '%s' is no longer leased to this instance", job_id);
+    if (seq != NULL)
+        *seq = item.seq;
+    return 0;
+}
+
 int store_finish_event(enum store_job_status status, const char *error,
                        enum store_event_type *type, char **data, struct err *e)
 {

@@ -170,10 +170,11 @@ struct store_event_in {
 };
 
 /* One item of event_append_batch: the job, its event, and (out) how it went. */
-struct store_event_append {
+struct store_event_item {
     const char *job_id;
     struct store_event_in ev;
-    int rc; /* out: 0 appended, ERR_CONFLICT (not leased to the owner), ERR_NOT_FOUND */
+    int rc;       /* out: 0 appended, ERR_CONFLICT (not leased to the owner), ERR_NOT_FOUND */
+    long long seq; /* out: the event's number when appended */
 };
 
 /* An event read back; strings owned by the list. */
@@ -411,26 +412,22 @@ struct store_ops {
     int (*job_counts)(struct store *st, long counts[5], struct err *e);
 
     /*
-     * Events. Appends the job's next event (seq = the last + 1) with created_at from now_ms;
-     * *seq (may be NULL) gets its number. When owner is not NULL the job must be running
-     * under that owner (ERR_CONFLICT otherwise, as for checkpoints). When the job's
-     * webhook_mask has the type's bit, a pending delivery (due now) is inserted in the same
-     * transaction. ERR_NOT_FOUND if no such job; ERR_INVALID for a type outside the enum or
-     * NULL data. Safe against another instance appending to the same job at the same time
-     * (numbers stay unique and dense).
+     * Events. Appends items[0..n) in that order in ONE transaction (many jobs' progress for
+     * one commit), each as its job's next event (seq = the last + 1, in items[i].seq), with
+     * created_at from now_ms. When owner is not NULL each job must be running under that
+     * owner, as for checkpoints: an item whose fence fails, or whose job does not exist,
+     * gets rc ERR_CONFLICT or ERR_NOT_FOUND and is skipped; the others are written. When
+     * the job's webhook_mask has the type's bit, a pending delivery (due now) is inserted in
+     * the same transaction. Returns 0 when the transaction committed (each item's rc says
+     * what became of it), else the error (nothing written); ERR_INVALID for a bad item (a
+     * type outside the enum, NULL data). Numbers stay unique and dense when another
+     * instance appends to the same job at the same time. Items of one job keep their order;
+     * PostgreSQL locks the jobs' rows in the order given, so callers give them sorted by
+     * job_id (two batches never wait on each other in a cycle). store_event_append is the
+     * one-item form.
      */
-    int (*event_append)(struct store *st, const char *job_id, const char *owner,
-                        const struct store_event_in *ev, long long now_ms, long long *seq,
-                        struct err *e);
-    /* Appends items[0..n) as event_append(owner) would, in that order, in ONE transaction:
-     * many jobs' progress for one commit. An item whose fence fails gets rc ERR_CONFLICT or
-     * ERR_NOT_FOUND and is skipped; the others are written. Returns 0 when the transaction
-     * committed (each item's rc says what became of it), else the error (nothing written).
-     * Items of one job keep their order; PostgreSQL locks the jobs' rows in the order given,
-     * so callers give them sorted by job_id (two batches never wait on each other in a
-     * cycle). ERR_INVALID for a bad item (nothing written). */
     int (*event_append_batch)(struct store *st, const char *owner,
-                              struct store_event_append *items, size_t n, long long now_ms,
+                              struct store_event_item *items, size_t n, long long now_ms,
                               struct err *e);
     /* Up to `limit` (> 0) events of the job with seq > after_seq, ascending, and (status,
      * may be NULL) the job's status read in the same snapshot, so a reader that has seen
@@ -628,14 +625,15 @@ static inline int store_job_counts(struct store *st, long counts[5], struct err 
 {
     return st->ops->job_counts(st, counts, e);
 }
-static inline int store_event_append(struct store *st, const char *job_id, const char *owner,
-                                     const struct store_event_in *ev, long long now_ms,
-                                     long long *seq, struct err *e)
-{
-    return st->ops->event_append(st, job_id, owner, ev, now_ms, seq, e);
-}
+/* One event, as event_append_batch appends it: 0 and *seq (may be NULL), or ERR_CONFLICT
+ * ("job 'X' is no longer leased to this instance"), ERR_NOT_FOUND ("job 'X' not found"),
+ * ERR_INVALID, or the store's error. */
+int store_event_append(struct store *st, const char *job_id, const char *owner,
+                       const struct store_event_in *ev, long long now_ms, long long *seq,
+                       struct err *e);
+
 static inline int store_event_append_batch(struct store *st, const char *owner,
-                                           struct store_event_append *items, size_t n,
+                                           struct store_event_item *items, size_t n,
                                            long long now_ms, struct err *e)
 {
     return st->ops->event_append_batch(st, owner, items, n, now_ms, e);

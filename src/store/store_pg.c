@@ -1634,44 +1634,14 @@ static void pg_count_arg(size_t n, char *buf, size_t cap)
     snprintf(buf, cap, "%zu", n);
 }
 
-/* A transaction: the job's row lock (the fence, the mask, and the right to draw the next
- * number), then the event and its delivery. */
-static int pg_event_append(struct store *st, const char *job_id, const char *owner,
-                           const struct store_event_in *ev, long long now_ms, long long *seq,
-                           struct err *e)
-{
-    struct pg_store *s = (struct pg_store *)st;
-    long long mask = 0;
-    int rc = 0;
-    if (job_id == NULL) {
-        rc = err_set(e, ERR_INVALID, "store: no job_id given");
-        goto out;
-    }
-    if ((rc = store_event_check(ev, e)) != 0 || (rc = pg_ensure_conn(s, e)) != 0)
-        goto out;
-    if (!id_is_uuid(job_id)) {
-        rc = err_set(e, ERR_NOT_FOUND, "job '%s' not found", job_id);
-        goto out;
-    }
-    if ((rc = pg_exec(s, "BEGIN", "append event: begin", e)) != 0 ||
-        (rc = pg_job_fence(s, job_id, owner, &mask, e)) != 0 ||
-        (rc = pg_event_write(s, job_id, mask, ev, now_ms, seq, e)) != 0 ||
-        (rc = pg_exec(s, "COMMIT", "append event: commit", e)) != 0)
-        goto out;
-out:
-    if (rc != 0)
-        pg_rollback(s);
-    return rc;
-}
-
+/* One transaction; per item the job's row lock (the fence, the mask, and the right to draw
+ * the next number), then the event and its delivery. */
 static int pg_event_append_batch(struct store *st, const char *owner,
-                                 struct store_event_append *items, size_t n, long long now_ms,
+                                 struct store_event_item *items, size_t n, long long now_ms,
                                  struct err *e)
 {
     struct pg_store *s = (struct pg_store *)st;
     int rc = 0;
-    if (owner == NULL)
-        return err_set(e, ERR_INVALID, "store: a batch of events needs an owner");
     for (size_t i = 0; i < n; i++) {
         if (items[i].job_id == NULL)
             return err_set(e, ERR_INVALID, "store: no job_id given");
@@ -1698,7 +1668,8 @@ static int pg_event_append_batch(struct store *st, const char *owner,
             rc = items[i].rc;
             goto out;
         }
-        if ((rc = pg_event_write(s, items[i].job_id, mask, &items[i].ev, now_ms, NULL, e)) != 0)
+        if ((rc = pg_event_write(s, items[i].job_id, mask, &items[i].ev, now_ms, &items[i].seq,
+                                 e)) != 0)
             goto out;
     }
     rc = pg_exec(s, "COMMIT", "append events: commit", e);
@@ -2307,7 +2278,6 @@ static const struct store_ops pg_ops = {
     .job_list = pg_job_list,
     .job_delete = pg_job_delete,
     .job_purge = pg_job_purge,
-    .event_append = pg_event_append,
     .event_append_batch = pg_event_append_batch,
     .event_list = pg_event_list,
     .delivery_claim = pg_delivery_claim,

@@ -1566,43 +1566,12 @@ out:
 
 /* BEGIN IMMEDIATE takes the write lock before the last number is read, so two connections
  * appending to one job serialize and never draw the same number. */
-static int event_append(struct store *st, const char *job_id, const char *owner,
-                        const struct store_event_in *ev, long long now_ms, long long *seq,
-                        struct err *e)
-{
-    struct store_sqlite *s = from_store(st);
-    bool in_tx = false;
-    long long mask = 0;
-    int ret;
-    if (job_id == NULL) {
-        ret = err_set(e, ERR_INVALID, "store: no job_id given");
-        goto out;
-    }
-    if ((ret = store_event_check(ev, e)) != 0)
-        goto out;
-    if ((ret = run(s, ST_BEGIN_IMMEDIATE, e)) != 0)
-        goto out;
-    in_tx = true;
-    if ((ret = job_fence(s, job_id, owner, &mask, e)) != 0 ||
-        (ret = event_write(s, job_id, mask, ev, now_ms, seq, e)) != 0)
-        goto out;
-    if ((ret = run(s, ST_COMMIT, e)) != 0)
-        goto out;
-    in_tx = false;
-out:
-    if (in_tx)
-        run(s, ST_ROLLBACK, NULL);
-    return ret;
-}
-
 static int event_append_batch(struct store *st, const char *owner,
-                              struct store_event_append *items, size_t n, long long now_ms,
+                              struct store_event_item *items, size_t n, long long now_ms,
                               struct err *e)
 {
     struct store_sqlite *s = from_store(st);
     int ret = 0;
-    if (owner == NULL)
-        return err_set(e, ERR_INVALID, "store: a batch of events needs an owner");
     for (size_t i = 0; i < n; i++) {
         if (items[i].job_id == NULL)
             return err_set(e, ERR_INVALID, "store: no job_id given");
@@ -1620,7 +1589,8 @@ static int event_append_batch(struct store *st, const char *owner,
         if (items[i].rc == ERR_CONFLICT || items[i].rc == ERR_NOT_FOUND)
             continue;
         if ((ret = items[i].rc) != 0 ||
-            (ret = event_write(s, items[i].job_id, mask, &items[i].ev, now_ms, NULL, e)) != 0) {
+            (ret = event_write(s, items[i].job_id, mask, &items[i].ev, now_ms, &items[i].seq,
+                               e)) != 0) {
             if (ret == items[i].rc)
                 *e = fe;
             run(s, ST_ROLLBACK, NULL);
@@ -2403,7 +2373,6 @@ static const struct store_ops SQLITE_OPS = {
     .job_list = job_list,
     .job_delete = job_delete,
     .job_purge = job_purge,
-    .event_append = event_append,
     .event_append_batch = event_append_batch,
     .event_list = event_list,
     .delivery_claim = delivery_claim,
