@@ -165,6 +165,9 @@ int fake_anthropic_input_parse(json_t *body, struct fake_chat_input *in, char *e
         goto out;
     }
     in->stream = json_is_true(stream);
+    const char *choice = json_string_value(json_object_get(json_object_get(body, "tool_choice"),
+                                                           "type"));
+    in->tools_forbidden = choice != NULL && strcmp(choice, "none") == 0;
 
     if (system != NULL && !json_is_null(system)) {
         fake_conv_add(&conv, "system", 6);

@@ -303,7 +303,7 @@ static int decide(struct fake_app *app, const struct fake_chat_input *in, uint64
         .prompt_tokens = fake_tokens(in->content_bytes),
     };
     char *text = NULL;
-    if (in->d.n_tools > 0 && !in->has_tool_message) {
+    if (in->d.n_tools > 0 && !in->has_tool_message && !in->tools_forbidden) {
         r.tools = in->d.tools;
         r.n_tools = in->d.n_tools;
         size_t len = 0;

@@ -229,6 +229,8 @@ struct fake_chat_input {
     size_t content_bytes; /* total bytes of every message's content */
     char *excerpt;        /* of the last user message, cleaned, <= 60 bytes */
     bool has_tool_message;
+    bool tools_forbidden; /* tool_choice "none" ({"type":"none"}, functionCallingConfig NONE):
+                             tool directives give the tool follow-up text, never calls */
     char *tool_results; /* tool messages after the last assistant message, " | " joined;
                            NULL when there are none */
     struct fake_directives d;

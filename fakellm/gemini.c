@@ -99,6 +99,9 @@ int fake_gemini_input_parse(json_t *body, const struct fake_route *route,
         snprintf(err, err_len, "Invalid JSON payload received. Expected an object.");
         goto out;
     }
+    const char *mode = json_string_value(json_object_get(
+        json_object_get(json_object_get(body, "toolConfig"), "functionCallingConfig"), "mode"));
+    in->tools_forbidden = mode != NULL && strcmp(mode, "NONE") == 0;
     json_t *contents = json_object_get(body, "contents");
     if (!json_is_array(contents) || json_array_size(contents) == 0) {
         snprintf(err, err_len, "* GenerateContentRequest.contents: contents is not specified");

@@ -424,6 +424,8 @@ int fake_chat_input_parse(json_t *body, struct fake_chat_input *in, char *err, s
         }
     }
     in->stream = json_is_true(json_object_get(body, "stream"));
+    json_t *choice = json_object_get(body, "tool_choice");
+    in->tools_forbidden = json_is_string(choice) && strcmp(json_string_value(choice), "none") == 0;
     in->include_usage =
         json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
 

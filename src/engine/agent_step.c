@@ -196,6 +196,9 @@ static int ask(struct agent_step *s, struct err *e)
                                       .n_tool_calls = s->msgs[i].n_calls,
                                       .tool_call_id = s->msgs[i].tool_call_id};
     bool offer = s->rounds < s->max_rounds && s->n_defs > 0;
+    /* Once the rounds are spent the conversation holds tool calls: the tools stay declared,
+     * with calls forbidden, so every provider accepts it and the model must answer. */
+    bool declare = s->n_defs > 0 && (offer || s->rounds > 0);
     struct llm_request req = {
         .provider = s->provider,
         .model = s->model,
@@ -203,8 +206,9 @@ static int ask(struct agent_step *s, struct err *e)
         .api_key = s->api_key,
         .messages = m,
         .n_messages = n,
-        .tools = offer ? s->defs : NULL,
-        .n_tools = offer ? s->n_defs : 0,
+        .tools = declare ? s->defs : NULL,
+        .n_tools = declare ? s->n_defs : 0,
+        .tools_forbidden = declare && !offer,
         .temperature = s->temperature,
         .max_tokens = s->max_tokens,
         .timeout_ms = s->timeout_ms,

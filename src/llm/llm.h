@@ -57,6 +57,10 @@ struct llm_request {
     size_t n_messages;
     const struct llm_tool_def *tools;
     size_t n_tools;
+    /* The tools are declared but the model may not call them (tool_choice "none"). Used for
+     * the last answer once tool rounds are spent: a conversation that holds tool calls must
+     * still declare its tools, or Anthropic and Gemini refuse it. */
+    bool tools_forbidden;
     double temperature; /* < 0: not sent */
     long max_tokens;    /* <= 0: not sent */
     long timeout_ms;    /* per attempt; <= 0: the client's default */

@@ -323,6 +323,10 @@ static int anthropic_build(const struct llm_request *req, const char *base_url,
         set = json_object_set_new(body, "tools", arr);
         arr = NULL;
         NOMEM_IF(set != 0);
+        if (req->tools_forbidden) {
+            json_t *choice = json_pack("{s:s}", "type", "none");
+            NOMEM_IF(choice == NULL || json_object_set_new(body, "tool_choice", choice) != 0);
+        }
     }
     if (req->temperature >= 0)
         NOMEM_IF(json_object_set_new(body, "temperature", json_real(req->temperature)) != 0);

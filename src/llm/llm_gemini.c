@@ -396,6 +396,10 @@ static int gemini_build(const struct llm_request *req, const char *base_url,
         }
         json_t *tools = json_pack("[{s:O}]", "functionDeclarations", decls);
         NOMEM_IF(tools == NULL || json_object_set_new(body, "tools", tools) != 0);
+        if (req->tools_forbidden) {
+            json_t *tc = json_pack("{s:{s:s}}", "functionCallingConfig", "mode", "NONE");
+            NOMEM_IF(tc == NULL || json_object_set_new(body, "toolConfig", tc) != 0);
+        }
     }
     gc = json_object();
     NOMEM_IF(gc == NULL);

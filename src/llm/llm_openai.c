@@ -223,6 +223,8 @@ static int openai_build(const struct llm_request *req, const char *base_url,
         set = json_object_set_new(body, "tools", arr);
         arr = NULL;
         NOMEM_IF(set != 0);
+        if (req->tools_forbidden)
+            NOMEM_IF(json_object_set_new(body, "tool_choice", json_string("none")) != 0);
     }
     if (req->temperature >= 0)
         NOMEM_IF(json_object_set_new(body, "temperature", json_real(req->temperature)) != 0);

@@ -294,6 +294,13 @@ class TestReplies(FakeTestCase):
         self.assertEqual(js["choices"][0]["message"]["content"],
                          "tool results: sunny, 21C | nothing")
 
+    def test_tool_choice_none_gets_text(self):
+        user = "weather? " + tag() + directive("tool", 'get_weather:{"city":"Paris"}')
+        st, _, js, raw = self.llm.chat(user, tool_choice="none")
+        self.assertEqual(st, 200, raw)
+        self.assertEqual(js["choices"][0]["finish_reason"], "stop")
+        self.assertNotIn("tool_calls", js["choices"][0]["message"])
+
     def test_bad_bodies_400(self):
         cases = [b"not json", b"[1,2]", b"{}", b'{"model":1,"messages":[{"role":"user"}]}',
                  b'{"model":"m"}', b'{"model":"m","messages":[]}',

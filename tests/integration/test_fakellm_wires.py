@@ -216,6 +216,14 @@ class TestAnthropic(WireCase):
         self.assertEqual(js["content"], [{"type": "text",
                                           "text": "tool results: sunny, 21C | nothing"}])
 
+    def test_tool_choice_none_gets_text(self):
+        user = "weather? " + tag() + directive("tool", 'get_weather:{"city":"Paris"}') + \
+            directive("reply", "no tools")
+        st, _, js, raw = self.anthropic(user, tool_choice={"type": "none"})
+        self.assertEqual(st, 200, raw)
+        self.assertEqual(js["stop_reason"], "end_turn")
+        self.assertEqual(js["content"], [{"type": "text", "text": "no tools"}])
+
     def test_text_stream(self):
         msgs = "stream ünïcode text please, quite long " + tag()
         st, _, full, _ = self.anthropic(msgs)
@@ -400,6 +408,13 @@ class TestGemini(WireCase):
         self.assertGeminiError(self.gemini("x " + directive("status", "503"),
                                            method="streamGenerateContent", query="?alt=sse"),
                                503, "UNAVAILABLE")
+
+    def test_function_calling_mode_none_gets_text(self):
+        user = "weather? " + tag() + directive("tool", 'get_weather:{"city":"Paris"}') + \
+            directive("reply", "no tools")
+        st, _, js, raw = self.gemini(user, toolConfig={"functionCallingConfig": {"mode": "NONE"}})
+        self.assertEqual(st, 200, raw)
+        self.assertEqual(js["candidates"][0]["content"]["parts"], [{"text": "no tools"}])
 
     def test_function_call_then_response(self):
         t = tag()

@@ -798,6 +798,29 @@ class TestProviders(FakeCase):
                 self.assertEqual((call["name"], call["result"]), ("calculator", "42"))
                 self.assertEqual(len(self.requests_for("tool %s %s" % (provider, name))), 2)
 
+    def test_spent_rounds_keep_tools_declared_and_forbid_calls(self):
+        """Once max_tool_iterations rounds are spent, the last call still declares the tools
+        (the conversation holds tool calls, which Anthropic and Gemini accept only with tools
+        declared) and forbids calling them, in each wire's own terms."""
+        forbid = {"openai": ("tool_choice", "none"),
+                  "anthropic": ("tool_choice", {"type": "none"}),
+                  "google": ("toolConfig", {"functionCallingConfig": {"mode": "NONE"}})}
+        for provider, (key, value) in forbid.items():
+            with self.subTest(provider=provider):
+                name = unique_name()
+                a = self.agent_on(provider, "calc", tools=["calculator"],
+                                  extra=' [[fake:tool=calculator:{"expression":"6*7"}]]')
+                a["config"]["max_tool_iterations"] = 1
+                _, job = self.run_job({"name": name, "agents": [a]},
+                                      "spent %s %s" % (provider, name))
+                self.assertEqual(job["status"], "completed", job)
+                self.assertEqual(job["result"]["output"], "tool results: 42")
+                first, last = self.requests_for("spent %s %s" % (provider, name))
+                self.assertIn("tools", first["body"])
+                self.assertNotIn(key, first["body"])
+                self.assertIn("tools", last["body"])
+                self.assertEqual(last["body"][key], value)
+
     def test_provider_error_reaches_the_agent(self):
         name = unique_name()
         d = {"name": name, "agents": [self.agent_on("anthropic", "a",

@@ -300,7 +300,20 @@ static void test_build_merging_and_schema(void **state)
         }
     }
     json_array_foreach(json_object_get(got, "tools"), i, b) assert_fits(schema, "Tool", b);
+    assert_null(json_object_get(got, "tool_choice"));
     json_decref(want);
+    json_decref(got);
+    llm_wire_http_cleanup(&h);
+
+    /* Rounds spent: the same tools, calls forbidden with tool_choice {"type": "none"}. */
+    req.tools_forbidden = true;
+    assert_int_equal(W->build(&req, "http://x/v1", &h, &e), 0);
+    got = built_body(&h);
+    assert_int_equal(json_array_size(json_object_get(got, "tools")), 2);
+    const json_t *choice = json_object_get(got, "tool_choice");
+    assert_string_equal(json_string_value(json_object_get(choice, "type")), "none");
+    assert_fits(schema, "ToolChoiceNone", choice);
+    assert_fits(schema, "MessageCreateParamsBase", got);
     json_decref(got);
     llm_wire_http_cleanup(&h);
     json_decref(params);

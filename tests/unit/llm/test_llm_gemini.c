@@ -320,6 +320,23 @@ static void test_build_merging_and_names(void **state)
     json_decref(want);
     json_decref(got);
     llm_wire_http_cleanup(&h);
+
+    /* Rounds spent: the same declarations, calls forbidden with functionCallingConfig NONE. */
+    req.tools_forbidden = true;
+    assert_int_equal(W->build(&req, "http://x/v1beta", &h, &e), 0);
+    got = built_body(&h);
+    assert_body_fits(got);
+    assert_non_null(json_object_get(got, "tools"));
+    json_t *schema = load_fixture(FIXTURES "generate-content.schema.json");
+    const json_t *tc = json_object_get(got, "toolConfig");
+    assert_fits(schema, "ToolConfig", tc);
+    assert_fits(schema, "FunctionCallingConfig", json_object_get(tc, "functionCallingConfig"));
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(tc, "functionCallingConfig"), "mode")),
+        "NONE");
+    json_decref(schema);
+    json_decref(got);
+    llm_wire_http_cleanup(&h);
     json_decref(params);
 }
 

@@ -313,6 +313,22 @@ static void test_build_all_fields_against_schema(void **state)
     }
     assert_null(json_object_get(
         json_object_get(json_array_get(json_object_get(b, "tools"), 1), "function"), "parameters"));
+    assert_null(json_object_get(b, "tool_choice"));
+    json_decref(b);
+    llm_wire_http_cleanup(&h);
+
+    /* Rounds spent: the same tools, calls forbidden with tool_choice "none". */
+    req.tools_forbidden = true;
+    assert_int_equal(W->build(&req, "http://localhost:8080/openai/v1", &h, &e), 0);
+    b = built_body(&h);
+    assert_keys_known(spec, b, req_schema, "request");
+    assert_int_equal(json_array_size(json_object_get(b, "tools")), 2);
+    assert_string_equal(json_string_value(json_object_get(b, "tool_choice")), "none");
+    const json_t *options = json_object_get(schema(spec, "ChatCompletionToolChoiceOption"), "oneOf");
+    const json_t *mode = json_object_get(json_array_get(options, 0), "enum");
+    bool listed = false;
+    json_array_foreach(mode, i, t) listed |= strcmp(json_string_value(t), "none") == 0;
+    assert_true(listed);
     /* The caller's schema object is borrowed, not consumed. */
     assert_int_equal(params->refcount, 1);
     json_decref(b);
