@@ -8,8 +8,14 @@
  * gives its whole history and the stream ends; a client that already has all of a finished
  * job's events gets 204, which tells EventSource to stop reconnecting. While nothing
  * happens, a comment line (": ping") every heartbeat keeps proxies and the server's idle
- * timeout from closing the stream. A reader that falls a megabyte behind is cut off: it
- * reconnects with Last-Event-ID and catches up from the store.
+ * timeout from closing the stream.
+ *
+ * Writing is paced by the reader: once SSE_WRITE_BUDGET bytes wait for it, the stream takes
+ * no more events and its subscription pauses until the output drains (then the hub offers
+ * the rest), so a long history goes out at the reader's speed with bounded memory. A reader
+ * that stops reading altogether is closed by the server's idle timeout, or cut by a
+ * heartbeat that finds more than the stream layer's cap waiting; it reconnects with
+ * Last-Event-ID and catches up from the store.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -31,11 +37,15 @@
 #define SSE_DEFAULT_MAX_STREAMS 10000
 /* Tells EventSource how long to wait before reconnecting after a cut. */
 #define SSE_RETRY_MS 1000
+/* Bytes waiting for a reader past which its stream takes no more events until they drain:
+ * well under the stream layer's cap, which one event of any size may then overshoot. */
+#define SSE_WRITE_BUDGET (256 * 1024)
 
 struct sse_stream {
     struct api_sse *sse;
     struct http_stream *hs;
     struct event_sub *sub;
+    bool waiting; /* took fewer events than offered: resumed when its output drains */
     char job_id[ID_UUID_LEN];
     struct sse_stream *prev, *next;
 };
@@ -100,21 +110,34 @@ static int write_event(struct sse_stream *s, const char *job_id, const struct st
     return rc;
 }
 
-static bool on_events(void *arg, const struct store_event *evs, size_t n, bool end)
+static size_t on_events(void *arg, const struct store_event *evs, size_t n, bool end)
 {
     struct sse_stream *s = arg;
     const char *job_id = s->job_id;
     for (size_t i = 0; i < n; i++) {
+        if (http_stream_buffered(s->hs) >= SSE_WRITE_BUDGET) {
+            s->waiting = true; /* the rest when the reader has taken these: on_drained */
+            return i;
+        }
         if (write_event(s, job_id, &evs[i]) != 0) {
             stream_cut(s);
-            return false;
+            return EVENT_SUB_DROP;
         }
     }
-    if (end) {
+    if (end)
         stream_end(s);
-        return false;
+    return n;
+}
+
+/* The reader took everything written: a stream that stopped at the budget takes more. */
+static void on_drained(struct http_stream *hs, void *arg)
+{
+    (void)hs;
+    struct sse_stream *s = arg;
+    if (s->waiting) {
+        s->waiting = false;
+        event_hub_resume(s->sub);
     }
-    return true;
 }
 
 /* The peer went away: the server frees the stream after this. */
@@ -220,6 +243,7 @@ void api_jobs_events(struct http_req *req, void *arg)
         http_reply_error(req, 503, "event streams are not served by this instance");
         return;
     }
+    bool head = http_req_method(req) == HTTP_HEAD;
     /* The job must exist; a finished one whose events the client has all: 204. */
     struct store_event_list first = {0};
     enum store_job_status status;
@@ -255,6 +279,12 @@ void api_jobs_events(struct http_req *req, void *arg)
     }
     DLIST_PUSH(sse->streams, s);
     sse->n_streams++;
+    if (head) {
+        /* The headers are the whole reply: nothing to wait for, no connection to hold. */
+        stream_end(s);
+        return;
+    }
+    http_stream_set_drain_cb(s->hs, on_drained);
     char hello[64];
     int n = snprintf(hello, sizeof hello, "retry: %d\n\n", SSE_RETRY_MS);
     int rc = http_stream_write(s->hs, hello, (size_t)n);

@@ -3,22 +3,31 @@
  * and histograms (HTTP, LLM) are kept as things happen (obs/obs.c); the gauges that describe
  * the store and this instance are read here, at scrape time: job counts per status, the
  * queue depth, pending webhook deliveries, jobs running here, open event streams and the
- * loop's lag. A store
- * that does not answer sets crewd_store_up 0 and drops the store's gauges rather than
- * showing stale figures.
+ * loop's lag. A store that does not answer sets crewd_store_up 0 and drops the store's
+ * gauges rather than showing stale figures.
  */
 #include <stdlib.h>
 
 #include "api/api.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "jobs/jobs.h"
 #include "obs/obs.h"
 #include "store/store.h"
 
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+/* The store's figures are read at most once per this many ms and reused in between: the
+ * endpoint is open to anyone, and the counts scan the jobs table on the loop, so a flood of
+ * scrapes must not become a flood of scans (as /healthz does with its ping). Loop thread. */
+#define METRICS_STORE_REUSE_MS 1000
 
 static void set_store_gauges(const struct api_ctx *ctx, const struct obs_gauges *g)
 {
+    static int64_t read_at_ms; /* clock_mono_ms of the last read; 0: none yet */
+    int64_t now = clock_mono_ms();
+    if (read_at_ms != 0 && now - read_at_ms < METRICS_STORE_REUSE_MS)
+        return;
+    read_at_ms = now;
     long counts[5] = {0}, deliveries = 0;
     struct err e = {0};
     bool up = store_job_counts(ctx->store, counts, &e) == 0 &&

@@ -21,6 +21,7 @@
 struct event_sub {
     struct topic *topic;
     long long after; /* the last seq this subscriber has */
+    bool paused;     /* took fewer than it was offered: left out until event_hub_resume */
     event_sub_cb cb;
     void *arg;
     struct event_sub *prev, *next;
@@ -111,21 +112,25 @@ static void topic_end(struct topic *t)
 }
 
 /*
- * Reads the topic's events from the smallest position among its subscribers and gives each
- * subscriber those past its own. Returns true when a full batch came back (more to read):
- * the caller marks the topic dirty again. May free the topic (returns false then).
+ * Reads the topic's events from the smallest position among its subscribers that are not
+ * paused, and gives each of those the events past its own. Paused ones are left out, so a
+ * reader that cannot take more neither holds back the read position of the others nor costs
+ * a store read per turn while it drains. Returns true when a full batch came back (more to
+ * read): the caller marks the topic dirty again. May free the topic (returns false then).
  */
 static bool topic_serve(struct topic *t)
 {
     struct event_hub *hub = t->hub;
     long long from = -1;
     for (struct event_sub *s = t->subs; s != NULL; s = s->next)
-        if (from < 0 || s->after < from)
+        if (!s->paused && (from < 0 || s->after < from))
             from = s->after;
-    if (from < 0) {
+    if (t->n_subs == 0) {
         topic_free(t);
         return false;
     }
+    if (from < 0)
+        return false; /* every subscriber is paused: event_hub_resume brings them back */
     struct store_event_list list = {0};
     enum store_job_status status = STORE_JOB_PENDING;
     struct err e = {0};
@@ -146,16 +151,26 @@ static bool topic_serve(struct topic *t)
     struct event_sub *next;
     for (struct event_sub *s = t->subs; s != NULL; s = next) {
         next = s->next;
+        if (s->paused)
+            continue;
         size_t i = 0;
         while (i < list.n && list.items[i].seq <= s->after)
             i++;
         size_t k = list.n - i;
         if (k == 0 && !over)
             continue;
-        bool keep = s->cb(s->arg, list.items + i, k, over);
-        if (k > 0)
-            s->after = list.items[list.n - 1].seq;
-        if (!keep || over)
+        size_t took = s->cb(s->arg, list.items + i, k, over);
+        if (took == EVENT_SUB_DROP) {
+            sub_remove(s);
+            continue;
+        }
+        if (took > k)
+            took = k;
+        if (took > 0)
+            s->after = list.items[i + took - 1].seq;
+        if (took < k)
+            s->paused = true;
+        else if (over)
             sub_remove(s);
     }
     store_event_list_cleanup(&list);
@@ -281,6 +296,14 @@ void event_hub_unsubscribe(struct event_sub *sub)
     sub_remove(sub);
     if (t->n_subs == 0)
         topic_free(t);
+}
+
+void event_hub_resume(struct event_sub *sub)
+{
+    if (sub == NULL || !sub->paused)
+        return;
+    sub->paused = false;
+    mark_dirty(sub->topic);
 }
 
 void event_hub_notify(struct event_hub *hub, const char *job_id)

@@ -35,11 +35,15 @@ struct event_sub;
 
 /*
  * New events for a subscriber: evs[0..n) in seq order (borrowed, valid during the call), and
- * `end` when there will be no more (the job is over, or gone: then n may be 0). Return false
- * to unsubscribe (e.g. the reader cannot keep up); the subscription is freed after the call
- * when it returns false or `end` is true. Do not call event_hub_unsubscribe from here.
+ * `end` when there will be no more after them (the job is over, or gone: then n may be 0).
+ * Returns how many of them it took, from the first: all n; fewer, which pauses the
+ * subscription (a reader whose output is full) until event_hub_resume, after which it is
+ * offered the rest; or EVENT_SUB_DROP to unsubscribe. The subscription is freed after the
+ * call when it returns EVENT_SUB_DROP, or takes all n with `end`. Do not call
+ * event_hub_unsubscribe from here.
  */
-typedef bool (*event_sub_cb)(void *arg, const struct store_event *evs, size_t n, bool end);
+#define EVENT_SUB_DROP ((size_t)-1)
+typedef size_t (*event_sub_cb)(void *arg, const struct store_event *evs, size_t n, bool end);
 
 /* Returns 0, ERR_NOMEM. */
 int event_hub_new(struct event_base *base, struct store *store, const struct event_hub_opts *o,
@@ -53,6 +57,10 @@ void event_hub_free(struct event_hub *hub);
  * comes from the loop, soon, never from here. Returns 0 or ERR_NOMEM. */
 int event_hub_subscribe(struct event_hub *hub, const char *job_id, long long after_seq,
                         event_sub_cb cb, void *arg, struct event_sub **out, struct err *e);
+
+/* A paused subscription wants events again (its reader drained its output): it is served
+ * on this loop turn. No-op for one that is not paused. */
+void event_hub_resume(struct event_sub *sub);
 
 /* Ends a subscription with no further callback. NULL-safe; not from inside its callback. */
 void event_hub_unsubscribe(struct event_sub *sub);

@@ -36,6 +36,7 @@ struct http_stream {
     struct http_stream *prev, *next; /* on list */
     struct evbuffer *chunk;          /* reused for each write: evhttp moves its bytes out */
     http_stream_close_cb on_close;
+    http_stream_drain_cb on_drain;
     void *arg;
 };
 
@@ -157,6 +158,20 @@ struct http_stream *http_stream_start(struct http_req *req, int status, const ch
     return s;
 }
 
+/* evhttp: everything queued on the connection went out. */
+static void on_written(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    struct http_stream *s = arg;
+    if (s->on_drain != NULL)
+        s->on_drain(s, s->arg);
+}
+
+void http_stream_set_drain_cb(struct http_stream *s, http_stream_drain_cb on_drain)
+{
+    s->on_drain = on_drain;
+}
+
 int http_stream_write(struct http_stream *s, const void *buf, size_t len)
 {
     struct bufferevent *bev = stream_bev(s);
@@ -170,7 +185,10 @@ int http_stream_write(struct http_stream *s, const void *buf, size_t len)
         evbuffer_drain(s->chunk, evbuffer_get_length(s->chunk));
         return ERR_NOMEM;
     }
-    evhttp_send_reply_chunk(s->ev, s->chunk);
+    /* The callback is evhttp's "output written" one: it stays set until the next write on
+     * the connection, and http_stream_end's terminating chunk replaces it (HTTP/1.0 streams,
+     * which have none, end with the connection), so it never outlives the stream. */
+    evhttp_send_reply_chunk_with_cb(s->ev, s->chunk, on_written, s);
     /* Restarts the read timeout: see the top of the file. Unless the input cap suspended
      * reading, in which case this only records the wish. */
     bufferevent_enable(bev, EV_READ);

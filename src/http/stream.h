@@ -55,6 +55,15 @@ struct http_stream *http_stream_start(struct http_req *req, int status, const ch
  * The peer's departure is reported through on_close, never here. */
 int http_stream_write(struct http_stream *s, const void *buf, size_t len);
 
+/* Everything written so far has been handed to the kernel: a writer that stopped at a
+ * budget (http_stream_buffered) may write again. Called from the loop, with the arg given to
+ * http_stream_start, from inside evhttp's write callback: it may write, but must not end or
+ * abort the stream (schedule that for a later turn). */
+typedef void (*http_stream_drain_cb)(struct http_stream *s, void *arg);
+/* Sets (or, NULL, clears) the drain callback. It fires after a write once the output is
+ * empty again, so only a stream that has written since can expect it. */
+void http_stream_set_drain_cb(struct http_stream *s, http_stream_drain_cb on_drain);
+
 /* Bytes queued and not yet handed to the kernel, chunk framing included. */
 size_t http_stream_buffered(const struct http_stream *s);
 

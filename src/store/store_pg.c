@@ -393,14 +393,22 @@ static const struct {
                       " WHERE job_id IN (SELECT job_id FROM picked)"
                       " RETURNING " PG_JOB_COLS ", seq AS claim_seq)"
                       " SELECT * FROM claimed ORDER BY claim_seq"},
+    /* Renew and release lock their rows in job_id order, the order every multi-job writer
+     * uses (store.h): an instance's batch of events locks the rows of jobs it believes it
+     * holds, which may meanwhile be another's, and two writers locking the same rows in
+     * different orders would deadlock (PostgreSQL then aborts one of them). */
     [PG_JOB_RENEW] = {"crewd_job_renew", "UPDATE jobs SET lease_expires_ms = $2::bigint"
-                                         " WHERE status = 'running' AND lease_owner = $1"},
+                                         " WHERE job_id IN (SELECT job_id FROM jobs"
+                                         " WHERE status = 'running' AND lease_owner = $1"
+                                         " ORDER BY job_id FOR UPDATE)"},
     /* The owner is cleared too, so that a late write of the instance that let go is fenced
      * off even before another instance claims the job. */
     [PG_JOB_RELEASE] = {"crewd_job_release",
                         "UPDATE jobs SET lease_owner = NULL, lease_expires_ms = 0"
+                        " WHERE job_id IN (SELECT job_id FROM jobs"
                         " WHERE status = 'running' AND lease_owner = $1"
-                        " AND ($2::uuid IS NULL OR job_id = $2::uuid)"},
+                        " AND ($2::uuid IS NULL OR job_id = $2::uuid)"
+                        " ORDER BY job_id FOR UPDATE)"},
     /* FOR SHARE makes the fence exact: a claim of this job in flight is waited for, and
      * the row is re-checked against its new owner before anything is written. */
     [PG_STEP_PUT] = {"crewd_step_put",

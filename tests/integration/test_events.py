@@ -195,6 +195,29 @@ class TestHistory(EventCase):
                   if isinstance(r.get("body"), dict) and self.name in json.dumps(r["body"])]
         self.assertTrue(bodies and all(b.get("stream") is True for b in bodies), bodies)
 
+    def test_history_larger_than_a_reader_buffer(self):
+        """A history of more than a megabyte (the stream layer's cap on what may wait for a
+        reader) goes out whole, paced by the reader, to a reader that reads it at once and to
+        one that reads it slowly."""
+        texts = [c * 150000 for c in "wxyz"]
+        self.crew(*[fake_agent("a%d" % i, self.fake, reply=t) for i, t in enumerate(texts)])
+        job_id = self.run_job(stream=True)
+        job = self.srv.wait_job(job_id)
+        self.assertEqual(job["status"], "completed", job)
+        # Both open at once; the second is not read while the first is: a slow reader.
+        readers = [SSE(self.srv, job_id), SSE(self.srv, job_id)]
+        for s in readers:
+            self.addCleanup(s.close)
+            self.assertEqual(s.status, 200)
+        for s in readers:
+            msgs = s.read_all()
+            self.check_well_formed(job_id, msgs)
+            self.assertEqual(types(msgs)[-1], "job.completed", types(msgs))
+            self.assertGreater(sum(len(json.dumps(m["data"])) for m in msgs), 1024 * 1024)
+            outs = [m["data"]["data"]["output"] for m in msgs if m["event"] == "agent.completed"]
+            self.assertEqual(outs, texts)
+        self.assertNotIn("stream cut", self.srv.stderr_text())
+
     def test_stream_must_be_a_boolean(self):
         self.crew(fake_agent("a", self.fake, reply="x"))
         self.assertJsonError(self.srv.request("POST", "/api/v1/crew/execute", body={
@@ -371,6 +394,23 @@ class TestHeadRequest(EventCase):
         st, hdrs, _, raw = self.srv.request("HEAD", "/api/v1/crew/job/%s/events" % job_id)
         self.assertEqual((st, raw), (200, b""))
         self.assertTrue(hdrs.get("Content-Type").startswith("text/event-stream"))
+
+    def test_head_on_a_live_job_does_not_hold_the_connection(self):
+        self.crew(fake_agent("a", self.fake, reply="one", extra_prompt=" [[fake:delay_ms=60000]]"))
+        job_id = self.run_job()
+        conn = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=IO_TIMEOUT_S)
+        self.addCleanup(conn.close)
+        conn.request("HEAD", "/api/v1/crew/job/%s/events" % job_id)
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.read(), b"")
+        # The same connection serves the next request while the job still runs.
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(json.loads(resp.read())["event_streams"], 0)
+        self.assertIn(self.srv.job(job_id)["status"], ("pending", "running"))
+        self.srv.request("POST", "/api/v1/crew/job/%s/cancel" % job_id)
 
 
 class TestAuth(EventCase):

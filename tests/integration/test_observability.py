@@ -146,7 +146,15 @@ class TestMetrics(MetricsMixin, FakeCase):
         self.srv.create({"name": name, "agents": [fake_agent("a", self.fake, reply="done")]})
         job = self.srv.wait_job(self.srv.execute({"crew_id": name, "query": "count me"})["job_id"])
         self.assertEqual(job["status"], "completed", job)
-        types, after = self.scrape()
+        # The store's gauges are read at most once a second: wait for a read after the job.
+        st, _, stats, raw = self.srv.request("GET", "/api/v1/stats")
+        self.assertEqual(st, 200, raw)
+
+        def fresh():
+            t, s = self.scrape()
+            return (t, s) if value(s, "crewd_jobs", status="completed") == \
+                stats["jobs"]["completed"] else None
+        types, after = wait_until(fresh, 30, "/metrics to count the completed job")
         self.check_histograms(types, after)
         p = {"provider": "openai"}
         self.assertEqual(value(after, "crewd_llm_call_duration_seconds_count", **p)
@@ -163,8 +171,6 @@ class TestMetrics(MetricsMixin, FakeCase):
         self.assertIn(("crewd_llm_tokens_total", (("kind", "cached"), ("provider", "openai"))),
                       after)
         # The job gauges agree with the store's figures as /api/v1/stats reports them.
-        st, _, stats, raw = self.srv.request("GET", "/api/v1/stats")
-        self.assertEqual(st, 200, raw)
         for s in ("pending", "running", "completed", "failed", "cancelled"):
             self.assertEqual(value(after, "crewd_jobs", status=s), stats["jobs"][s], s)
         self.assertEqual(value(after, "crewd_queue_depth"), stats["jobs"]["pending"])
@@ -327,8 +333,9 @@ class TestHealth(MetricsMixin, CrewdTestCase):
         body = wait_until(unhealthy, 60, "/healthz 503 (ping failed) once PostgreSQL is down")
         self.assertFalse(body["checks"]["store"]["ok"], body)
         self.assertNotIn(directory, json.dumps(body))  # no detail on the open endpoint
-        _, samples = self.scrape(srv)
-        self.assertEqual(value(samples, "crewd_store_up"), 0)
+        # The store's gauges are reused for a second: the next read says the store is down.
+        wait_until(lambda: value(self.scrape(srv)[1], "crewd_store_up") == 0, 30,
+                   "/metrics to say crewd_store_up 0")
 
 
 if __name__ == "__main__":
