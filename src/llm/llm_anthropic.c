@@ -471,6 +471,11 @@ out:
     return rc;
 }
 
+static size_t anthropic_error_message(const char *body, size_t len, char *buf, size_t cap)
+{
+    return llm_error_body_message(body, len, buf, cap, llm_error_object_message);
+}
+
 /* ---- stream ---- */
 
 /* Tool calls are tool_use blocks keyed by their content-block index; init_args is
@@ -589,7 +594,7 @@ const struct llm_wire llm_wire_anthropic = {
     .name = "anthropic-messages",
     .build = anthropic_build,
     .parse_reply = anthropic_parse_reply,
-    .error_message = llm_error_body_message,
+    .error_message = anthropic_error_message,
     .stream_new = anthropic_stream_new,
     .stream_feed = llm_stream_feed,
     .stream_end = llm_stream_end,

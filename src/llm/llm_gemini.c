@@ -559,7 +559,7 @@ static size_t gemini_error_message(const char *body, size_t len, char *buf, size
         body += 5;
         len -= 5;
     }
-    return llm_error_body_message(body, len, buf, cap);
+    return llm_error_body_message(body, len, buf, cap, llm_error_object_message);
 }
 
 /* ---- stream ---- */

@@ -368,25 +368,16 @@ out:
     return rc;
 }
 
+/* {"error": ...}, else a bare {"message": "..."}. */
+static size_t root_message(const json_t *root, char *buf, size_t cap)
+{
+    size_t n = error_value_message(json_object_get(root, "error"), buf, cap);
+    return n > 0 ? n : error_value_message(root, buf, cap);
+}
+
 static size_t openai_error_message(const char *body, size_t len, char *buf, size_t cap)
 {
-    if (cap > 0)
-        buf[0] = '\0';
-    if (body == NULL || len == 0 || cap == 0)
-        return 0;
-    json_error_t je;
-    json_t *root = json_loadb(body, len, 0, &je);
-    if (root != NULL) {
-        size_t n = 0;
-        if (json_is_object(root)) {
-            n = error_value_message(json_object_get(root, "error"), buf, cap);
-            if (n == 0)
-                n = error_value_message(root, buf, cap); /* {"message": "..."} */
-        }
-        json_decref(root);
-        return n;
-    }
-    return llm_error_text_line(body, len, buf, cap);
+    return llm_error_body_message(body, len, buf, cap, root_message);
 }
 
 /* ---- stream ---- */

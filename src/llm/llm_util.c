@@ -130,23 +130,8 @@ int llm_error_in(struct err *e, const char *where, const char *msg, size_t len)
     return err_set(e, ERR_IO, "error in %s: %s", where, len > 0 ? msg : "(no message)");
 }
 
-size_t llm_error_body_message(const char *body, size_t len, char *buf, size_t cap)
-{
-    if (cap > 0)
-        buf[0] = '\0';
-    if (body == NULL || len == 0 || cap == 0)
-        return 0;
-    json_error_t je;
-    json_t *root = json_loadb(body, len, 0, &je);
-    if (root != NULL) {
-        size_t n = json_is_object(root) ? llm_error_object_message(root, buf, cap) : 0;
-        json_decref(root);
-        return n;
-    }
-    return llm_error_text_line(body, len, buf, cap);
-}
-
-size_t llm_error_text_line(const char *body, size_t len, char *buf, size_t cap)
+/* A non-JSON error body: its first line, when it is text and not HTML. */
+static size_t error_text_line(const char *body, size_t len, char *buf, size_t cap)
 {
     while (len > 0 && (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')) {
         body++;
@@ -161,6 +146,23 @@ size_t llm_error_text_line(const char *body, size_t len, char *buf, size_t cap)
     if (line == 0 || !utf8_valid(body, line))
         return 0;
     return llm_copy_bounded(buf, cap, body, line, LLM_WIRE_ERRMSG_MAX);
+}
+
+size_t llm_error_body_message(const char *body, size_t len, char *buf, size_t cap,
+                              size_t (*message_of)(const json_t *root, char *buf, size_t cap))
+{
+    if (cap > 0)
+        buf[0] = '\0';
+    if (body == NULL || len == 0 || cap == 0)
+        return 0;
+    json_error_t je;
+    json_t *root = json_loadb(body, len, 0, &je);
+    if (root != NULL) {
+        size_t n = json_is_object(root) ? message_of(root, buf, cap) : 0;
+        json_decref(root);
+        return n;
+    }
+    return error_text_line(body, len, buf, cap);
 }
 
 /* memset that the compiler may not drop (the buffer is freed right after). */

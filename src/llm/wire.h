@@ -142,12 +142,11 @@ int llm_error_in(struct err *e, const char *where, const char *msg, size_t len);
  * as error_message does; 0 when root holds none. */
 size_t llm_error_object_message(const json_t *root, char *buf, size_t cap);
 
-/* For an error body that is not JSON (a proxy's page): its first line, copied into buf as
- * error_message does, when it is UTF-8 text and not HTML; else 0. */
-size_t llm_error_text_line(const char *body, size_t len, char *buf, size_t cap);
-
-/* The error_message of a wire whose error bodies are error objects (above) or text. */
-size_t llm_error_body_message(const char *body, size_t len, char *buf, size_t cap);
+/* The body of a wire's error_message: a JSON object's message as `message_of` finds it (for
+ * instance llm_error_object_message), other JSON none, and a body that is not JSON (a proxy's
+ * page) its first line when that is UTF-8 text and not HTML. */
+size_t llm_error_body_message(const char *body, size_t len, char *buf, size_t cap,
+                              size_t (*message_of)(const json_t *root, char *buf, size_t cap));
 
 /* ---- request building helpers the wires share ---- */
 
