@@ -346,17 +346,6 @@ out:
 
 /* ---- reply ---- */
 
-static char *dup_json_string(const json_t *v, bool *failed)
-{
-    return json_is_string(v) ? llm_strdup(json_string_value(v), failed) : NULL;
-}
-
-static long int_field(const json_t *o, const char *key)
-{
-    const json_t *v = json_object_get(o, key);
-    return json_is_integer(v) && json_integer_value(v) >= 0 ? (long)json_integer_value(v) : 0;
-}
-
 /* Fields absent from u keep their value: a stream's message_delta repeats only some. */
 struct anth_usage {
     long input, cache_write, cache_read, output;
@@ -367,13 +356,13 @@ static void read_usage(const json_t *u, struct anth_usage *a)
     if (!json_is_object(u))
         return;
     if (json_is_integer(json_object_get(u, "input_tokens")))
-        a->input = int_field(u, "input_tokens");
+        a->input = llm_json_count(u, "input_tokens");
     if (json_is_integer(json_object_get(u, "cache_creation_input_tokens")))
-        a->cache_write = int_field(u, "cache_creation_input_tokens");
+        a->cache_write = llm_json_count(u, "cache_creation_input_tokens");
     if (json_is_integer(json_object_get(u, "cache_read_input_tokens")))
-        a->cache_read = int_field(u, "cache_read_input_tokens");
+        a->cache_read = llm_json_count(u, "cache_read_input_tokens");
     if (json_is_integer(json_object_get(u, "output_tokens")))
-        a->output = int_field(u, "output_tokens");
+        a->output = llm_json_count(u, "output_tokens");
 }
 
 static struct llm_usage to_usage(const struct anth_usage *a)
@@ -384,20 +373,6 @@ static struct llm_usage to_usage(const struct anth_usage *a)
     u.total_tokens = u.prompt_tokens + u.completion_tokens;
     u.cached_tokens = a->cache_read;
     return u;
-}
-
-/* The message of {"type":"error","error":{"type":...,"message":...}}, or of a bare
- * {"message": ...} / {"error": "..."} some proxies send. */
-static size_t error_value_message(const json_t *root, char *buf, size_t cap)
-{
-    const json_t *err = json_object_get(root, "error");
-    const json_t *m = json_is_object(err)   ? json_object_get(err, "message")
-                      : json_is_string(err) ? err
-                                            : json_object_get(root, "message");
-    if (!json_is_string(m) || json_string_length(m) == 0)
-        return 0;
-    return llm_copy_bounded(buf, cap, json_string_value(m), json_string_length(m),
-                            LLM_WIRE_ERRMSG_MAX);
 }
 
 static bool is_error_object(const json_t *root)
@@ -435,9 +410,7 @@ static int anthropic_parse_reply(const char *body, size_t len, struct llm_respon
     }
     if (is_error_object(root)) {
         char msg[LLM_WIRE_ERRMSG_MAX + 1];
-        if (error_value_message(root, msg, sizeof msg) == 0)
-            snprintf(msg, sizeof msg, "(no message)");
-        rc = err_set(e, ERR_IO, "error in reply: %s", msg);
+        rc = llm_error_in(e, "reply", msg, llm_error_object_message(root, msg, sizeof msg));
         goto out;
     }
     const json_t *content = json_object_get(root, "content");
@@ -483,8 +456,8 @@ static int anthropic_parse_reply(const char *body, size_t len, struct llm_respon
     }
     r->text = llm_buf_steal(&text);
     NOMEM_IF(r->text == NULL);
-    r->finish_reason = dup_json_string(json_object_get(root, "stop_reason"), &nomem);
-    r->model = dup_json_string(json_object_get(root, "model"), &nomem);
+    r->finish_reason = llm_json_strdup(json_object_get(root, "stop_reason"), &nomem);
+    r->model = llm_json_strdup(json_object_get(root, "model"), &nomem);
     NOMEM_IF(nomem);
     struct anth_usage au = {0};
     read_usage(json_object_get(root, "usage"), &au);
@@ -500,119 +473,19 @@ out:
 
 static size_t anthropic_error_message(const char *body, size_t len, char *buf, size_t cap)
 {
-    if (cap > 0)
-        buf[0] = '\0';
-    if (body == NULL || len == 0 || cap == 0)
-        return 0;
-    json_error_t je;
-    json_t *root = json_loadb(body, len, 0, &je);
-    if (root != NULL) {
-        size_t n = json_is_object(root) ? error_value_message(root, buf, cap) : 0;
-        json_decref(root);
-        return n;
-    }
-    /* Not JSON (a proxy's page): quote the first line when it is text and not HTML. */
-    while (len > 0 && (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')) {
-        body++;
-        len--;
-    }
-    if (len == 0 || *body == '<')
-        return 0;
-    const char *nl = memchr(body, '\n', len);
-    size_t line = nl ? (size_t)(nl - body) : len;
-    while (line > 0 && (body[line - 1] == '\r' || body[line - 1] == ' '))
-        line--;
-    if (line == 0 || !utf8_valid(body, line))
-        return 0;
-    return llm_copy_bounded(buf, cap, body, line, LLM_WIRE_ERRMSG_MAX);
+    return llm_error_body_message(body, len, buf, cap, llm_error_object_message);
 }
 
 /* ---- stream ---- */
 
-/* A tool_use block of the stream, keyed by its content-block index. */
-struct stream_tool {
-    long index;
-    char *id, *name;
-    char *init_input; /* content_block_start's input (usually {}), used when no delta came */
-    struct llm_buf args;
-    bool have_delta;
-};
-
+/* Tool calls are tool_use blocks keyed by their content-block index; init_args is
+ * content_block_start's input (usually {}), used when no input_json_delta came. The usage
+ * fields add up in `usage` (message_delta repeats only some), converted into acc.usage. */
 struct llm_stream {
-    struct llm_sse sse;
-    struct llm_buf text;
-    struct stream_tool *tools;
-    size_t n_tools;
-    char *stop_reason;
-    char *model;
+    struct llm_acc acc; /* done: message_stop seen; finish_reason: stop_reason */
     struct anth_usage usage;
-    bool started; /* message_start seen */
-    bool done;    /* message_stop seen */
-    bool dead;
-    llm_delta_cb on_delta;
-    void *arg;
 };
-
-static int anthropic_stream_new(struct llm_stream **out)
-{
-    struct llm_stream *s = calloc(1, sizeof *s);
-    if (s == NULL)
-        return ERR_NOMEM;
-    llm_sse_init(&s->sse, LLM_SSE_MAX_LINE);
-    *out = s;
-    return 0;
-}
-
-static void anthropic_stream_free(struct llm_stream *s)
-{
-    if (s == NULL)
-        return;
-    llm_sse_cleanup(&s->sse);
-    llm_buf_free(&s->text);
-    for (size_t i = 0; i < s->n_tools; i++) {
-        free(s->tools[i].id);
-        free(s->tools[i].name);
-        free(s->tools[i].init_input);
-        llm_buf_free(&s->tools[i].args);
-    }
-    free(s->tools);
-    free(s->stop_reason);
-    free(s->model);
-    free(s);
-}
-
-static int replace_string(char **slot, const json_t *v)
-{
-    if (!json_is_string(v))
-        return 0;
-    bool nomem = false;
-    char *p = llm_strdup(json_string_value(v), &nomem);
-    if (nomem)
-        return ERR_NOMEM;
-    free(*slot);
-    *slot = p;
-    return 0;
-}
-
-static struct stream_tool *find_tool(struct llm_stream *s, long index)
-{
-    for (size_t i = 0; i < s->n_tools; i++) {
-        if (s->tools[i].index == index)
-            return &s->tools[i];
-    }
-    return NULL;
-}
-
-static int emit_text(struct llm_stream *s, const json_t *t)
-{
-    if (!json_is_string(t) || json_string_length(t) == 0)
-        return 0;
-    if (llm_buf_append(&s->text, json_string_value(t), json_string_length(t)) != 0)
-        return ERR_NOMEM;
-    if (s->on_delta != NULL)
-        s->on_delta(s->arg, json_string_value(t), json_string_length(t));
-    return 0;
-}
+_Static_assert(offsetof(struct llm_stream, acc) == 0, "the llm_stream_* entries need acc first");
 
 static int block_start(struct llm_stream *s, const json_t *root, struct err *e)
 {
@@ -622,7 +495,7 @@ static int block_start(struct llm_stream *s, const json_t *root, struct err *e)
         return err_set(e, ERR_INVALID, "stream: content_block_start lacks index or block");
     long index = (long)json_integer_value(jidx);
     if (is_block(cb, "text"))
-        return emit_text(s, json_object_get(cb, "text")) == 0
+        return llm_acc_text(&s->acc, json_object_get(cb, "text")) == 0
                    ? 0
                    : err_set(e, ERR_NOMEM, "out of memory");
     if (!is_block(cb, "tool_use"))
@@ -630,22 +503,15 @@ static int block_start(struct llm_stream *s, const json_t *root, struct err *e)
     const json_t *id = json_object_get(cb, "id"), *name = json_object_get(cb, "name");
     if (!json_is_string(id) || !json_is_string(name))
         return err_set(e, ERR_INVALID, "stream: tool_use block lacks id or name");
-    if (find_tool(s, index) != NULL)
+    if (llm_acc_find_tool(&s->acc, index) != NULL)
         return err_set(e, ERR_INVALID, "stream: content block %ld started twice", index);
-    if (s->n_tools >= LLM_STREAM_MAX_TOOL_CALLS)
-        return err_set(e, ERR_INVALID, "stream has more than %d tool calls",
-                       LLM_STREAM_MAX_TOOL_CALLS);
-    struct stream_tool *p = realloc(s->tools, (s->n_tools + 1) * sizeof *p);
-    if (p == NULL)
-        return err_set(e, ERR_NOMEM, "out of memory");
-    s->tools = p;
-    struct stream_tool *t = &s->tools[s->n_tools++];
-    memset(t, 0, sizeof *t);
-    t->index = index;
-    bool nomem = false;
-    t->id = llm_strdup(json_string_value(id), &nomem);
-    t->name = llm_strdup(json_string_value(name), &nomem);
-    t->init_input = json_text(json_object_get(cb, "input"), &nomem);
+    struct llm_acc_tool *t = NULL;
+    int rc = llm_acc_add_tool(&s->acc, index, "stream", &t, e);
+    if (rc != 0)
+        return rc;
+    bool nomem = llm_buf_append(&t->id, json_string_value(id), json_string_length(id)) != 0 ||
+                 llm_buf_append(&t->name, json_string_value(name), json_string_length(name)) != 0;
+    t->init_args = json_text(json_object_get(cb, "input"), &nomem);
     return nomem ? err_set(e, ERR_NOMEM, "out of memory") : 0;
 }
 
@@ -656,17 +522,17 @@ static int block_delta(struct llm_stream *s, const json_t *root, struct err *e)
     if (!json_is_object(d))
         return err_set(e, ERR_INVALID, "stream: content_block_delta lacks delta");
     if (is_block(d, "text_delta")) {
-        if (emit_text(s, json_object_get(d, "text")) != 0)
+        if (llm_acc_text(&s->acc, json_object_get(d, "text")) != 0)
             return err_set(e, ERR_NOMEM, "out of memory");
         return 0;
     }
     if (!is_block(d, "input_json_delta") || !json_is_integer(jidx))
         return 0; /* thinking, signature, citations: not read */
-    struct stream_tool *t = find_tool(s, (long)json_integer_value(jidx));
+    struct llm_acc_tool *t = llm_acc_find_tool(&s->acc, (long)json_integer_value(jidx));
     const json_t *pj = json_object_get(d, "partial_json");
     if (t == NULL || !json_is_string(pj))
         return 0; /* a server tool's input: not ours */
-    t->have_delta = true;
+    /* The fragments make the whole input; the first is often "". */
     if (llm_buf_append(&t->args, json_string_value(pj), json_string_length(pj)) != 0)
         return err_set(e, ERR_NOMEM, "out of memory");
     return 0;
@@ -679,7 +545,7 @@ static int stream_event(void *arg, const char *event, const char *data, size_t l
     json_error_t je;
     json_t *root = NULL;
 
-    if (s->done)
+    if (s->acc.done)
         return 0; /* nothing after message_stop counts */
     root = json_loadb(data, len, 0, &je);
     if (!json_is_object(root)) {
@@ -692,26 +558,26 @@ static int stream_event(void *arg, const char *event, const char *data, size_t l
     const char *type = json_is_string(jt) ? json_string_value(jt) : "";
     if (strcmp(event, "error") == 0 || strcmp(type, "error") == 0) {
         char msg[LLM_WIRE_ERRMSG_MAX + 1];
-        if (error_value_message(root, msg, sizeof msg) == 0)
-            snprintf(msg, sizeof msg, "(no message)");
-        rc = err_set(e, ERR_IO, "error in stream: %s", msg);
+        rc = llm_error_in(e, "stream", msg, llm_error_object_message(root, msg, sizeof msg));
         goto out;
     }
     if (strcmp(type, "message_start") == 0) {
         const json_t *m = json_object_get(root, "message");
-        s->started = true;
-        NOMEM_IF(replace_string(&s->model, json_object_get(m, "model")) != 0);
+        NOMEM_IF(llm_json_replace(&s->acc.model, json_object_get(m, "model")) != 0);
         read_usage(json_object_get(m, "usage"), &s->usage);
+        s->acc.usage = to_usage(&s->usage);
     } else if (strcmp(type, "content_block_start") == 0) {
         TRY(block_start(s, root, e));
     } else if (strcmp(type, "content_block_delta") == 0) {
         TRY(block_delta(s, root, e));
     } else if (strcmp(type, "message_delta") == 0) {
-        NOMEM_IF(replace_string(&s->stop_reason, json_object_get(json_object_get(root, "delta"),
-                                                                 "stop_reason")) != 0);
+        NOMEM_IF(llm_json_replace(&s->acc.finish_reason,
+                                  json_object_get(json_object_get(root, "delta"), "stop_reason")) !=
+                 0);
         read_usage(json_object_get(root, "usage"), &s->usage);
+        s->acc.usage = to_usage(&s->usage);
     } else if (strcmp(type, "message_stop") == 0) {
-        s->done = true;
+        s->acc.done = true;
     }
     /* ping, content_block_stop and event types newer than this file: nothing to do. */
 out:
@@ -719,83 +585,9 @@ out:
     return rc;
 }
 
-static int anthropic_stream_feed(struct llm_stream *s, const char *data, size_t len,
-                                 llm_delta_cb on_delta, void *arg, struct err *e)
+static int anthropic_stream_new(struct llm_stream **out)
 {
-    if (s->dead)
-        return err_set(e, ERR_INVALID, "stream already failed");
-    s->on_delta = on_delta;
-    s->arg = arg;
-    int rc = llm_sse_feed(&s->sse, data, len, stream_event, s, e);
-    s->on_delta = NULL;
-    s->arg = NULL;
-    if (rc != 0)
-        s->dead = true;
-    return rc;
-}
-
-static int anthropic_stream_end(struct llm_stream *s, llm_delta_cb on_delta, void *arg,
-                                struct llm_response **out, struct err *e)
-{
-    int rc = 0;
-    bool nomem = false;
-    struct llm_response *r = NULL;
-    *out = NULL;
-    if (s->dead)
-        return err_set(e, ERR_INVALID, "stream already failed");
-    /* A last event without its blank line still counts. */
-    rc = anthropic_stream_feed(s, "\n\n", 2, on_delta, arg, e);
-    if (rc != 0) {
-        s->dead = true;
-        return rc;
-    }
-    /* message_delta carries the stop_reason; message_stop may be lost with the last bytes. */
-    if (!s->done && s->stop_reason == NULL)
-        return err_set(e, ERR_IO, "stream ended before message_stop");
-
-    r = calloc(1, sizeof *r);
-    NOMEM_IF(r == NULL);
-    r->text = llm_buf_steal(&s->text);
-    NOMEM_IF(r->text == NULL);
-    r->finish_reason = s->stop_reason;
-    s->stop_reason = NULL;
-    r->model = s->model;
-    s->model = NULL;
-    r->usage = to_usage(&s->usage);
-    if (s->n_tools > 0) {
-        /* Blocks arrive in index order; sort anyway (few entries: insertion sort). */
-        for (size_t i = 1; i < s->n_tools; i++) {
-            struct stream_tool t = s->tools[i];
-            size_t j = i;
-            for (; j > 0 && s->tools[j - 1].index > t.index; j--)
-                s->tools[j] = s->tools[j - 1];
-            s->tools[j] = t;
-        }
-        r->tool_calls = calloc(s->n_tools, sizeof *r->tool_calls);
-        NOMEM_IF(r->tool_calls == NULL);
-        for (size_t i = 0; i < s->n_tools; i++) {
-            struct stream_tool *t = &s->tools[i];
-            struct llm_tool_call *tc = &r->tool_calls[r->n_tool_calls++];
-            tc->id = t->id;
-            t->id = NULL;
-            tc->name = t->name;
-            t->name = NULL;
-            /* input_json_delta fragments make the whole input; the first is often "". */
-            if (t->have_delta && t->args.len > 0) {
-                tc->arguments = llm_buf_steal(&t->args);
-                nomem |= tc->arguments == NULL;
-            } else {
-                tc->arguments = t->init_input;
-                t->init_input = NULL;
-            }
-            NOMEM_IF(nomem || tc->arguments == NULL);
-        }
-    }
-    *out = r;
-    r = NULL;
-out:
-    llm_response_free(r);
-    return rc;
+    return llm_stream_new(sizeof(struct llm_stream), stream_event, "message_stop", out);
 }
 
 const struct llm_wire llm_wire_anthropic = {
@@ -804,7 +596,7 @@ const struct llm_wire llm_wire_anthropic = {
     .parse_reply = anthropic_parse_reply,
     .error_message = anthropic_error_message,
     .stream_new = anthropic_stream_new,
-    .stream_feed = anthropic_stream_feed,
-    .stream_end = anthropic_stream_end,
-    .stream_free = anthropic_stream_free,
+    .stream_feed = llm_stream_feed,
+    .stream_end = llm_stream_end,
+    .stream_free = llm_stream_free,
 };

@@ -427,140 +427,68 @@ out:
 
 /* ---- reply ---- */
 
-static long int_field(const json_t *o, const char *key)
-{
-    const json_t *v = json_object_get(o, key);
-    return json_is_integer(v) && json_integer_value(v) >= 0 ? (long)json_integer_value(v) : 0;
-}
-
 static void parse_usage(const json_t *u, struct llm_usage *out)
 {
     if (!json_is_object(u))
         return;
-    long thoughts = int_field(u, "thoughtsTokenCount");
-    out->prompt_tokens = int_field(u, "promptTokenCount");
-    out->completion_tokens = int_field(u, "candidatesTokenCount") + thoughts;
+    long thoughts = llm_json_count(u, "thoughtsTokenCount");
+    out->prompt_tokens = llm_json_count(u, "promptTokenCount");
+    out->completion_tokens = llm_json_count(u, "candidatesTokenCount") + thoughts;
     out->total_tokens = json_is_integer(json_object_get(u, "totalTokenCount"))
-                            ? int_field(u, "totalTokenCount")
+                            ? llm_json_count(u, "totalTokenCount")
                             : out->prompt_tokens + out->completion_tokens;
-    out->cached_tokens = int_field(u, "cachedContentTokenCount");
+    out->cached_tokens = llm_json_count(u, "cachedContentTokenCount");
     out->reasoning_tokens = thoughts;
 }
 
-/* {"error":{"code","message","status"}}: the message; a bare {"message"} too. */
-static size_t error_value_message(const json_t *root, char *buf, size_t cap)
-{
-    const json_t *err = json_object_get(root, "error");
-    const json_t *m = json_is_object(err)   ? json_object_get(err, "message")
-                      : json_is_string(err) ? err
-                                            : json_object_get(root, "message");
-    if (!json_is_string(m) || json_string_length(m) == 0)
-        return 0;
-    return llm_copy_bounded(buf, cap, json_string_value(m), json_string_length(m),
-                            LLM_WIRE_ERRMSG_MAX);
-}
-
-/* What one GenerateContentResponse adds; shared by the whole-reply and stream parsers. */
-struct acc {
-    struct llm_buf text;
-    struct llm_tool_call *calls;
-    size_t n_calls;
-    char *finish_reason;
-    char *model;
-    struct llm_usage usage;
-    llm_delta_cb on_delta;
-    void *arg;
-};
-
-static void acc_cleanup(struct acc *a)
-{
-    llm_buf_free(&a->text);
-    for (size_t i = 0; i < a->n_calls; i++) {
-        free(a->calls[i].id);
-        free(a->calls[i].name);
-        free(a->calls[i].arguments);
-    }
-    free(a->calls);
-    free(a->finish_reason);
-    free(a->model);
-    memset(a, 0, sizeof *a);
-}
-
-static int replace_string(char **slot, const json_t *v)
-{
-    if (!json_is_string(v))
-        return 0;
-    bool nomem = false;
-    char *p = llm_strdup(json_string_value(v), &nomem);
-    if (nomem)
-        return ERR_NOMEM;
-    free(*slot);
-    *slot = p;
-    return 0;
-}
-
-static int add_call(struct acc *a, const json_t *part, const json_t *fc, struct err *e)
+/* Adds a functionCall part as the next tool call; see the file comment for its id. */
+static int add_call(struct llm_acc *a, const json_t *part, const json_t *fc, struct err *e)
 {
     int rc = 0;
-    bool nomem = false;
-    struct llm_buf id = {0};
+    struct llm_acc_tool *t = NULL;
     const json_t *name = json_object_get(fc, "name");
     if (!json_is_string(name))
         return err_set(e, ERR_INVALID, "reply: functionCall without a name");
-    if (a->n_calls >= LLM_STREAM_MAX_TOOL_CALLS)
-        return err_set(e, ERR_INVALID, "reply has more than %d tool calls",
-                       LLM_STREAM_MAX_TOOL_CALLS);
-    struct llm_tool_call *p = realloc(a->calls, (a->n_calls + 1) * sizeof *p);
-    if (p == NULL)
-        return err_set(e, ERR_NOMEM, "out of memory");
-    a->calls = p;
-    struct llm_tool_call *tc = &a->calls[a->n_calls];
-    memset(tc, 0, sizeof *tc);
+    size_t n = a->n_tools;
+    /* "reply" in the message when streamed too: this code reads both. */
+    TRY(llm_acc_add_tool(a, (long)n, "reply", &t, e));
 
     const json_t *jid = json_object_get(fc, "id");
     if (json_is_string(jid) && json_string_length(jid) > 0 &&
         strstr(json_string_value(jid), TS_SEP) == NULL) {
-        NOMEM_IF(llm_buf_append(&id, json_string_value(jid), json_string_length(jid)) != 0);
+        NOMEM_IF(llm_buf_append(&t->id, json_string_value(jid), json_string_length(jid)) != 0);
     } else {
         char synth[32];
-        int n = snprintf(synth, sizeof synth, "call_%zu", a->n_calls);
-        NOMEM_IF(llm_buf_append(&id, synth, (size_t)n) != 0);
+        int len = snprintf(synth, sizeof synth, "call_%zu", n);
+        NOMEM_IF(llm_buf_append(&t->id, synth, (size_t)len) != 0);
     }
     const json_t *sig = json_object_get(part, "thoughtSignature");
     if (json_is_string(sig) && json_string_length(sig) > 0 &&
         json_string_length(sig) <= MAX_SIGNATURE)
-        NOMEM_IF(llm_buf_append(&id, TS_SEP, sizeof TS_SEP - 1) != 0 ||
-                 llm_buf_append(&id, json_string_value(sig), json_string_length(sig)) != 0);
-    tc->id = llm_buf_steal(&id);
-    tc->name = llm_strdup(json_string_value(name), &nomem);
+        NOMEM_IF(llm_buf_append(&t->id, TS_SEP, sizeof TS_SEP - 1) != 0 ||
+                 llm_buf_append(&t->id, json_string_value(sig), json_string_length(sig)) != 0);
+    NOMEM_IF(llm_buf_append(&t->name, json_string_value(name), json_string_length(name)) != 0);
     const json_t *args = json_object_get(fc, "args");
     if (json_is_object(args)) {
-        tc->arguments = json_dumps(args, JSON_TEXT_FLAGS);
-        nomem |= tc->arguments == NULL;
-    } else {
-        tc->arguments = llm_strdup("{}", &nomem);
+        t->init_args = json_dumps(args, JSON_TEXT_FLAGS);
+        NOMEM_IF(t->init_args == NULL);
     }
-    a->n_calls++; /* owns what was allocated, even on failure below */
-    NOMEM_IF(nomem || tc->id == NULL);
 out:
-    llm_buf_free(&id);
     return rc;
 }
 
 /* Reads one GenerateContentResponse into a. `where` names it in messages ("reply",
  * "stream"). A response without candidates is fine in a stream (a usage-only chunk). */
-static int read_response(struct acc *a, const json_t *root, bool need_candidate, const char *where,
-                         struct err *e)
+static int read_response(struct llm_acc *a, const json_t *root, bool need_candidate,
+                         const char *where, struct err *e)
 {
     int rc = 0;
     const json_t *errv = json_object_get(root, "error");
     if (errv != NULL && !json_is_null(errv)) {
         char msg[LLM_WIRE_ERRMSG_MAX + 1];
-        if (error_value_message(root, msg, sizeof msg) == 0)
-            snprintf(msg, sizeof msg, "(no message)");
-        return err_set(e, ERR_IO, "error in %s: %s", where, msg);
+        return llm_error_in(e, where, msg, llm_error_object_message(root, msg, sizeof msg));
     }
-    NOMEM_IF(replace_string(&a->model, json_object_get(root, "modelVersion")) != 0);
+    NOMEM_IF(llm_json_replace(&a->model, json_object_get(root, "modelVersion")) != 0);
     const json_t *usage = json_object_get(root, "usageMetadata");
     if (json_is_object(usage))
         parse_usage(usage, &a->usage);
@@ -579,49 +507,19 @@ static int read_response(struct acc *a, const json_t *root, bool need_candidate,
             return err_set(e, ERR_INVALID, "%s has no candidates[0]", where);
         return 0;
     }
-    NOMEM_IF(replace_string(&a->finish_reason, json_object_get(cand, "finishReason")) != 0);
+    NOMEM_IF(llm_json_replace(&a->finish_reason, json_object_get(cand, "finishReason")) != 0);
     const json_t *parts = json_object_get(json_object_get(cand, "content"), "parts");
     size_t i;
     const json_t *part;
     json_array_foreach(parts, i, part)
     {
-        const json_t *thought = json_object_get(part, "thought");
-        const json_t *text = json_object_get(part, "text");
         const json_t *fc = json_object_get(part, "functionCall");
-        if (json_is_object(fc)) {
+        if (json_is_object(fc))
             TRY(add_call(a, part, fc, e));
-        } else if (json_is_string(text) && !json_is_true(thought) && json_string_length(text) > 0) {
-            NOMEM_IF(llm_buf_append(&a->text, json_string_value(text), json_string_length(text)) !=
-                     0);
-            if (a->on_delta != NULL)
-                a->on_delta(a->arg, json_string_value(text), json_string_length(text));
-        }
+        else if (!json_is_true(json_object_get(part, "thought")))
+            NOMEM_IF(llm_acc_text(a, json_object_get(part, "text")) != 0);
     }
 out:
-    return rc;
-}
-
-/* Moves what a holds into a new response. */
-static int acc_response(struct acc *a, struct llm_response **out, struct err *e)
-{
-    int rc = 0;
-    struct llm_response *r = calloc(1, sizeof *r);
-    NOMEM_IF(r == NULL);
-    r->text = llm_buf_steal(&a->text);
-    NOMEM_IF(r->text == NULL);
-    r->finish_reason = a->finish_reason;
-    a->finish_reason = NULL;
-    r->model = a->model;
-    a->model = NULL;
-    r->usage = a->usage;
-    r->tool_calls = a->calls;
-    r->n_tool_calls = a->n_calls;
-    a->calls = NULL;
-    a->n_calls = 0;
-    *out = r;
-    r = NULL;
-out:
-    llm_response_free(r);
     return rc;
 }
 
@@ -630,7 +528,8 @@ static int gemini_parse_reply(const char *body, size_t len, struct llm_response 
 {
     int rc = 0;
     json_error_t je;
-    struct acc a = {0};
+    struct llm_acc a;
+    llm_acc_init(&a); /* a whole reply: the SSE side stays unused */
     *out = NULL;
     json_t *root = json_loadb(body, len, 0, &je);
     if (!json_is_object(root)) {
@@ -638,9 +537,9 @@ static int gemini_parse_reply(const char *body, size_t len, struct llm_response 
         goto out;
     }
     TRY(read_response(&a, root, true, "reply", e));
-    TRY(acc_response(&a, out, e));
+    TRY(llm_acc_response(&a, out, e));
 out:
-    acc_cleanup(&a);
+    llm_acc_cleanup(&a);
     json_decref(root);
     return rc;
 }
@@ -660,27 +559,7 @@ static size_t gemini_error_message(const char *body, size_t len, char *buf, size
         body += 5;
         len -= 5;
     }
-    json_error_t je;
-    json_t *root = json_loadb(body, len, 0, &je);
-    if (root != NULL) {
-        size_t n = json_is_object(root) ? error_value_message(root, buf, cap) : 0;
-        json_decref(root);
-        return n;
-    }
-    /* Not JSON (a proxy's page): quote the first line when it is text and not HTML. */
-    while (len > 0 && (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')) {
-        body++;
-        len--;
-    }
-    if (len == 0 || *body == '<')
-        return 0;
-    const char *nl = memchr(body, '\n', len);
-    size_t line = nl ? (size_t)(nl - body) : len;
-    while (line > 0 && (body[line - 1] == '\r' || body[line - 1] == ' '))
-        line--;
-    if (line == 0 || !utf8_valid(body, line))
-        return 0;
-    return llm_copy_bounded(buf, cap, body, line, LLM_WIRE_ERRMSG_MAX);
+    return llm_error_body_message(body, len, buf, cap, llm_error_object_message);
 }
 
 /* ---- stream ---- */
@@ -688,29 +567,9 @@ static size_t gemini_error_message(const char *body, size_t len, char *buf, size
 /* With ?alt=sse every event is a whole GenerateContentResponse holding only the new parts;
  * there is no terminator: the stream is complete once a chunk carried a finishReason. */
 struct llm_stream {
-    struct llm_sse sse;
-    struct acc acc;
-    bool dead;
+    struct llm_acc acc;
 };
-
-static int gemini_stream_new(struct llm_stream **out)
-{
-    struct llm_stream *s = calloc(1, sizeof *s);
-    if (s == NULL)
-        return ERR_NOMEM;
-    llm_sse_init(&s->sse, LLM_SSE_MAX_LINE);
-    *out = s;
-    return 0;
-}
-
-static void gemini_stream_free(struct llm_stream *s)
-{
-    if (s == NULL)
-        return;
-    llm_sse_cleanup(&s->sse);
-    acc_cleanup(&s->acc);
-    free(s);
-}
+_Static_assert(offsetof(struct llm_stream, acc) == 0, "the llm_stream_* entries need acc first");
 
 static int stream_event(void *arg, const char *event, const char *data, size_t len, struct err *e)
 {
@@ -727,34 +586,9 @@ static int stream_event(void *arg, const char *event, const char *data, size_t l
     return rc;
 }
 
-static int gemini_stream_feed(struct llm_stream *s, const char *data, size_t len,
-                              llm_delta_cb on_delta, void *arg, struct err *e)
+static int gemini_stream_new(struct llm_stream **out)
 {
-    if (s->dead)
-        return err_set(e, ERR_INVALID, "stream already failed");
-    s->acc.on_delta = on_delta;
-    s->acc.arg = arg;
-    int rc = llm_sse_feed(&s->sse, data, len, stream_event, s, e);
-    s->acc.on_delta = NULL;
-    s->acc.arg = NULL;
-    if (rc != 0)
-        s->dead = true;
-    return rc;
-}
-
-static int gemini_stream_end(struct llm_stream *s, llm_delta_cb on_delta, void *arg,
-                             struct llm_response **out, struct err *e)
-{
-    *out = NULL;
-    if (s->dead)
-        return err_set(e, ERR_INVALID, "stream already failed");
-    /* A last event without its blank line still counts. */
-    int rc = gemini_stream_feed(s, "\n\n", 2, on_delta, arg, e);
-    if (rc != 0)
-        return rc;
-    if (s->acc.finish_reason == NULL)
-        return err_set(e, ERR_IO, "stream ended before a finishReason");
-    return acc_response(&s->acc, out, e);
+    return llm_stream_new(sizeof(struct llm_stream), stream_event, "a finishReason", out);
 }
 
 const struct llm_wire llm_wire_gemini = {
@@ -763,7 +597,7 @@ const struct llm_wire llm_wire_gemini = {
     .parse_reply = gemini_parse_reply,
     .error_message = gemini_error_message,
     .stream_new = gemini_stream_new,
-    .stream_feed = gemini_stream_feed,
-    .stream_end = gemini_stream_end,
-    .stream_free = gemini_stream_free,
+    .stream_feed = llm_stream_feed,
+    .stream_end = llm_stream_end,
+    .stream_free = llm_stream_free,
 };

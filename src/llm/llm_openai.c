@@ -249,11 +249,6 @@ out:
 
 /* ---- reply ---- */
 
-static char *dup_json_string(const json_t *v, bool *failed)
-{
-    return json_is_string(v) ? llm_strdup(json_string_value(v), failed) : NULL;
-}
-
 static long int_field(const json_t *o, const char *key)
 {
     const json_t *v = json_object_get(o, key);
@@ -314,9 +309,7 @@ static int openai_parse_reply(const char *body, size_t len, struct llm_response 
     const json_t *errv = json_object_get(root, "error");
     if (errv != NULL && !json_is_null(errv)) {
         char msg[LLM_WIRE_ERRMSG_MAX + 1];
-        if (error_value_message(errv, msg, sizeof msg) == 0)
-            snprintf(msg, sizeof msg, "(no message)");
-        rc = err_set(e, ERR_IO, "error in reply: %s", msg);
+        rc = llm_error_in(e, "reply", msg, error_value_message(errv, msg, sizeof msg));
         goto out;
     }
     const json_t *choices = json_object_get(root, "choices");
@@ -335,8 +328,8 @@ static int openai_parse_reply(const char *body, size_t len, struct llm_response 
     r = calloc(1, sizeof *r);
     NOMEM_IF(r == NULL);
     r->text = llm_strdup(json_is_string(content) ? json_string_value(content) : "", &nomem);
-    r->finish_reason = dup_json_string(json_object_get(choice, "finish_reason"), &nomem);
-    r->model = dup_json_string(json_object_get(root, "model"), &nomem);
+    r->finish_reason = llm_json_strdup(json_object_get(choice, "finish_reason"), &nomem);
+    r->model = llm_json_strdup(json_object_get(root, "model"), &nomem);
     NOMEM_IF(nomem);
     parse_usage(json_object_get(root, "usage"), &r->usage);
 
@@ -375,100 +368,24 @@ out:
     return rc;
 }
 
+/* {"error": ...}, else a bare {"message": "..."}. */
+static size_t root_message(const json_t *root, char *buf, size_t cap)
+{
+    size_t n = error_value_message(json_object_get(root, "error"), buf, cap);
+    return n > 0 ? n : error_value_message(root, buf, cap);
+}
+
 static size_t openai_error_message(const char *body, size_t len, char *buf, size_t cap)
 {
-    if (cap > 0)
-        buf[0] = '\0';
-    if (body == NULL || len == 0 || cap == 0)
-        return 0;
-    json_error_t je;
-    json_t *root = json_loadb(body, len, 0, &je);
-    if (root != NULL) {
-        size_t n = 0;
-        if (json_is_object(root)) {
-            n = error_value_message(json_object_get(root, "error"), buf, cap);
-            if (n == 0)
-                n = error_value_message(root, buf, cap); /* {"message": "..."} */
-        }
-        json_decref(root);
-        return n;
-    }
-    /* Not JSON (a proxy's page): quote the first line when it is text and not HTML. */
-    while (len > 0 && (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')) {
-        body++;
-        len--;
-    }
-    if (len == 0 || *body == '<')
-        return 0;
-    const char *nl = memchr(body, '\n', len);
-    size_t line = nl ? (size_t)(nl - body) : len;
-    while (line > 0 && (body[line - 1] == '\r' || body[line - 1] == ' '))
-        line--;
-    if (line == 0 || !utf8_valid(body, line))
-        return 0;
-    return llm_copy_bounded(buf, cap, body, line, LLM_WIRE_ERRMSG_MAX);
+    return llm_error_body_message(body, len, buf, cap, root_message);
 }
 
 /* ---- stream ---- */
 
-struct stream_tool {
-    long index;
-    struct llm_buf id, name, args;
-};
-
 struct llm_stream {
-    struct llm_sse sse;
-    struct llm_buf text;
-    struct stream_tool *tools;
-    size_t n_tools;
-    char *finish_reason;
-    char *model;
-    struct llm_usage usage;
-    bool done;
-    bool dead;
-    llm_delta_cb on_delta;
-    void *arg;
+    struct llm_acc acc; /* done: [DONE] seen */
 };
-
-static int openai_stream_new(struct llm_stream **out)
-{
-    struct llm_stream *s = calloc(1, sizeof *s);
-    if (s == NULL)
-        return ERR_NOMEM;
-    llm_sse_init(&s->sse, LLM_SSE_MAX_LINE);
-    *out = s;
-    return 0;
-}
-
-static void openai_stream_free(struct llm_stream *s)
-{
-    if (s == NULL)
-        return;
-    llm_sse_cleanup(&s->sse);
-    llm_buf_free(&s->text);
-    for (size_t i = 0; i < s->n_tools; i++) {
-        llm_buf_free(&s->tools[i].id);
-        llm_buf_free(&s->tools[i].name);
-        llm_buf_free(&s->tools[i].args);
-    }
-    free(s->tools);
-    free(s->finish_reason);
-    free(s->model);
-    free(s);
-}
-
-static int replace_string(char **slot, const json_t *v)
-{
-    if (!json_is_string(v))
-        return 0;
-    bool nomem = false;
-    char *p = llm_strdup(json_string_value(v), &nomem);
-    if (nomem)
-        return ERR_NOMEM;
-    free(*slot);
-    *slot = p;
-    return 0;
-}
+_Static_assert(offsetof(struct llm_stream, acc) == 0, "the llm_stream_* entries need acc first");
 
 static int append_string(struct llm_buf *b, const json_t *v)
 {
@@ -477,48 +394,35 @@ static int append_string(struct llm_buf *b, const json_t *v)
     return llm_buf_append(b, json_string_value(v), json_string_length(v));
 }
 
+/* A tool_calls[] delta: fragments of one call share its "index" (its position when absent). */
 static int stream_tool_delta(struct llm_stream *s, const json_t *d, size_t pos, struct err *e)
 {
+    int rc = 0;
     const json_t *jidx = json_object_get(d, "index");
     long index = json_is_integer(jidx) ? (long)json_integer_value(jidx) : (long)pos;
-    struct stream_tool *t = NULL;
-    for (size_t i = 0; i < s->n_tools; i++) {
-        if (s->tools[i].index == index) {
-            t = &s->tools[i];
-            break;
-        }
-    }
-    if (t == NULL) {
-        if (s->n_tools >= LLM_STREAM_MAX_TOOL_CALLS)
-            return err_set(e, ERR_INVALID, "stream has more than %d tool calls",
-                           LLM_STREAM_MAX_TOOL_CALLS);
-        struct stream_tool *p = realloc(s->tools, (s->n_tools + 1) * sizeof *p);
-        if (p == NULL)
-            return err_set(e, ERR_NOMEM, "out of memory");
-        s->tools = p;
-        t = &s->tools[s->n_tools++];
-        memset(t, 0, sizeof *t);
-        t->index = index;
-    }
+    struct llm_acc_tool *t = llm_acc_find_tool(&s->acc, index);
+    if (t == NULL)
+        TRY(llm_acc_add_tool(&s->acc, index, "stream", &t, e));
     const json_t *fn = json_object_get(d, "function");
-    if (append_string(&t->id, json_object_get(d, "id")) != 0 ||
-        append_string(&t->name, json_object_get(fn, "name")) != 0 ||
-        append_string(&t->args, json_object_get(fn, "arguments")) != 0)
-        return err_set(e, ERR_NOMEM, "out of memory");
-    return 0;
+    NOMEM_IF(append_string(&t->id, json_object_get(d, "id")) != 0 ||
+             append_string(&t->name, json_object_get(fn, "name")) != 0 ||
+             append_string(&t->args, json_object_get(fn, "arguments")) != 0);
+out:
+    return rc;
 }
 
 static int stream_event(void *arg, const char *event, const char *data, size_t len, struct err *e)
 {
     struct llm_stream *s = arg;
+    struct llm_acc *a = &s->acc;
     int rc = 0;
     json_error_t je;
     json_t *root = NULL;
 
-    if (s->done)
+    if (a->done)
         return 0; /* nothing after [DONE] counts */
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
-        s->done = true;
+        a->done = true;
         return 0;
     }
     root = json_loadb(data, len, 0, &je);
@@ -529,15 +433,13 @@ static int stream_event(void *arg, const char *event, const char *data, size_t l
     const json_t *errv = json_object_get(root, "error");
     if (errv != NULL && !json_is_null(errv)) {
         char msg[LLM_WIRE_ERRMSG_MAX + 1];
-        if (error_value_message(errv, msg, sizeof msg) == 0)
-            snprintf(msg, sizeof msg, "(no message)");
-        rc = err_set(e, ERR_IO, "error in stream: %s", msg);
+        rc = llm_error_in(e, "stream", msg, error_value_message(errv, msg, sizeof msg));
         goto out;
     }
-    NOMEM_IF(replace_string(&s->model, json_object_get(root, "model")) != 0);
+    NOMEM_IF(llm_json_replace(&a->model, json_object_get(root, "model")) != 0);
     const json_t *usage = json_object_get(root, "usage");
     if (json_is_object(usage))
-        parse_usage(usage, &s->usage);
+        parse_usage(usage, &a->usage);
 
     const json_t *choices = json_object_get(root, "choices");
     size_t ci;
@@ -547,14 +449,10 @@ static int stream_event(void *arg, const char *event, const char *data, size_t l
         const json_t *jidx = json_object_get(choice, "index");
         if (json_is_integer(jidx) && json_integer_value(jidx) != 0)
             continue;
-        NOMEM_IF(replace_string(&s->finish_reason, json_object_get(choice, "finish_reason")) != 0);
+        NOMEM_IF(llm_json_replace(&a->finish_reason, json_object_get(choice, "finish_reason")) !=
+                 0);
         const json_t *delta = json_object_get(choice, "delta");
-        const json_t *content = json_object_get(delta, "content");
-        if (json_is_string(content) && json_string_length(content) > 0) {
-            NOMEM_IF(append_string(&s->text, content) != 0);
-            if (s->on_delta != NULL)
-                s->on_delta(s->arg, json_string_value(content), json_string_length(content));
-        }
+        NOMEM_IF(llm_acc_text(a, json_object_get(delta, "content")) != 0);
         const json_t *calls = json_object_get(delta, "tool_calls");
         size_t ti;
         const json_t *call;
@@ -568,79 +466,28 @@ out:
     return rc;
 }
 
-static int openai_stream_feed(struct llm_stream *s, const char *data, size_t len,
-                              llm_delta_cb on_delta, void *arg, struct err *e)
+static int openai_stream_new(struct llm_stream **out)
 {
-    if (s->dead)
-        return err_set(e, ERR_INVALID, "stream already failed");
-    s->on_delta = on_delta;
-    s->arg = arg;
-    int rc = llm_sse_feed(&s->sse, data, len, stream_event, s, e);
-    s->on_delta = NULL;
-    s->arg = NULL;
-    if (rc != 0)
-        s->dead = true;
-    return rc;
+    return llm_stream_new(sizeof(struct llm_stream), stream_event, "[DONE]", out);
 }
 
 static int openai_stream_end(struct llm_stream *s, llm_delta_cb on_delta, void *arg,
                              struct llm_response **out, struct err *e)
 {
     int rc = 0;
-    bool nomem = false;
-    struct llm_response *r = NULL;
     *out = NULL;
-    if (s->dead)
-        return err_set(e, ERR_INVALID, "stream already failed");
-    /* A last event without its blank line still counts. */
-    rc = openai_stream_feed(s, "\n\n", 2, on_delta, arg, e);
-    if (rc != 0) {
-        s->dead = true;
-        return rc;
-    }
-    if (!s->done && s->finish_reason == NULL)
-        return err_set(e, ERR_IO, "stream ended before [DONE]");
-
-    r = calloc(1, sizeof *r);
-    NOMEM_IF(r == NULL);
-    r->text = llm_buf_steal(&s->text);
-    NOMEM_IF(r->text == NULL);
-    r->finish_reason = s->finish_reason;
-    s->finish_reason = NULL;
-    r->model = s->model;
-    s->model = NULL;
-    r->usage = s->usage;
-    if (s->n_tools > 0) {
-        /* Indexes arrive in order in practice; sort anyway (few entries: insertion sort). */
-        for (size_t i = 1; i < s->n_tools; i++) {
-            struct stream_tool t = s->tools[i];
-            size_t j = i;
-            for (; j > 0 && s->tools[j - 1].index > t.index; j--)
-                s->tools[j] = s->tools[j - 1];
-            s->tools[j] = t;
-        }
-        r->tool_calls = calloc(s->n_tools, sizeof *r->tool_calls);
-        NOMEM_IF(r->tool_calls == NULL);
-        for (size_t i = 0; i < s->n_tools; i++) {
-            struct stream_tool *t = &s->tools[i];
-            struct llm_tool_call *tc = &r->tool_calls[r->n_tool_calls++];
-            if (t->id.len == 0) {
-                char synth[32];
-                snprintf(synth, sizeof synth, "call_%ld", t->index);
-                tc->id = llm_strdup(synth, &nomem);
-            } else {
-                tc->id = llm_buf_steal(&t->id);
-                nomem |= tc->id == NULL;
-            }
-            tc->name = llm_buf_steal(&t->name);
-            tc->arguments = t->args.len ? llm_buf_steal(&t->args) : llm_strdup("{}", &nomem);
-            NOMEM_IF(nomem || tc->name == NULL || tc->arguments == NULL);
+    TRY(llm_stream_flush(s, on_delta, arg, e));
+    /* Some compatible servers send no id: the call is named by its index. */
+    for (size_t i = 0; i < s->acc.n_tools; i++) {
+        struct llm_acc_tool *t = &s->acc.tools[i];
+        if (t->id.len == 0) {
+            char synth[32];
+            int n = snprintf(synth, sizeof synth, "call_%ld", t->index);
+            NOMEM_IF(llm_buf_append(&t->id, synth, (size_t)n) != 0);
         }
     }
-    *out = r;
-    r = NULL;
+    TRY(llm_acc_response(&s->acc, out, e));
 out:
-    llm_response_free(r);
     return rc;
 }
 
@@ -650,7 +497,7 @@ const struct llm_wire llm_wire_openai = {
     .parse_reply = openai_parse_reply,
     .error_message = openai_error_message,
     .stream_new = openai_stream_new,
-    .stream_feed = openai_stream_feed,
+    .stream_feed = llm_stream_feed,
     .stream_end = openai_stream_end,
-    .stream_free = openai_stream_free,
+    .stream_free = llm_stream_free,
 };

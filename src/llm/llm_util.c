@@ -1,6 +1,7 @@
 /*
  * llm_util.c - helpers every wire shares (wire.h): the byte buffer, the SSE splitter, bounded
- * copies of provider text, and the response/HTTP-request destructors. No transport here.
+ * copies of provider text, reading replies and error bodies, and the response/HTTP-request
+ * destructors. No transport here (the reply accumulator is in llm_stream.c).
  */
 #include "llm/wire.h"
 
@@ -86,6 +87,82 @@ char *llm_strdup(const char *s, bool *failed)
     }
     memcpy(p, s, n);
     return p;
+}
+
+char *llm_json_strdup(const json_t *v, bool *failed)
+{
+    return json_is_string(v) ? llm_strdup(json_string_value(v), failed) : NULL;
+}
+
+int llm_json_replace(char **slot, const json_t *v)
+{
+    if (!json_is_string(v))
+        return 0;
+    bool nomem = false;
+    char *p = llm_strdup(json_string_value(v), &nomem);
+    if (nomem)
+        return ERR_NOMEM;
+    free(*slot);
+    *slot = p;
+    return 0;
+}
+
+size_t llm_error_object_message(const json_t *root, char *buf, size_t cap)
+{
+    const json_t *err = json_object_get(root, "error");
+    const json_t *m = json_is_object(err)   ? json_object_get(err, "message")
+                      : json_is_string(err) ? err
+                                            : json_object_get(root, "message");
+    if (!json_is_string(m) || json_string_length(m) == 0)
+        return 0;
+    return llm_copy_bounded(buf, cap, json_string_value(m), json_string_length(m),
+                            LLM_WIRE_ERRMSG_MAX);
+}
+
+long llm_json_count(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    return json_is_integer(v) && json_integer_value(v) >= 0 ? (long)json_integer_value(v) : 0;
+}
+
+int llm_error_in(struct err *e, const char *where, const char *msg, size_t len)
+{
+    return err_set(e, ERR_IO, "error in %s: %s", where, len > 0 ? msg : "(no message)");
+}
+
+/* A non-JSON error body: its first line, when it is text and not HTML. */
+static size_t error_text_line(const char *body, size_t len, char *buf, size_t cap)
+{
+    while (len > 0 && (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')) {
+        body++;
+        len--;
+    }
+    if (len == 0 || *body == '<')
+        return 0;
+    const char *nl = memchr(body, '\n', len);
+    size_t line = nl ? (size_t)(nl - body) : len;
+    while (line > 0 && (body[line - 1] == '\r' || body[line - 1] == ' '))
+        line--;
+    if (line == 0 || !utf8_valid(body, line))
+        return 0;
+    return llm_copy_bounded(buf, cap, body, line, LLM_WIRE_ERRMSG_MAX);
+}
+
+size_t llm_error_body_message(const char *body, size_t len, char *buf, size_t cap,
+                              size_t (*message_of)(const json_t *root, char *buf, size_t cap))
+{
+    if (cap > 0)
+        buf[0] = '\0';
+    if (body == NULL || len == 0 || cap == 0)
+        return 0;
+    json_error_t je;
+    json_t *root = json_loadb(body, len, 0, &je);
+    if (root != NULL) {
+        size_t n = json_is_object(root) ? message_of(root, buf, cap) : 0;
+        json_decref(root);
+        return n;
+    }
+    return error_text_line(body, len, buf, cap);
 }
 
 /* memset that the compiler may not drop (the buffer is freed right after). */

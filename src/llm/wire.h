@@ -1,6 +1,6 @@
 /*
  * wire.h - internal to llm/: the provider wire vtable, and the small helpers the wire files
- * share (a bounded byte buffer, an SSE line splitter).
+ * share (a bounded byte buffer, an SSE line splitter, the reply accumulator).
  *
  * llm.c owns transport (libcurl on the loop, retries, error classification); a wire owns the
  * bytes: it turns a struct llm_request into an HTTP request (URL, headers, body), a reply body
@@ -42,7 +42,8 @@ struct llm_wire_http {
 
 void llm_wire_http_cleanup(struct llm_wire_http *h); /* NULL-safe; leaves *h zeroed */
 
-/* Streamed-reply state of one attempt; each wire defines its own. */
+/* Streamed-reply state of one attempt; each wire defines its own, beginning with a struct
+ * llm_acc (below). */
 struct llm_stream;
 
 struct llm_wire {
@@ -120,6 +121,33 @@ size_t llm_copy_bounded(char *buf, size_t cap, const char *s, size_t len, size_t
 /* Duplicates a string (NULL for NULL). Sets *failed on ENOMEM. */
 char *llm_strdup(const char *s, bool *failed);
 
+/* ---- reply reading helpers the wires share ---- */
+
+/* A copy of v when it is a JSON string, else NULL. Sets *failed on ENOMEM. */
+char *llm_json_strdup(const json_t *v, bool *failed);
+
+/* When v is a JSON string, *slot becomes a copy of it (the old value freed); otherwise *slot
+ * is left alone (a stream repeats a field only in some events). 0 or ERR_NOMEM. */
+int llm_json_replace(char **slot, const json_t *v);
+
+/* A non-negative integer field of o, else 0 (absent, negative, not an integer). */
+long llm_json_count(const json_t *o, const char *key);
+
+/* ERR_IO "error in <where>: <msg>" for an error the provider put in a 200 reply or a stream;
+ * len is the message's length, 0 for none ("(no message)"). Returns ERR_IO. */
+int llm_error_in(struct err *e, const char *where, const char *msg, size_t len);
+
+/* The message of an error object {"error": {"message": "..."}}, {"error": "..."} or
+ * {"message": "..."} (Anthropic's and Gemini's shapes, and what proxies send), copied into buf
+ * as error_message does; 0 when root holds none. */
+size_t llm_error_object_message(const json_t *root, char *buf, size_t cap);
+
+/* The body of a wire's error_message: a JSON object's message as `message_of` finds it (for
+ * instance llm_error_object_message), other JSON none, and a body that is not JSON (a proxy's
+ * page) its first line when that is UTF-8 text and not HTML. */
+size_t llm_error_body_message(const char *body, size_t len, char *buf, size_t cap,
+                              size_t (*message_of)(const json_t *root, char *buf, size_t cap));
+
 /* ---- request building helpers the wires share ---- */
 
 /* Inside a builder with `int rc`, `struct err *e` and an `out:` label. */
@@ -152,5 +180,74 @@ bool llm_has_ctl(const char *s);
 /* Adds the header line "name: value" (value may be a secret: llm_wire_http_cleanup wipes
  * it). 0, ERR_NOMEM, or ERR_INTERNAL past LLM_WIRE_MAX_HEADERS. */
 int llm_wire_add_header(struct llm_wire_http *out, const char *name, const char *value);
+
+/* ---- the reply accumulator (llm_stream.c) ----
+ *
+ * What a streamed reply adds up to is the same on every wire: text, tool calls assembled from
+ * fragments keyed by the provider's index, a finish reason, a model, usage. Each wire keeps
+ * only its event parsing; Gemini also reads a whole reply into one (its reply is one stream
+ * event). */
+
+/* A tool call being assembled. The response gets id and name as they stand (empty strings
+ * when nothing came) and args, or init_args when no fragment came, or "{}". */
+struct llm_acc_tool {
+    long index;
+    struct llm_buf id, name, args;
+    char *init_args;
+};
+
+struct llm_acc {
+    struct llm_sse sse;
+    llm_sse_event_cb on_event; /* the wire's event parser, given the stream */
+    const char *end_name;      /* what a complete stream ends with, for the error message */
+    struct llm_buf text;
+    struct llm_acc_tool *tools;
+    size_t n_tools;
+    char *finish_reason;
+    char *model;
+    struct llm_usage usage;
+    bool done;             /* the wire's end marker was seen */
+    bool dead;             /* a feed failed: only free is valid */
+    llm_delta_cb on_delta; /* set only while a feed runs */
+    void *arg;
+};
+
+void llm_acc_init(struct llm_acc *a);
+void llm_acc_cleanup(struct llm_acc *a); /* leaves *a zeroed */
+
+/* Appends a text delta (a JSON string; anything else or "" is ignored) and passes it to
+ * on_delta. 0 or ERR_NOMEM. */
+int llm_acc_text(struct llm_acc *a, const json_t *v);
+
+/* The tool call with this index, or NULL. */
+struct llm_acc_tool *llm_acc_find_tool(struct llm_acc *a, long index);
+
+/* Adds an empty tool call with this index. Past LLM_STREAM_MAX_TOOL_CALLS fails with
+ * ERR_INVALID "<where> has more than N tool calls"; or ERR_NOMEM. */
+int llm_acc_add_tool(struct llm_acc *a, long index, const char *where, struct llm_acc_tool **out,
+                     struct err *e);
+
+/* Moves what a holds into a new response, tool calls sorted by index. *out is left alone on
+ * failure (ERR_NOMEM). */
+int llm_acc_response(struct llm_acc *a, struct llm_response **out, struct err *e);
+
+/*
+ * The stream entries of a wire. Each wire's struct llm_stream begins with its struct llm_acc
+ * (h2o's `super`; each wire checks it with a _Static_assert), so feed, end and free are these
+ * functions. llm_stream_new allocates `size` zeroed bytes; the SSE events of a feed go to
+ * on_event with the stream as arg. llm_stream_feed marks the stream dead on error.
+ * llm_stream_end is llm_stream_flush then llm_acc_response.
+ */
+int llm_stream_new(size_t size, llm_sse_event_cb on_event, const char *end_name,
+                   struct llm_stream **out);
+int llm_stream_feed(struct llm_stream *s, const char *data, size_t len, llm_delta_cb on_delta,
+                    void *arg, struct err *e);
+int llm_stream_end(struct llm_stream *s, llm_delta_cb on_delta, void *arg,
+                   struct llm_response **out, struct err *e);
+void llm_stream_free(struct llm_stream *s);
+
+/* The first half of stream_end: feeds a last event that lacked its blank line, then fails
+ * with ERR_IO "stream ended before <end_name>" unless the end marker or a finish reason came. */
+int llm_stream_flush(struct llm_stream *s, llm_delta_cb on_delta, void *arg, struct err *e);
 
 #endif
