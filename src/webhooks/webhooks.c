@@ -211,15 +211,17 @@ static int build_body(struct webhooks *wh, const struct store_delivery *d, char 
     json_decref(data);
     data = head;
     root = json_object();
-    if (root == NULL ||
-        !model_put(root, "type", json_string(store_event_type_name(d->type))) ||
-        !model_put(root, "timestamp", json_string(d->event_created_at)) ||
-        !model_put(root, "data", data)) {
+    bool ok = root != NULL &&
+              model_put(root, "type", json_string(store_event_type_name(d->type))) &&
+              model_put(root, "timestamp", json_string(d->event_created_at));
+    if (ok) {
+        ok = model_put(root, "data", data); /* steals data, set or not */
         data = NULL;
+    }
+    if (!ok) {
         rc = err_set(e, ERR_NOMEM, "out of memory");
         goto out;
     }
-    data = NULL;
     if (STORE_EV_BIT(d->type) & STORE_EV_TERMINAL_MASK) {
         if ((rc = store_job_get(wh->store, d->job_id, &job, e)) != 0)
             goto out;
