@@ -119,6 +119,8 @@ int main(int argc, char **argv)
                           cap,
                           "--llm-max-host-connections",
                           conns,
+                          "--llm-base-url-allow",
+                          "127.0.0.1",
                           NULL};
     struct proc crewd = bench_spawn_server(crewd_argv);
 

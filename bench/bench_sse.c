@@ -141,9 +141,18 @@ int main(int argc, char **argv)
     snprintf(max_streams, sizeof max_streams, "%ld", n_streams + 100);
     char *fake_argv[] = {fake_bin, "--log-bodies", "0", NULL};
     struct proc fake = bench_spawn_server(fake_argv);
-    char *crewd_argv[] = {crewd_bin,        "--store",          store, "--listen",
-                          "127.0.0.1:0",    "--log-level",      "warn", "--sse-max-streams",
-                          max_streams,      NULL};
+    char *crewd_argv[] = {crewd_bin,
+                          "--store",
+                          store,
+                          "--listen",
+                          "127.0.0.1:0",
+                          "--log-level",
+                          "warn",
+                          "--sse-max-streams",
+                          max_streams,
+                          "--llm-base-url-allow",
+                          "127.0.0.1",
+                          NULL};
     struct proc crewd = bench_spawn_server(crewd_argv);
 
     curl_global_init(CURL_GLOBAL_DEFAULT);

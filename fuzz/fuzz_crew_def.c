@@ -42,9 +42,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!json_equal(full, full2))
         abort();
 
-    struct plan_opts opts = {"openai"};
+    struct plan_opts opts = {.default_provider = "openai"};
     if (plan_compile(def, &opts, &plan, &e) != 0)
         goto out;
+    /* The LLM policy over whatever base_url and api_key_env the input holds. */
+    static const char *const hosts[] = {"localhost", "*.example.com"};
+    static const char *const envs[] = {"MY_KEY"};
+    struct plan_llm_policy policy = {.base_url_hosts = hosts,
+                                     .n_base_url_hosts = 2,
+                                     .key_envs = envs,
+                                     .n_key_envs = 1};
+    int prc = plan_check_llm_policy(plan, &policy, &e);
+    if (prc != 0 && prc != ERR_INVALID)
+        abort();
     pj = plan_to_json(plan);
     if (pj == NULL)
         abort();

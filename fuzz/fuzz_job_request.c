@@ -44,7 +44,7 @@ static struct plan *fixed_plan(void)
     struct crew_def *def = NULL;
     struct err e = {0};
     json_t *j = json_loads(CREW, JSON_REJECT_DUPLICATES, NULL);
-    struct plan_opts opts = {"openai"};
+    struct plan_opts opts = {.default_provider = "openai"};
     if (j == NULL || tool_registry_new(&reg) != 0 || crew_def_parse(j, reg, &def, &e) != 0 ||
         plan_compile(def, &opts, &plan, &e) != 0 || plan->n_agents != 3) {
         fprintf(stderr, "fuzz_job_request: set-up failed: %s\n", err_text(&e));

@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     char host[URL_HOST_MAX];
     e = (struct err){0};
-    if (url_http_host(url, "url", host, &e) == 0) {
+    if (url_http_host(url, "url", URL_NO_USERINFO, host, &e) == 0) {
         size_t hl = strlen(host);
         if (hl == 0 || hl >= URL_HOST_MAX || host[0] == '[')
             abort();

@@ -78,7 +78,8 @@ def main():
     fake, fake_port = start([os.path.join(BUILD, "crewd-fakellm"), "--latency-ms", "50"])
     tmp = tempfile.mkdtemp(prefix="crewd-demo-")
     crewd, port = start([os.path.join(BUILD, "crewd"), "--listen", "127.0.0.1:0",
-                         "--store", "sqlite:" + os.path.join(tmp, "demo.db")])
+                         "--store", "sqlite:" + os.path.join(tmp, "demo.db"),
+                         "--llm-base-url-allow", "127.0.0.1"])
     try:
         base_url = "http://127.0.0.1:%d/v1" % fake_port
         runs = [

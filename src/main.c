@@ -23,6 +23,7 @@
 #include "llm/llm.h"
 #include "llm/price.h"
 #include "model/job.h"
+#include "model/plan.h"
 #include "obs/obs.h"
 #include "store/store.h"
 #include "tools/registry.h"
@@ -220,6 +221,12 @@ int main(int argc, char **argv)
         }
         json_decref(j);
     }
+    struct plan_llm_policy llm_policy = {
+        .base_url_hosts = (const char *const *)cfg.llm_base_url_allow,
+        .n_base_url_hosts = cfg.n_llm_base_url_allow,
+        .key_envs = (const char *const *)cfg.llm_key_env_allow,
+        .n_key_envs = cfg.n_llm_key_env_allow,
+    };
     struct jobs_opts jobs_opts = {
         .max_running = cfg.max_running_jobs,
         .lease_ms = cfg.job_lease_ms,
@@ -229,6 +236,7 @@ int main(int argc, char **argv)
         .tool_registry = tools,
         .tool_runner = runner,
         .prices = prices,
+        .llm_policy = &llm_policy,
         .on_events = on_job_events,
         .events_arg = &listeners,
     };
@@ -273,6 +281,7 @@ int main(int argc, char **argv)
                           .jobs = jobs,
                           .sse = sse,
                           .webhook_policy = &webhook_policy,
+                          .llm_policy = &llm_policy,
                           .obs = obs,
                           .health_max_loop_lag_ms = cfg.health_max_loop_lag_ms,
                           .health_max_store_ms = cfg.health_max_store_ms};

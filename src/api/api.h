@@ -17,6 +17,7 @@
 struct jobs;
 struct store;
 struct event_hub;
+struct plan_llm_policy;
 struct api_sse;
 struct tool_registry;
 struct crew_class;
@@ -35,6 +36,9 @@ struct api_ctx {
     struct jobs *jobs; /* woken after each execute; NULL: jobs wait for the next poll */
     struct api_sse *sse; /* the jobs' event streams; NULL: not served (503) */
     const struct job_webhook_policy *webhook_policy; /* NULL: no webhook is accepted */
+    /* Where agents' LLM calls may go and with which keys: crews are checked when written
+     * and again at execute (model/plan.h). */
+    const struct plan_llm_policy *llm_policy;
     struct obs *obs;   /* metrics and loop lag (/metrics, /healthz); NULL: none */
     long health_max_loop_lag_ms; /* /healthz bounds; 0: the config defaults */
     long health_max_store_ms;

@@ -60,7 +60,8 @@ static int build_row(struct http_req *req, const struct api_ctx *ctx, const char
     struct crew_classes set = {.items = classes, .n = n_classes};
     if ((rc = crew_def_parse_with(body, ctx->tools, &set, def, e)) != 0)
         goto out;
-    struct plan_opts opts = {.default_provider = ctx->default_provider};
+    struct plan_opts opts = {.default_provider = ctx->default_provider,
+                             .policy = ctx->llm_policy};
     if ((rc = plan_compile(*def, &opts, &plan, e)) != 0)
         goto out;
 

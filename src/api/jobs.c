@@ -171,7 +171,9 @@ static void execute(struct http_req *req, const struct api_ctx *ctx, const char 
         api_reply_err(req, &e);
         goto out;
     }
-    if (job_request_parse(body, plan, &jr, &e) != 0 ||
+    /* The crew was checked when written, maybe under other lists than the server's now. */
+    if ((ctx->llm_policy != NULL && plan_check_llm_policy(plan, ctx->llm_policy, &e) != 0) ||
+        job_request_parse(body, plan, &jr, &e) != 0 ||
         job_webhook_parse(body, ctx->webhook_policy, &hook, &e) != 0) {
         api_reply_err(req, &e);
         goto out;

@@ -35,6 +35,8 @@ enum setting {
     SET_SHUTDOWN_GRACE_MS,
     SET_SSE_HEARTBEAT_MS,
     SET_SSE_MAX_STREAMS,
+    SET_LLM_BASE_URL_ALLOW,
+    SET_LLM_KEY_ENV_ALLOW,
     SET_WEBHOOK_ALLOW,
     SET_WEBHOOK_PRIVATE,
     SET_WEBHOOK_TIMEOUT_MS,
@@ -60,6 +62,12 @@ static void list_slot(struct config *cfg, enum setting id, char ****list, size_t
         return;
     case SET_WEBHOOK_ALLOW:
         *list = &cfg->webhook_allow, *n = &cfg->n_webhook_allow;
+        return;
+    case SET_LLM_BASE_URL_ALLOW:
+        *list = &cfg->llm_base_url_allow, *n = &cfg->n_llm_base_url_allow;
+        return;
+    case SET_LLM_KEY_ENV_ALLOW:
+        *list = &cfg->llm_key_env_allow, *n = &cfg->n_llm_key_env_allow;
         return;
     default:
         *list = &cfg->llm_limits, *n = &cfg->n_llm_limits;
@@ -189,6 +197,15 @@ static const struct {
     {SET_PRICES, "--prices", "CREWD_PRICES", "prices", false,
      "JSON object \"provider:model\" -> {input, output, cached_input} in USD per million "
      "tokens: results then carry cost (default: none)"},
+    {SET_LLM_BASE_URL_ALLOW, "--llm-base-url-allow", "CREWD_LLM_BASE_URL_ALLOW",
+     "llm_base_url_allow", true,
+     "hosts an agent's config.base_url may name, comma-separated, or * for any (repeatable; "
+     "default: none, so crews with a base_url are refused). The server's provider keys go "
+     "to these hosts: list only servers you trust"},
+    {SET_LLM_KEY_ENV_ALLOW, "--llm-key-env-allow", "CREWD_LLM_KEY_ENV_ALLOW",
+     "llm_key_env_allow", true,
+     "environment variables an agent's config.api_key_env may name besides the providers' "
+     "own (OPENAI_API_KEY, ...), comma-separated (repeatable; default: none; CREWD_* never)"},
     {SET_WEBHOOK_ALLOW, "--webhook-allow", "CREWD_WEBHOOK_ALLOW", "webhook_allow", true,
      "hosts a job's webhook URL may name, comma-separated, or * for any (repeatable; default: "
      "none, so execute refuses webhooks)"},
@@ -299,6 +316,24 @@ static int check_list_item(enum setting id, const char *v, size_t len, const cha
 {
     if (id == SET_LLM_LIMIT)
         return config_parse_llm_limit(v, len, NULL, source, e);
+    if (id == SET_LLM_KEY_ENV_ALLOW) {
+        bool name = len > 0 && len <= 128 && !(v[0] >= '0' && v[0] <= '9');
+        for (size_t i = 0; name && i < len; i++)
+            name = (v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= 'a' && v[i] <= 'z') ||
+                   (v[i] >= '0' && v[i] <= '9') || v[i] == '_';
+        if (!name)
+            return err_set(e, ERR_INVALID,
+                           "%s: '%.*s' is not an environment variable name "
+                           "([A-Za-z_][A-Za-z0-9_]*, at most 128 bytes)",
+                           source, (int)(len > 128 ? 128 : len), v);
+        /* crewd's own settings (API keys, the store URL with its password) are never a
+         * provider key. */
+        if (len >= 6 && strncmp(v, "CREWD_", 6) == 0)
+            return err_set(e, ERR_INVALID,
+                           "%s: '%.*s': crewd's own variables cannot be used as provider keys",
+                           source, (int)len, v);
+        return 0;
+    }
     const char *what = id == SET_API_KEY       ? "API key"
                        : id == SET_CORS_ORIGIN ? "CORS origin"
                                                : "host";
@@ -371,6 +406,8 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
     case SET_CORS_ORIGIN:
     case SET_TOOL_HTTP_ALLOW:
     case SET_WEBHOOK_ALLOW:
+    case SET_LLM_BASE_URL_ALLOW:
+    case SET_LLM_KEY_ENV_ALLOW:
     case SET_LLM_LIMIT: {
         char ***list;
         size_t *n;
@@ -379,7 +416,8 @@ static int apply(struct config *cfg, enum setting id, const char *value, bool ap
             free_list(list, n);
         /* Comma-separated in the environment; one item per option or array element, but
          * webhook hosts split everywhere (no host name holds a comma). */
-        bool split = !append || id == SET_WEBHOOK_ALLOW;
+        bool split = !append || id == SET_WEBHOOK_ALLOW || id == SET_LLM_BASE_URL_ALLOW ||
+                     id == SET_LLM_KEY_ENV_ALLOW;
         const char *p = value;
         for (;;) {
             size_t len = split ? strcspn(p, ",") : strlen(p);
@@ -678,6 +716,8 @@ void config_cleanup(struct config *cfg)
     free_list(&cfg->llm_limits, &cfg->n_llm_limits);
     free_list(&cfg->tool_http_allow, &cfg->n_tool_http_allow);
     free_list(&cfg->webhook_allow, &cfg->n_webhook_allow);
+    free_list(&cfg->llm_base_url_allow, &cfg->n_llm_base_url_allow);
+    free_list(&cfg->llm_key_env_allow, &cfg->n_llm_key_env_allow);
     free(cfg->prices);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -64,6 +64,11 @@ struct config {
     long shutdown_grace_ms;       /* SIGTERM: how long steps in flight may take to finish */
     long sse_heartbeat_ms;        /* a comment line on every event stream this often */
     long sse_max_streams;         /* event streams open at once */
+    char **llm_base_url_allow; /* hosts an agent's base_url may name ("*": any; none: no
+                                  base_url) */
+    size_t n_llm_base_url_allow;
+    char **llm_key_env_allow; /* variables api_key_env may name beyond the providers' own */
+    size_t n_llm_key_env_allow;
     char **webhook_allow; /* hosts a job's webhook may name ("*": any; none: no webhooks) */
     size_t n_webhook_allow;
     long webhook_allow_private;  /* 1: webhooks may reach loopback and private addresses */

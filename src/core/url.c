@@ -54,7 +54,8 @@ char *url_redact_secrets(const char *url)
 
 #define URL_MAX_LEN 8192
 
-int url_http_host(const char *url, const char *field, char host[URL_HOST_MAX], struct err *e)
+int url_http_host(const char *url, const char *field, enum url_userinfo userinfo,
+                  char host[URL_HOST_MAX], struct err *e)
 {
     int rc = 0;
     char *part = NULL;
@@ -77,7 +78,8 @@ int url_http_host(const char *url, const char *field, char host[URL_HOST_MAX], s
     }
     curl_free(part);
     part = NULL;
-    if (curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK && part != NULL) {
+    if (userinfo == URL_NO_USERINFO && curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK &&
+        part != NULL) {
         rc = err_set(e, ERR_INVALID, "%s: must not carry user:password (the signature "
                                      "authenticates crewd)", field);
         goto out;

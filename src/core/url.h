@@ -28,13 +28,20 @@ char *url_redact_secrets(const char *url);
 
 #define URL_HOST_MAX 256
 
+/* What url_http_host accepts besides scheme and host. */
+enum url_userinfo {
+    URL_NO_USERINFO, /* user:password refused ("the signature authenticates crewd": webhooks) */
+    URL_USERINFO_OK, /* allowed (an LLM endpoint behind a proxy with basic auth) */
+};
+
 /*
- * Checks that `url` is an absolute http or https URL with a host and no user:password, and
- * puts its host in host[URL_HOST_MAX]: lower case, without IPv6 brackets or a trailing dot.
- * Returns 0, or ERR_INVALID with a message that starts with `field` and quotes at most the
- * redacted URL.
+ * Checks that `url` is an absolute http or https URL with a host (and, per `userinfo`, no
+ * user:password), and puts its host in host[URL_HOST_MAX]: lower case, without IPv6
+ * brackets or a trailing dot. Returns 0, or ERR_INVALID with a message that starts with
+ * `field` and quotes at most the redacted URL.
  */
-int url_http_host(const char *url, const char *field, char host[URL_HOST_MAX], struct err *e);
+int url_http_host(const char *url, const char *field, enum url_userinfo userinfo,
+                  char host[URL_HOST_MAX], struct err *e);
 
 /*
  * True when `host` (as url_http_host gives it) matches an entry of allow[0..n): "*" (any

@@ -547,6 +547,11 @@ static void start_job(struct jobs *jobs, const struct store_job *row)
         finish_failed(slot, "the job's stored plan does not parse");
         goto out;
     }
+    if (jobs->opts.llm_policy != NULL &&
+        plan_check_llm_policy(slot->plan, jobs->opts.llm_policy, &e) != 0) {
+        finish_failed(slot, err_text(&e));
+        goto out;
+    }
     if (req_json == NULL || job_request_parse(req_json, slot->plan, &slot->req, &e) != 0) {
         char msg[ERR_MSG_MAX + 64];
         snprintf(msg, sizeof msg, "the job's stored request is invalid: %s", err_text(&e));

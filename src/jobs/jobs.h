@@ -27,6 +27,7 @@ struct store;
 struct llm_client;
 struct tool_registry;
 struct tool_runner;
+struct plan_llm_policy;
 
 struct jobs_opts {
     long max_running;   /* 0: 256 */
@@ -37,6 +38,9 @@ struct jobs_opts {
     const struct tool_registry *tool_registry;  /* schemas offered to the models */
     struct tool_runner *tool_runner;            /* runs agents' tools; NULL: none offered */
     const struct llm_prices *prices;            /* NULL: no cost in results */
+    /* Checked again when a job starts: it may have waited since execute, and the server may
+     * have restarted with other lists. NULL: not checked. */
+    const struct plan_llm_policy *llm_policy;
     long long job_ttl_ms;     /* finished jobs older than this are deleted; 0: 86400 s */
     long cleanup_interval_ms; /* how often retention runs; 0: 3600 s */
     /* Optional: job `job_id` has new events in the store (a step, its progress, its start or

@@ -445,7 +445,7 @@ int job_webhook_parse(const json_t *body, const struct job_webhook_policy *polic
     if (strlen(json_string_value(url)) != json_string_length(url))
         return err_set(e, ERR_INVALID, "webhook.url: must not contain NUL");
     char host[URL_HOST_MAX];
-    int rc = url_http_host(json_string_value(url), "webhook.url", host, e);
+    int rc = url_http_host(json_string_value(url), "webhook.url", URL_NO_USERINFO, host, e);
     if (rc != 0)
         return rc;
     if (policy == NULL || policy->n_allow_hosts == 0)

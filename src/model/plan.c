@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/url.h"
 #include "core/utf8.h"
 #include "llm/provider.h"
 #include "model/model_util.h"
@@ -319,6 +320,38 @@ static int fill_finals(struct plan *plan, struct err *e)
     return 0;
 }
 
+int plan_check_llm_policy(const struct plan *plan, const struct plan_llm_policy *policy,
+                          struct err *e)
+{
+    for (size_t i = 0; i < plan->n_agents; i++) {
+        const struct plan_agent *a = &plan->agents[i];
+        if (a->base_url != NULL) {
+            char host[URL_HOST_MAX];
+            struct err inner = {0};
+            if (url_http_host(a->base_url, "base_url", URL_USERINFO_OK, host, &inner) != 0)
+                return err_set(e, ERR_INVALID, "agents[%zu].config.%s", i, err_text(&inner));
+            if (!url_host_allowed(host, policy->base_url_hosts, policy->n_base_url_hosts))
+                return err_set(e, ERR_INVALID,
+                               "agents[%zu].config.base_url: host '%.*s' is not on the "
+                               "server's --llm-base-url-allow list (LLM calls, with the "
+                               "server's provider keys, go only to hosts the operator allows)",
+                               i, (int)utf8_prefix_len(host, strlen(host), 100), host);
+        }
+        const char *env = a->api_key_env;
+        if (env != NULL && !llm_provider_is_key_env(env)) {
+            bool listed = false;
+            for (size_t k = 0; k < policy->n_key_envs && !listed; k++)
+                listed = strcmp(env, policy->key_envs[k]) == 0;
+            if (!listed)
+                return err_set(e, ERR_INVALID,
+                               "agents[%zu].config.api_key_env: '%.*s' is neither a provider's "
+                               "key variable nor on the server's --llm-key-env-allow list",
+                               i, (int)utf8_prefix_len(env, strlen(env), 100), env);
+        }
+    }
+    return 0;
+}
+
 int plan_compile(const struct crew_def *def, const struct plan_opts *opts, struct plan **out,
                  struct err *e)
 {
@@ -359,6 +392,8 @@ int plan_compile(const struct crew_def *def, const struct plan_opts *opts, struc
     }
     if (rc == 0)
         rc = fill_finals(plan, e);
+    if (rc == 0 && opts != NULL && opts->policy != NULL)
+        rc = plan_check_llm_policy(plan, opts->policy, e);
     if (rc != 0)
         goto out;
     *out = plan;

@@ -58,14 +58,36 @@ struct plan {
     size_t n_finals;
 };
 
+/*
+ * Where agents' LLM calls may go, and which of the server's environment variables they may
+ * send there as keys: the operator's (--llm-base-url-allow, --llm-key-env-allow). Without
+ * it, a crew's author could point an agent's base_url at a server of theirs and name any
+ * variable (the store's password, crewd's API keys) in api_key_env, or just receive the
+ * provider's key.
+ */
+struct plan_llm_policy {
+    const char *const *base_url_hosts; /* hosts base_url may name (url_host_allowed) */
+    size_t n_base_url_hosts;
+    const char *const *key_envs; /* api_key_env may name these besides the providers' own */
+    size_t n_key_envs;
+};
+
 struct plan_opts {
     const char *default_provider; /* used when neither llm nor the model name decides */
+    const struct plan_llm_policy *policy; /* NULL: not checked (tests of the compiler) */
 };
 
 /* Returns 0, ERR_INVALID (message names the field), or ERR_NOMEM. */
 int plan_compile(const struct crew_def *def, const struct plan_opts *opts, struct plan **out,
                  struct err *e);
 void plan_free(struct plan *plan);
+
+/* Checks every agent's base_url and api_key_env against the policy: 0, or ERR_INVALID with
+ * a message naming the agent's field ("agents[0].config.base_url: ..."). plan_compile does
+ * this when given a policy; a stored plan is checked again before it runs, since the
+ * operator's lists may have changed since. */
+int plan_check_llm_policy(const struct plan *plan, const struct plan_llm_policy *policy,
+                          struct err *e);
 
 /* New reference, or NULL on allocation failure. Holds no secrets. */
 json_t *plan_to_json(const struct plan *plan);

@@ -371,7 +371,7 @@ static void start(struct webhooks *wh, const struct store_delivery *d)
     c->seq = d->seq;
     c->attempts = d->attempts;
     if (d->url == NULL || d->secret == NULL ||
-        url_http_host(d->url, "url", c->host, &e) != 0) {
+        url_http_host(d->url, "url", URL_NO_USERINFO, c->host, &e) != 0) {
         record(wh, d->job_id, d->seq, d->attempts, STORE_DELIVERY_FAILED, 0,
                "the job's webhook URL is no longer valid");
         goto fail;

@@ -295,7 +295,9 @@ class Crewd:
         with open(err_path, "wb") as err_file:
             # SIGTERM stops at once unless a test asks for a grace period: the suite stops
             # servers with jobs in flight all the time (test_shutdown covers the grace).
-            env = {"CREWD_SHUTDOWN_GRACE_MS": "0"}
+            # Crews in tests point their agents at the fake LLM on 127.0.0.1, which the
+            # server allows only when told (a test of the refusal sets this empty).
+            env = {"CREWD_SHUTDOWN_GRACE_MS": "0", "CREWD_LLM_BASE_URL_ALLOW": "127.0.0.1"}
             env.update(self.extra_env)
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=err_file,

@@ -643,7 +643,8 @@ SECRET6 = "query-key-93c1aa07d2"
 class TestSecrets(CrewdTestCase):
     """Secrets written in an agent's config never come back: "***" in every response, and the
     value itself in no response body at all (nor in the log, even at trace level)."""
-    CREWD_ARGS = ["--log-level", "trace"]
+    CREWD_ARGS = ["--log-level", "trace", "--llm-base-url-allow", "proxy.example",
+                  "--llm-key-env-allow", "MY_OPENAI_KEY"]
 
     @classmethod
     def setUpClass(cls):

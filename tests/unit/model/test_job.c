@@ -24,7 +24,7 @@ static struct plan *compile(void **state, const char *text)
     struct err e = {0};
     if (crew_def_parse(j, *state, &def, &e) != 0)
         fail_msg("parse: %s", e.msg);
-    struct plan_opts opts = {"openai"};
+    struct plan_opts opts = {.default_provider = "openai"};
     if (plan_compile(def, &opts, &plan, &e) != 0)
         fail_msg("compile: %s", e.msg);
     crew_def_free(def);

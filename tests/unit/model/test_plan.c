@@ -23,7 +23,7 @@ static int compile(void **state, const char *text, const char *default_provider,
     json_decref(j);
     if (rc != 0)
         fail_msg("parse failed: %s", e->msg);
-    struct plan_opts opts = {default_provider};
+    struct plan_opts opts = {.default_provider = default_provider};
     rc = plan_compile(def, &opts, plan, e);
     crew_def_free(def);
     return rc;
@@ -158,6 +158,84 @@ static void test_default_provider(void **state)
     plan_free(p);
     crew_def_free(def);
     json_decref(j);
+}
+
+/* Compiles `text` under a policy that allows host "llm.example" and variable MY_KEY: the
+ * compile's return code, with its message in e. */
+static int compile_under_policy(void **state, const char *text, struct err *e)
+{
+    static const char *const hosts[] = {"llm.example", "*.corp.example"};
+    static const char *const envs[] = {"MY_KEY"};
+    struct plan_llm_policy policy = {.base_url_hosts = hosts,
+                                     .n_base_url_hosts = 2,
+                                     .key_envs = envs,
+                                     .n_key_envs = 1};
+    json_t *j = load(text);
+    struct crew_def *def = NULL;
+    if (crew_def_parse(j, *state, &def, e) != 0)
+        fail_msg("parse failed: %s", e->msg);
+    json_decref(j);
+    struct plan_opts opts = {.default_provider = "openai", .policy = &policy};
+    struct plan *p = NULL;
+    int rc = plan_compile(def, &opts, &p, e);
+    if (rc == 0) {
+        /* The same check on the compiled plan (what execute and a job's start do). */
+        assert_int_equal(plan_check_llm_policy(p, &policy, e), 0);
+        struct plan_llm_policy none = {0};
+        int again = plan_check_llm_policy(p, &none, e);
+        assert_true(again == 0 || again == ERR_INVALID);
+    }
+    plan_free(p);
+    crew_def_free(def);
+    return rc;
+}
+
+static void test_llm_policy(void **state)
+{
+    struct err e = {0};
+    /* Allowed: no base_url; an allowed host (any port, any case, a listed subdomain); the
+     * providers' own variables; a listed one. */
+    assert_int_equal(compile_under_policy(state,
+                                          "{'name':'c','agents':[{'agent_id':'a'},"
+                                          "{'agent_id':'b','config':{'base_url':"
+                                          "'https://LLM.example:8443/v1','api_key_env':"
+                                          "'ANTHROPIC_API_KEY'}},"
+                                          "{'agent_id':'c','config':{'base_url':"
+                                          "'http://gw.corp.example/v1','api_key_env':'MY_KEY'}}]}",
+                                          &e),
+                     0);
+    /* A host not on the list: the server's key would go there. */
+    assert_int_equal(compile_under_policy(state,
+                                          "{'name':'c','agents':[{'agent_id':'a'},"
+                                          "{'agent_id':'b','config':{'base_url':"
+                                          "'http://evil.example/v1'}}]}",
+                                          &e),
+                     ERR_INVALID);
+    assert_string_equal(e.msg, "agents[1].config.base_url: host 'evil.example' is not on the "
+                               "server's --llm-base-url-allow list (LLM calls, with the "
+                               "server's provider keys, go only to hosts the operator allows)");
+    /* A variable that is no provider's key and not listed. */
+    assert_int_equal(compile_under_policy(state,
+                                          "{'name':'c','agents':[{'agent_id':'a','config':"
+                                          "{'api_key_env':'CREWD_API_KEYS'}}]}",
+                                          &e),
+                     ERR_INVALID);
+    assert_string_equal(e.msg, "agents[0].config.api_key_env: 'CREWD_API_KEYS' is neither a "
+                               "provider's key variable nor on the server's "
+                               "--llm-key-env-allow list");
+    /* An empty policy allows no base_url at all. */
+    json_t *j = load("{'name':'c','agents':[{'agent_id':'a','config':{'base_url':"
+                     "'http://127.0.0.1:1/v1'}}]}");
+    struct crew_def *def = NULL;
+    assert_int_equal(crew_def_parse(j, *state, &def, &e), 0);
+    json_decref(j);
+    struct plan_llm_policy none = {0};
+    struct plan_opts opts = {.default_provider = "openai", .policy = &none};
+    struct plan *p = NULL;
+    assert_int_equal(plan_compile(def, &opts, &p, &e), ERR_INVALID);
+    assert_null(p);
+    assert_non_null(strstr(e.msg, "host '127.0.0.1' is not on"));
+    crew_def_free(def);
 }
 
 static void test_llm_errors(void **state)
@@ -440,6 +518,7 @@ int main(void)
         cmocka_unit_test(test_agents_resolved),
         cmocka_unit_test(test_default_provider),
         cmocka_unit_test(test_llm_errors),
+        cmocka_unit_test(test_llm_policy),
         cmocka_unit_test(test_graph_order),
         cmocka_unit_test(test_cycles),
         cmocka_unit_test(test_json_round_trip),
