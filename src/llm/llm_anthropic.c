@@ -84,11 +84,11 @@ static int message_blocks(const struct llm_message *m, size_t i, json_t *blocks,
             b = json_object();
             NOMEM_IF(b == NULL);
             NOMEM_IF(json_object_set_new(b, "type", json_string("tool_use")) != 0);
-            TRY(llm_json_set(b, "id",
-                        llm_json_string(tc->id, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
-            TRY(llm_json_set(b, "name",
-                        llm_json_string(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k),
-                        e));
+            TRY(llm_json_set(
+                b, "id", llm_json_string(tc->id, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
+            TRY(llm_json_set(
+                b, "name", llm_json_string(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k),
+                e));
             /* See the file comment for the {"_raw"} case. */
             TRY(llm_json_set(b, "input", llm_tool_args(tc->arguments), e));
             NOMEM_IF(json_array_append_new(blocks, b) != 0);
@@ -102,10 +102,10 @@ static int message_blocks(const struct llm_message *m, size_t i, json_t *blocks,
         NOMEM_IF(b == NULL);
         NOMEM_IF(json_object_set_new(b, "type", json_string("tool_result")) != 0);
         TRY(llm_json_set(b, "tool_use_id",
-                    llm_json_string(m->tool_call_id, e, "messages[%zu].tool_call_id", i), e));
+                         llm_json_string(m->tool_call_id, e, "messages[%zu].tool_call_id", i), e));
         if (m->content != NULL)
-            TRY(llm_json_set(b, "content", llm_json_string(m->content, e, "messages[%zu].content", i),
-                        e));
+            TRY(llm_json_set(b, "content",
+                             llm_json_string(m->content, e, "messages[%zu].content", i), e));
         NOMEM_IF(json_array_append_new(blocks, b) != 0);
         b = NULL;
         break;
@@ -199,8 +199,8 @@ static int build_tool(const struct llm_tool_def *t, size_t i, json_t **out, stru
     TRY(llm_tool_decl(t, i, NULL, "input_schema", &o, e));
     /* input_schema is required; a tool without parameters takes an empty object. */
     if (t->parameters == NULL)
-        TRY(llm_json_set(o, "input_schema",
-                         json_pack("{s:s,s:{}}", "type", "object", "properties"), e));
+        TRY(llm_json_set(o, "input_schema", json_pack("{s:s,s:{}}", "type", "object", "properties"),
+                         e));
     *out = o;
     o = NULL;
 out:

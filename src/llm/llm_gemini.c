@@ -105,8 +105,8 @@ static int call_part(const struct llm_tool_call *tc, size_t i, size_t k, json_t 
     json_t *p = json_object(), *fc = json_object();
     NOMEM_IF(p == NULL || fc == NULL);
     TRY(llm_tool_call_check(tc, i, k, e));
-    TRY(llm_json_set(fc, "name", llm_json_string(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k),
-                e));
+    TRY(llm_json_set(fc, "name",
+                     llm_json_string(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k), e));
     /* args must be an object: the model sees its own text again in {"_raw"}. */
     TRY(llm_json_set(fc, "args", llm_tool_args(tc->arguments), e));
     int set = json_object_set_new(p, "functionCall", fc);
@@ -115,7 +115,7 @@ static int call_part(const struct llm_tool_call *tc, size_t i, size_t k, json_t 
     const char *sig = id_signature(tc->id);
     if (sig != NULL)
         TRY(llm_json_set(p, "thoughtSignature",
-                    llm_json_string(sig, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
+                         llm_json_string(sig, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
     *out = p;
     p = NULL;
 out:
