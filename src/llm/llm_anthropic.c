@@ -27,10 +27,8 @@
 #include "llm/wire.h"
 
 #include "core/json_text.h"
-#include "core/utf8.h"
 
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,24 +44,6 @@ struct turn {
     const char *role; /* "user" or "assistant" */
     json_t *blocks;   /* array of content blocks */
 };
-
-/* tool_use.input from the arguments text; see the file comment for the {"_raw"} case. */
-static json_t *tool_input(const char *args)
-{
-    if (args == NULL)
-        return json_object();
-    const char *p = args;
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-        p++;
-    if (*p == '\0')
-        return json_object();
-    json_error_t je;
-    json_t *v = json_loads(args, 0, &je);
-    if (json_is_object(v))
-        return v;
-    json_decref(v);
-    return json_pack("{s:s}", "_raw", args); /* args is UTF-8: checked by the caller */
-}
 
 static int text_block(const char *text, size_t i, json_t **out, struct err *e)
 {
@@ -100,25 +80,17 @@ static int message_blocks(const struct llm_message *m, size_t i, json_t *blocks,
         }
         for (size_t k = 0; k < m->n_tool_calls; k++) {
             const struct llm_tool_call *tc = &m->tool_calls[k];
-            if (tc->id == NULL || tc->name == NULL) {
-                rc = err_set(e, ERR_INVALID, "messages[%zu].tool_calls[%zu]: id and name required",
-                             i, k);
-                goto out;
-            }
-            if (tc->arguments != NULL && !utf8_valid(tc->arguments, strlen(tc->arguments))) {
-                rc = err_set(e, ERR_INVALID,
-                             "messages[%zu].tool_calls[%zu].arguments: not valid UTF-8", i, k);
-                goto out;
-            }
+            TRY(llm_tool_call_check(tc, i, k, e));
             b = json_object();
             NOMEM_IF(b == NULL);
             NOMEM_IF(json_object_set_new(b, "type", json_string("tool_use")) != 0);
-            TRY(llm_json_set(b, "id",
-                        llm_json_string(tc->id, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
-            TRY(llm_json_set(b, "name",
-                        llm_json_string(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k),
-                        e));
-            TRY(llm_json_set(b, "input", tool_input(tc->arguments), e));
+            TRY(llm_json_set(
+                b, "id", llm_json_string(tc->id, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
+            TRY(llm_json_set(
+                b, "name", llm_json_string(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k),
+                e));
+            /* See the file comment for the {"_raw"} case. */
+            TRY(llm_json_set(b, "input", llm_tool_args(tc->arguments), e));
             NOMEM_IF(json_array_append_new(blocks, b) != 0);
             b = NULL;
         }
@@ -130,10 +102,10 @@ static int message_blocks(const struct llm_message *m, size_t i, json_t *blocks,
         NOMEM_IF(b == NULL);
         NOMEM_IF(json_object_set_new(b, "type", json_string("tool_result")) != 0);
         TRY(llm_json_set(b, "tool_use_id",
-                    llm_json_string(m->tool_call_id, e, "messages[%zu].tool_call_id", i), e));
+                         llm_json_string(m->tool_call_id, e, "messages[%zu].tool_call_id", i), e));
         if (m->content != NULL)
-            TRY(llm_json_set(b, "content", llm_json_string(m->content, e, "messages[%zu].content", i),
-                        e));
+            TRY(llm_json_set(b, "content",
+                             llm_json_string(m->content, e, "messages[%zu].content", i), e));
         NOMEM_IF(json_array_append_new(blocks, b) != 0);
         b = NULL;
         break;
@@ -200,17 +172,7 @@ static int build_messages(const struct llm_request *req, json_t *messages, struc
     for (size_t i = 0; i < req->n_messages; i++) {
         const struct llm_message *m = &req->messages[i];
         if (m->role == LLM_ROLE_SYSTEM) {
-            if (m->content == NULL) {
-                rc = err_set(e, ERR_INVALID, "messages[%zu].content: required", i);
-                goto out;
-            }
-            if (!utf8_valid(m->content, strlen(m->content))) {
-                rc = err_set(e, ERR_INVALID, "messages[%zu].content: not valid UTF-8", i);
-                goto out;
-            }
-            if (system->len > 0)
-                NOMEM_IF(llm_buf_append(system, "\n\n", 2) != 0);
-            NOMEM_IF(llm_buf_append(system, m->content, strlen(m->content)) != 0);
+            TRY(llm_system_append(system, m, i, e));
             continue;
         }
         const char *role = m->role == LLM_ROLE_ASSISTANT ? "assistant" : "user";
@@ -229,30 +191,16 @@ out:
     return rc;
 }
 
+/* {name, description, input_schema} */
 static int build_tool(const struct llm_tool_def *t, size_t i, json_t **out, struct err *e)
 {
     int rc = 0;
-    json_t *o = json_object();
-    NOMEM_IF(o == NULL);
-    if (t->name == NULL || t->name[0] == '\0') {
-        rc = err_set(e, ERR_INVALID, "tools[%zu].name: required", i);
-        goto out;
-    }
-    TRY(llm_json_set(o, "name", llm_json_string(t->name, e, "tools[%zu].name", i), e));
-    if (t->description != NULL)
-        TRY(llm_json_set(o, "description",
-                    llm_json_string(t->description, e, "tools[%zu].description", i), e));
-    if (t->parameters != NULL) {
-        if (!json_is_object(t->parameters)) {
-            rc = err_set(e, ERR_INVALID, "tools[%zu].parameters: must be an object", i);
-            goto out;
-        }
-        /* Borrowed: serialized before build returns; the caller's object is not modified. */
-        NOMEM_IF(json_object_set(o, "input_schema", (json_t *)t->parameters) != 0);
-    } else {
-        /* input_schema is required; a tool without parameters takes an empty object. */
-        TRY(llm_json_set(o, "input_schema", json_pack("{s:s,s:{}}", "type", "object", "properties"), e));
-    }
+    json_t *o = NULL;
+    TRY(llm_tool_decl(t, i, NULL, "input_schema", &o, e));
+    /* input_schema is required; a tool without parameters takes an empty object. */
+    if (t->parameters == NULL)
+        TRY(llm_json_set(o, "input_schema", json_pack("{s:s,s:{}}", "type", "object", "properties"),
+                         e));
     *out = o;
     o = NULL;
 out:
@@ -268,25 +216,7 @@ static int anthropic_build(const struct llm_request *req, const char *base_url,
     struct llm_buf system = {0};
     memset(out, 0, sizeof *out);
 
-    if (req->model == NULL || req->model[0] == '\0')
-        return err_set(e, ERR_INVALID, "model: required");
-    if (req->n_messages == 0 || req->messages == NULL)
-        return err_set(e, ERR_INVALID, "messages: at least one is required");
-    if (base_url == NULL || base_url[0] == '\0')
-        return err_set(e, ERR_INVALID, "base_url: required");
-    if (llm_has_ctl(base_url))
-        return err_set(e, ERR_INVALID, "base_url: contains control characters");
-    /* A CR or LF in the key would inject header lines; the message must not quote it. */
-    if (req->api_key != NULL && llm_has_ctl(req->api_key))
-        return err_set(e, ERR_INVALID, "api_key: contains control characters");
-
-    size_t blen = strlen(base_url);
-    while (blen > 0 && base_url[blen - 1] == '/')
-        blen--;
-    out->url = malloc(blen + sizeof MESSAGES_PATH);
-    NOMEM_IF(out->url == NULL);
-    memcpy(out->url, base_url, blen);
-    memcpy(out->url + blen, MESSAGES_PATH, sizeof MESSAGES_PATH);
+    TRY(llm_wire_prepare(req, base_url, out, e, MESSAGES_PATH, NULL));
 
     NOMEM_IF(llm_wire_add_header(out, "content-type", "application/json") != 0);
     NOMEM_IF(llm_wire_add_header(out, "anthropic-version", ANTHROPIC_VERSION) != 0);
@@ -313,13 +243,7 @@ static int anthropic_build(const struct llm_request *req, const char *base_url,
     NOMEM_IF(set != 0);
 
     if (req->n_tools > 0) {
-        arr = json_array();
-        NOMEM_IF(arr == NULL);
-        for (size_t i = 0; i < req->n_tools; i++) {
-            json_t *t = NULL;
-            TRY(build_tool(&req->tools[i], i, &t, e));
-            NOMEM_IF(json_array_append_new(arr, t) != 0);
-        }
+        TRY(llm_tools_array(req, build_tool, &arr, e));
         set = json_object_set_new(body, "tools", arr);
         arr = NULL;
         NOMEM_IF(set != 0);

@@ -46,7 +46,6 @@
 #include "core/utf8.h"
 
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,50 +98,24 @@ out:
     return rc;
 }
 
-/* functionCall.args from the arguments text: the object it holds, {} when empty, else
- * {"_raw": "<text>"} (args must be an object; the model sees its own text again). */
-static json_t *call_args(const char *args)
-{
-    if (args == NULL)
-        return json_object();
-    const char *p = args;
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-        p++;
-    if (*p == '\0')
-        return json_object();
-    json_error_t je;
-    json_t *v = json_loads(args, 0, &je);
-    if (json_is_object(v))
-        return v;
-    json_decref(v);
-    return json_pack("{s:s}", "_raw", args); /* UTF-8: checked by the caller */
-}
-
 static int call_part(const struct llm_tool_call *tc, size_t i, size_t k, json_t **out,
                      struct err *e)
 {
     int rc = 0;
     json_t *p = json_object(), *fc = json_object();
     NOMEM_IF(p == NULL || fc == NULL);
-    if (tc->id == NULL || tc->name == NULL) {
-        rc = err_set(e, ERR_INVALID, "messages[%zu].tool_calls[%zu]: id and name required", i, k);
-        goto out;
-    }
-    if (tc->arguments != NULL && !utf8_valid(tc->arguments, strlen(tc->arguments))) {
-        rc = err_set(e, ERR_INVALID, "messages[%zu].tool_calls[%zu].arguments: not valid UTF-8", i,
-                     k);
-        goto out;
-    }
-    TRY(llm_json_set(fc, "name", llm_json_string(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k),
-                e));
-    TRY(llm_json_set(fc, "args", call_args(tc->arguments), e));
+    TRY(llm_tool_call_check(tc, i, k, e));
+    TRY(llm_json_set(fc, "name",
+                     llm_json_string(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k), e));
+    /* args must be an object: the model sees its own text again in {"_raw"}. */
+    TRY(llm_json_set(fc, "args", llm_tool_args(tc->arguments), e));
     int set = json_object_set_new(p, "functionCall", fc);
     fc = NULL;
     NOMEM_IF(set != 0);
     const char *sig = id_signature(tc->id);
     if (sig != NULL)
         TRY(llm_json_set(p, "thoughtSignature",
-                    llm_json_string(sig, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
+                         llm_json_string(sig, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
     *out = p;
     p = NULL;
 out:
@@ -267,17 +240,7 @@ static int build_contents(const struct llm_request *req, json_t *contents, struc
     for (size_t i = 0; i < req->n_messages; i++) {
         const struct llm_message *m = &req->messages[i];
         if (m->role == LLM_ROLE_SYSTEM) {
-            if (m->content == NULL) {
-                rc = err_set(e, ERR_INVALID, "messages[%zu].content: required", i);
-                goto out;
-            }
-            if (!utf8_valid(m->content, strlen(m->content))) {
-                rc = err_set(e, ERR_INVALID, "messages[%zu].content: not valid UTF-8", i);
-                goto out;
-            }
-            if (system->len > 0)
-                NOMEM_IF(llm_buf_append(system, "\n\n", 2) != 0);
-            NOMEM_IF(llm_buf_append(system, m->content, strlen(m->content)) != 0);
+            TRY(llm_system_append(system, m, i, e));
             continue;
         }
         const char *r = m->role == LLM_ROLE_ASSISTANT ? "model" : "user";
@@ -297,32 +260,10 @@ out:
     return rc;
 }
 
+/* {name, description, parametersJsonSchema}; the proto requires a description. */
 static int build_tool(const struct llm_tool_def *t, size_t i, json_t **out, struct err *e)
 {
-    int rc = 0;
-    json_t *o = json_object();
-    NOMEM_IF(o == NULL);
-    if (t->name == NULL || t->name[0] == '\0') {
-        rc = err_set(e, ERR_INVALID, "tools[%zu].name: required", i);
-        goto out;
-    }
-    TRY(llm_json_set(o, "name", llm_json_string(t->name, e, "tools[%zu].name", i), e));
-    TRY(llm_json_set(
-        o, "description",
-        llm_json_string(t->description ? t->description : "", e, "tools[%zu].description", i), e));
-    if (t->parameters != NULL) {
-        if (!json_is_object(t->parameters)) {
-            rc = err_set(e, ERR_INVALID, "tools[%zu].parameters: must be an object", i);
-            goto out;
-        }
-        /* Borrowed: serialized before build returns; the caller's object is not modified. */
-        NOMEM_IF(json_object_set(o, "parametersJsonSchema", (json_t *)t->parameters) != 0);
-    }
-    *out = o;
-    o = NULL;
-out:
-    json_decref(o);
-    return rc;
+    return llm_tool_decl(t, i, "", "parametersJsonSchema", out, e);
 }
 
 static int gemini_build(const struct llm_request *req, const char *base_url,
@@ -330,7 +271,7 @@ static int gemini_build(const struct llm_request *req, const char *base_url,
 {
     int rc = 0;
     json_t *body = NULL, *arr = NULL, *decls = NULL, *gc = NULL;
-    struct llm_buf system = {0}, url = {0};
+    struct llm_buf system = {0};
     memset(out, 0, sizeof *out);
 
     if (req->model == NULL || req->model[0] == '\0')
@@ -344,26 +285,9 @@ static int gemini_build(const struct llm_request *req, const char *base_url,
         if (!model_char_ok(*c))
             return err_set(e, ERR_INVALID, "model: only letters, digits, '.', '_' and '-'");
     }
-    if (req->n_messages == 0 || req->messages == NULL)
-        return err_set(e, ERR_INVALID, "messages: at least one is required");
-    if (base_url == NULL || base_url[0] == '\0')
-        return err_set(e, ERR_INVALID, "base_url: required");
-    if (llm_has_ctl(base_url))
-        return err_set(e, ERR_INVALID, "base_url: contains control characters");
-    /* A CR or LF in the key would inject header lines; the message must not quote it. */
-    if (req->api_key != NULL && llm_has_ctl(req->api_key))
-        return err_set(e, ERR_INVALID, "api_key: contains control characters");
-
-    size_t blen = strlen(base_url);
-    while (blen > 0 && base_url[blen - 1] == '/')
-        blen--;
-    const char *suffix = req->stream ? STREAM_SUFFIX : GEN_SUFFIX;
-    NOMEM_IF(llm_buf_append(&url, base_url, blen) != 0 ||
-             llm_buf_append(&url, "/models/", 8) != 0 ||
-             llm_buf_append(&url, model, strlen(model)) != 0 ||
-             llm_buf_append(&url, suffix, strlen(suffix)) != 0);
-    out->url = llm_buf_steal(&url);
-    NOMEM_IF(out->url == NULL);
+    /* The model is a path segment here, so it is checked before the rest. */
+    TRY(llm_wire_prepare(req, base_url, out, e, "/models/", model,
+                         req->stream ? STREAM_SUFFIX : GEN_SUFFIX, NULL));
 
     NOMEM_IF(llm_wire_add_header(out, "Content-Type", "application/json") != 0);
     if (req->api_key != NULL && req->api_key[0] != '\0')
@@ -387,13 +311,7 @@ static int gemini_build(const struct llm_request *req, const char *base_url,
     }
 
     if (req->n_tools > 0) {
-        decls = json_array();
-        NOMEM_IF(decls == NULL);
-        for (size_t i = 0; i < req->n_tools; i++) {
-            json_t *t = NULL;
-            TRY(build_tool(&req->tools[i], i, &t, e));
-            NOMEM_IF(json_array_append_new(decls, t) != 0);
-        }
+        TRY(llm_tools_array(req, build_tool, &decls, e));
         json_t *tools = json_pack("[{s:O}]", "functionDeclarations", decls);
         NOMEM_IF(tools == NULL || json_object_set_new(body, "tools", tools) != 0);
         if (req->tools_forbidden) {
@@ -415,7 +333,6 @@ static int gemini_build(const struct llm_request *req, const char *base_url,
     out->body_len = strlen(out->body);
 out:
     llm_buf_free(&system);
-    llm_buf_free(&url);
     json_decref(gc);
     json_decref(decls);
     json_decref(arr);

@@ -16,10 +16,8 @@
 #include "llm/wire.h"
 
 #include "core/json_text.h"
-#include "core/utf8.h"
 
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,27 +41,6 @@ static const char *role_name(enum llm_role role)
     return NULL;
 }
 
-/* Sets o[key] = the string v. When v is not UTF-8 (jansson would refuse it), fails with
- * "<field>: not valid UTF-8", the field named by fmt. */
-static int set_string(json_t *o, const char *key, const char *v, struct err *e, const char *fmt,
-                      ...) __attribute__((format(printf, 5, 6)));
-
-static int set_string(json_t *o, const char *key, const char *v, struct err *e, const char *fmt,
-                      ...)
-{
-    if (!utf8_valid(v, strlen(v))) {
-        char field[128];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(field, sizeof field, fmt, ap);
-        va_end(ap);
-        return err_set(e, ERR_INVALID, "%s: not valid UTF-8", field);
-    }
-    if (json_object_set_new(o, key, json_string(v)) != 0)
-        return err_set(e, ERR_NOMEM, "out of memory");
-    return 0;
-}
-
 static int build_message(const struct llm_message *m, size_t i, json_t **out, struct err *e)
 {
     int rc = 0;
@@ -77,7 +54,8 @@ static int build_message(const struct llm_message *m, size_t i, json_t **out, st
     NOMEM_IF(json_object_set_new(o, "role", json_string(role)) != 0);
 
     if (m->content != NULL) {
-        TRY(set_string(o, "content", m->content, e, "messages[%zu].content", i));
+        TRY(llm_json_set(o, "content", llm_json_string(m->content, e, "messages[%zu].content", i),
+                         e));
     } else if (m->role == LLM_ROLE_ASSISTANT) {
         NOMEM_IF(json_object_set_new(o, "content", json_null()) != 0);
     } else if (m->role == LLM_ROLE_TOOL) {
@@ -103,10 +81,15 @@ static int build_message(const struct llm_message *m, size_t i, json_t **out, st
                              i, k);
                 goto out;
             }
-            TRY(set_string(c, "id", tc->id, e, "messages[%zu].tool_calls[%zu].id", i, k));
-            TRY(set_string(fn, "name", tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k));
-            TRY(set_string(fn, "arguments", tc->arguments ? tc->arguments : "{}", e,
-                           "messages[%zu].tool_calls[%zu].arguments", i, k));
+            TRY(llm_json_set(
+                c, "id", llm_json_string(tc->id, e, "messages[%zu].tool_calls[%zu].id", i, k), e));
+            TRY(llm_json_set(
+                fn, "name",
+                llm_json_string(tc->name, e, "messages[%zu].tool_calls[%zu].name", i, k), e));
+            TRY(llm_json_set(fn, "arguments",
+                             llm_json_string(tc->arguments ? tc->arguments : "{}", e,
+                                             "messages[%zu].tool_calls[%zu].arguments", i, k),
+                             e));
         }
         int set = json_object_set_new(o, "tool_calls", calls); /* steals calls */
         calls = NULL;
@@ -118,7 +101,8 @@ static int build_message(const struct llm_message *m, size_t i, json_t **out, st
             rc = err_set(e, ERR_INVALID, "messages[%zu].tool_call_id: required", i);
             goto out;
         }
-        TRY(set_string(o, "tool_call_id", m->tool_call_id, e, "messages[%zu].tool_call_id", i));
+        TRY(llm_json_set(o, "tool_call_id",
+                         llm_json_string(m->tool_call_id, e, "messages[%zu].tool_call_id", i), e));
     }
     *out = o;
     o = NULL;
@@ -128,29 +112,18 @@ out:
     return rc;
 }
 
+/* {"type": "function", "function": {name, description, parameters}} */
 static int build_tool(const struct llm_tool_def *t, size_t i, json_t **out, struct err *e)
 {
     int rc = 0;
-    json_t *o = json_object(), *fn = json_object();
-    NOMEM_IF(o == NULL || fn == NULL);
+    json_t *o = NULL, *fn = NULL;
+    TRY(llm_tool_decl(t, i, NULL, "parameters", &fn, e));
+    o = json_object();
+    NOMEM_IF(o == NULL);
     NOMEM_IF(json_object_set_new(o, "type", json_string("function")) != 0);
-    NOMEM_IF(json_object_set(o, "function", fn) != 0);
-    if (t->name == NULL || t->name[0] == '\0') {
-        rc = err_set(e, ERR_INVALID, "tools[%zu].name: required", i);
-        goto out;
-    }
-    TRY(set_string(fn, "name", t->name, e, "tools[%zu].name", i));
-    if (t->description != NULL)
-        TRY(set_string(fn, "description", t->description, e, "tools[%zu].description", i));
-    if (t->parameters != NULL) {
-        if (!json_is_object(t->parameters)) {
-            rc = err_set(e, ERR_INVALID, "tools[%zu].parameters: must be an object", i);
-            goto out;
-        }
-        /* Borrowed: the body is serialized before build returns, so a reference (not a deep
-         * copy) is enough; the caller's object is never modified. */
-        NOMEM_IF(json_object_set(fn, "parameters", (json_t *)t->parameters) != 0);
-    }
+    int set = json_object_set_new(o, "function", fn); /* steals fn */
+    fn = NULL;
+    NOMEM_IF(set != 0);
     *out = o;
     o = NULL;
 out:
@@ -166,30 +139,12 @@ static int openai_build(const struct llm_request *req, const char *base_url,
     json_t *body = NULL, *arr = NULL;
     memset(out, 0, sizeof *out);
 
-    if (req->model == NULL || req->model[0] == '\0')
-        return err_set(e, ERR_INVALID, "model: required");
-    if (req->n_messages == 0 || req->messages == NULL)
-        return err_set(e, ERR_INVALID, "messages: at least one is required");
-    if (base_url == NULL || base_url[0] == '\0')
-        return err_set(e, ERR_INVALID, "base_url: required");
-    if (llm_has_ctl(base_url))
-        return err_set(e, ERR_INVALID, "base_url: contains control characters");
-    /* A CR or LF in the key would inject header lines; the message must not quote it. */
-    if (req->api_key != NULL && llm_has_ctl(req->api_key))
-        return err_set(e, ERR_INVALID, "api_key: contains control characters");
+    TRY(llm_wire_prepare(req, base_url, out, e, CHAT_PATH, NULL));
 
-    size_t blen = strlen(base_url);
-    while (blen > 0 && base_url[blen - 1] == '/')
-        blen--;
-    out->url = malloc(blen + sizeof CHAT_PATH);
-    NOMEM_IF(out->url == NULL);
-    memcpy(out->url, base_url, blen);
-    memcpy(out->url + blen, CHAT_PATH, sizeof CHAT_PATH);
-
-    out->headers[out->n_headers] = llm_strdup("Content-Type: application/json", &(bool){false});
-    NOMEM_IF(out->headers[out->n_headers] == NULL);
-    out->n_headers++;
+    NOMEM_IF(llm_wire_add_header(out, "Content-Type", "application/json") != 0);
     if (req->api_key != NULL && req->api_key[0] != '\0') {
+        /* Written in place: a "Bearer <key>" value for llm_wire_add_header would be one more
+         * copy of the key to wipe. */
         size_t n = strlen(req->api_key) + sizeof "Authorization: Bearer ";
         char *h = malloc(n);
         NOMEM_IF(h == NULL);
@@ -199,7 +154,7 @@ static int openai_build(const struct llm_request *req, const char *base_url,
 
     body = json_object();
     NOMEM_IF(body == NULL);
-    TRY(set_string(body, "model", req->model, e, "model"));
+    TRY(llm_json_set(body, "model", llm_json_string(req->model, e, "model"), e));
 
     arr = json_array();
     NOMEM_IF(arr == NULL);
@@ -213,13 +168,7 @@ static int openai_build(const struct llm_request *req, const char *base_url,
     NOMEM_IF(set != 0);
 
     if (req->n_tools > 0) {
-        arr = json_array();
-        NOMEM_IF(arr == NULL);
-        for (size_t i = 0; i < req->n_tools; i++) {
-            json_t *t = NULL;
-            TRY(build_tool(&req->tools[i], i, &t, e));
-            NOMEM_IF(json_array_append_new(arr, t) != 0);
-        }
+        TRY(llm_tools_array(req, build_tool, &arr, e));
         set = json_object_set_new(body, "tools", arr);
         arr = NULL;
         NOMEM_IF(set != 0);

@@ -1,7 +1,9 @@
 /*
  * llm_util.c - helpers every wire shares (wire.h): the byte buffer, the SSE splitter, bounded
- * copies of provider text, reading replies and error bodies, and the response/HTTP-request
- * destructors. No transport here (the reply accumulator is in llm_stream.c).
+ * copies of provider text, reading replies and error bodies, the response/HTTP-request
+ * destructors, and the request pieces that do not depend on a wire's JSON shapes (the opening
+ * checks and URL, the tools loop, a tool's declaration, system text, arguments as an object).
+ * No transport here (the reply accumulator is in llm_stream.c).
  */
 #include "llm/wire.h"
 
@@ -337,5 +339,132 @@ int llm_wire_add_header(struct llm_wire_http *out, const char *name, const char 
         return ERR_NOMEM;
     snprintf(h, n, "%s: %s", name, value);
     out->headers[out->n_headers++] = h;
+    return 0;
+}
+
+/* ---- request building ---- */
+
+int llm_wire_prepare(const struct llm_request *req, const char *base_url, struct llm_wire_http *out,
+                     struct err *e, ...)
+{
+    if (req->model == NULL || req->model[0] == '\0')
+        return err_set(e, ERR_INVALID, "model: required");
+    if (req->n_messages == 0 || req->messages == NULL)
+        return err_set(e, ERR_INVALID, "messages: at least one is required");
+    if (base_url == NULL || base_url[0] == '\0')
+        return err_set(e, ERR_INVALID, "base_url: required");
+    if (llm_has_ctl(base_url))
+        return err_set(e, ERR_INVALID, "base_url: contains control characters");
+    /* A CR or LF in the key would inject header lines; the message must not quote it. */
+    if (req->api_key != NULL && llm_has_ctl(req->api_key))
+        return err_set(e, ERR_INVALID, "api_key: contains control characters");
+
+    /* Each path part begins with '/': "https://x/v1/" must not give "//". */
+    size_t blen = strlen(base_url);
+    while (blen > 0 && base_url[blen - 1] == '/')
+        blen--;
+    struct llm_buf url = {0};
+    bool nomem = llm_buf_append(&url, base_url, blen) != 0;
+    va_list ap;
+    va_start(ap, e);
+    for (const char *part = va_arg(ap, const char *); part != NULL && !nomem;
+         part = va_arg(ap, const char *))
+        nomem = llm_buf_append(&url, part, strlen(part)) != 0;
+    va_end(ap);
+    out->url = nomem ? NULL : llm_buf_steal(&url);
+    llm_buf_free(&url);
+    if (out->url == NULL)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    return 0;
+}
+
+int llm_tools_array(const struct llm_request *req,
+                    int (*build_tool)(const struct llm_tool_def *t, size_t i, json_t **out,
+                                      struct err *e),
+                    json_t **out, struct err *e)
+{
+    int rc = 0;
+    json_t *arr = json_array();
+    NOMEM_IF(arr == NULL);
+    for (size_t i = 0; i < req->n_tools; i++) {
+        json_t *t = NULL;
+        TRY(build_tool(&req->tools[i], i, &t, e));
+        NOMEM_IF(json_array_append_new(arr, t) != 0);
+    }
+    *out = arr;
+    arr = NULL;
+out:
+    json_decref(arr);
+    return rc;
+}
+
+int llm_tool_decl(const struct llm_tool_def *t, size_t i, const char *no_description,
+                  const char *schema_key, json_t **out, struct err *e)
+{
+    int rc = 0;
+    json_t *o = json_object();
+    NOMEM_IF(o == NULL);
+    if (t->name == NULL || t->name[0] == '\0') {
+        rc = err_set(e, ERR_INVALID, "tools[%zu].name: required", i);
+        goto out;
+    }
+    TRY(llm_json_set(o, "name", llm_json_string(t->name, e, "tools[%zu].name", i), e));
+    const char *description = t->description != NULL ? t->description : no_description;
+    if (description != NULL)
+        TRY(llm_json_set(o, "description",
+                         llm_json_string(description, e, "tools[%zu].description", i), e));
+    if (t->parameters != NULL) {
+        if (!json_is_object(t->parameters)) {
+            rc = err_set(e, ERR_INVALID, "tools[%zu].parameters: must be an object", i);
+            goto out;
+        }
+        /* Borrowed: the body is serialized before build returns, so a reference (not a deep
+         * copy) is enough; the caller's object is never modified. */
+        NOMEM_IF(json_object_set(o, schema_key, (json_t *)t->parameters) != 0);
+    }
+    *out = o;
+    o = NULL;
+out:
+    json_decref(o);
+    return rc;
+}
+
+int llm_tool_call_check(const struct llm_tool_call *tc, size_t i, size_t k, struct err *e)
+{
+    if (tc->id == NULL || tc->name == NULL)
+        return err_set(e, ERR_INVALID, "messages[%zu].tool_calls[%zu]: id and name required", i, k);
+    /* Checked before parsing: llm_tool_args may put the text in a JSON string. */
+    if (tc->arguments != NULL && !utf8_valid(tc->arguments, strlen(tc->arguments)))
+        return err_set(e, ERR_INVALID, "messages[%zu].tool_calls[%zu].arguments: not valid UTF-8",
+                       i, k);
+    return 0;
+}
+
+json_t *llm_tool_args(const char *args)
+{
+    if (args == NULL)
+        return json_object();
+    const char *p = args;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    if (*p == '\0')
+        return json_object();
+    json_error_t je;
+    json_t *v = json_loads(args, 0, &je);
+    if (json_is_object(v))
+        return v;
+    json_decref(v);
+    return json_pack("{s:s}", "_raw", args);
+}
+
+int llm_system_append(struct llm_buf *system, const struct llm_message *m, size_t i, struct err *e)
+{
+    if (m->content == NULL)
+        return err_set(e, ERR_INVALID, "messages[%zu].content: required", i);
+    if (!utf8_valid(m->content, strlen(m->content)))
+        return err_set(e, ERR_INVALID, "messages[%zu].content: not valid UTF-8", i);
+    if ((system->len > 0 && llm_buf_append(system, "\n\n", 2) != 0) ||
+        llm_buf_append(system, m->content, strlen(m->content)) != 0)
+        return err_set(e, ERR_NOMEM, "out of memory");
     return 0;
 }

@@ -1,6 +1,7 @@
 /*
  * wire.h - internal to llm/: the provider wire vtable, and the small helpers the wire files
- * share (a bounded byte buffer, an SSE line splitter, the reply accumulator).
+ * share (a bounded byte buffer, an SSE line splitter, the reply accumulator, the request
+ * pieces that do not depend on a wire's JSON shapes).
  *
  * llm.c owns transport (libcurl on the loop, retries, error classification); a wire owns the
  * bytes: it turns a struct llm_request into an HTTP request (URL, headers, body), a reply body
@@ -173,6 +174,41 @@ json_t *llm_json_string(const char *v, struct err *e, const char *fmt, ...)
 /* o[key] = v (a new reference, stolen even on failure); 0, or the code already in e (a NULL
  * v from a failed llm_json_string), or ERR_NOMEM. */
 int llm_json_set(json_t *o, const char *key, json_t *v, struct err *e);
+
+/* The opening of every build, *out already zeroed: checks what every request needs (a model,
+ * a message, a base_url, header-safe base_url and api_key), then sets out->url to base_url
+ * without its trailing slashes followed by the NULL-terminated path parts. 0, ERR_INVALID
+ * (the same messages on every wire) or ERR_NOMEM. A wire that checks more of the model does
+ * so first. */
+int llm_wire_prepare(const struct llm_request *req, const char *base_url, struct llm_wire_http *out,
+                     struct err *e, ...) __attribute__((sentinel));
+
+/* A new array of req's tools, build_tool making tool i's wire object. 0, build_tool's code or
+ * ERR_NOMEM; *out is left alone on failure. */
+int llm_tools_array(const struct llm_request *req,
+                    int (*build_tool)(const struct llm_tool_def *t, size_t i, json_t **out,
+                                      struct err *e),
+                    json_t **out, struct err *e);
+
+/* A new {"name", "description", <schema_key>} object for tool i: the description is
+ * no_description when the tool has none (NULL: left out); the schema is t->parameters,
+ * borrowed, left out when NULL. ERR_INVALID "tools[i].name: required", "...: not valid UTF-8",
+ * "tools[i].parameters: must be an object"; or ERR_NOMEM. */
+int llm_tool_decl(const struct llm_tool_def *t, size_t i, const char *no_description,
+                  const char *schema_key, json_t **out, struct err *e);
+
+/* For the wires that send a tool call's arguments as an object (llm_tool_args): ERR_INVALID
+ * unless call k of message i has an id and a name and its arguments are UTF-8. */
+int llm_tool_call_check(const struct llm_tool_call *tc, size_t i, size_t k, struct err *e);
+
+/* The arguments text as a new JSON object: the object it holds, {} when NULL or blank, else
+ * {"_raw": "<text>"}. args must be UTF-8. NULL on ENOMEM. */
+json_t *llm_tool_args(const char *args);
+
+/* Appends system message i to system, after a blank line when it holds text already (for the
+ * wires with one system text instead of system turns). ERR_INVALID when the content is missing
+ * or not UTF-8, or ERR_NOMEM. */
+int llm_system_append(struct llm_buf *system, const struct llm_message *m, size_t i, struct err *e);
 
 /* True when s holds a C0 control character or DEL (not allowed in a header value). */
 bool llm_has_ctl(const char *s);
