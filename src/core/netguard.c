@@ -53,12 +53,22 @@ static const char *v6_class(const uint8_t *b)
 {
     static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     static const uint8_t nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+    static const uint8_t translated[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0};
+    static const uint8_t local_nat64[6] = {0, 0x64, 0xff, 0x9b, 0, 0x01};
     if (all_zero(b, 16))
         return "unspecified";
     if (all_zero(b, 15) && b[15] == 1)
         return "loopback";
-    if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0 || all_zero(b, 12))
+    if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0 ||
+        memcmp(b, translated, 12) == 0 || all_zero(b, 12))
         return v4_class(be32(b + 12)); /* the IPv4 address inside decides */
+    /* 64:ff9b:1::/48 (RFC 8215): a site's own NAT64, whose prefix length, and so where the
+     * IPv4 address sits, is the site's choice; it leads into the site's network. */
+    if (memcmp(b, local_nat64, 6) == 0)
+        return "local NAT64";
+    /* 2001::/32: Teredo, a tunnel whose relay reaches IPv4 addresses of any kind. */
+    if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0)
+        return "Teredo";
     if (b[0] == 0x20 && b[1] == 0x02)
         return v4_class(be32(b + 2)); /* 6to4 */
     if ((b[0] & 0xfe) == 0xfc)

@@ -64,13 +64,17 @@ size_t utf8_prefix_len(const char *s, size_t len, size_t max)
     return cut;
 }
 
-void utf8_trim_cut(char *s)
+size_t utf8_complete_len(const char *s, size_t len)
 {
-    size_t n = strlen(s), i = n;
-    while (i > 0 && n - i < 3 && ((unsigned char)s[i - 1] & 0xc0) == 0x80)
+    size_t i = len;
+    while (i > 0 && len - i < 3 && ((unsigned char)s[i - 1] & 0xc0) == 0x80)
         i--;
     if (i == 0)
-        return;
-    if (n - (i - 1) < seq_len((unsigned char)s[i - 1]))
-        s[i - 1] = '\0';
+        return len;
+    return len - (i - 1) < seq_len((unsigned char)s[i - 1]) ? i - 1 : len;
+}
+
+void utf8_trim_cut(char *s)
+{
+    s[utf8_complete_len(s, strlen(s))] = '\0';
 }

@@ -16,6 +16,10 @@ bool utf8_valid(const char *s, size_t len);
  * and does not end inside a character: for quoting user text in bounded messages. */
 size_t utf8_prefix_len(const char *s, size_t len, size_t max);
 
+/* The length of s[0..len) without a last character cut short at the end (bytes cut at an
+ * arbitrary point: a size cap). Only the end is looked at. */
+size_t utf8_complete_len(const char *s, size_t len);
+
 /* Shortens a NUL-terminated string that was cut at an arbitrary byte (snprintf truncation)
  * so that it does not end inside a character. A message cut mid-character is not UTF-8, and
  * jansson would then refuse to put it in a JSON error body. */

@@ -407,14 +407,16 @@ size_t llm_client_active(const struct llm_client *client)
 
 /* ---- outcome of an attempt ---- */
 
+/* The wait before the next attempt: the server's (retry-after-ms, else Retry-After), else
+ * exponential backoff with jitter. -1 when the server asks for longer than the cap: an
+ * attempt before then would be refused again and spend quota, so the call fails instead. */
 static long backoff_delay(struct llm_call *call)
 {
     struct llm_client *c = call->client;
     long max = c->o.backoff_max_ms;
-    if (call->retry_after_ms >= 0)
-        return call->retry_after_ms < max ? call->retry_after_ms : max;
-    if (call->retry_after_s_ms >= 0)
-        return call->retry_after_s_ms < max ? call->retry_after_s_ms : max;
+    long asked = call->retry_after_ms >= 0 ? call->retry_after_ms : call->retry_after_s_ms;
+    if (asked >= 0)
+        return asked <= max ? asked : -1;
     long d = c->o.backoff_base_ms;
     for (int i = 1; i < call->attempts && d < max; i++)
         d *= 2;
@@ -456,8 +458,13 @@ static void classify_curl(struct llm_call *call, struct err *e, bool *retryable)
         curl_off_t connect_us = 0;
         curl_easy_getinfo(call->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
         if (connect_us == 0)
+            /* Whichever bound was the shorter ran out: the connect timeout, or the
+             * attempt's own (config.timeout) that also covers connecting. */
             err_set(e, ERR_IO, "%s: cannot connect to %s: timed out after %ld ms", call->provider,
-                    call->host_port, call->client->o.connect_timeout_ms);
+                    call->host_port,
+                    call->timeout_ms > 0 && call->timeout_ms < call->client->o.connect_timeout_ms
+                        ? call->timeout_ms
+                        : call->client->o.connect_timeout_ms);
         else
             err_set(e, ERR_IO, "%s: timed out after %ld ms", call->provider, call->timeout_ms);
         return;
@@ -549,7 +556,9 @@ static void complete_attempt(struct llm_call *call)
             /* The last event may still hold a delta, and on_delta may cancel this call or
              * free the client: then the call is only released here. */
             rc = call->wire->stream_end(call->stream, stream_delta, call, &resp, &e);
-            if (call->cancelled) {
+            /* A client freed from on_delta silenced its calls, but not this one, which is on
+             * no list while it is judged. */
+            if (call->cancelled || c->dying) {
                 llm_response_free(resp);
                 call_free(call);
                 return;
@@ -574,8 +583,19 @@ static void complete_attempt(struct llm_call *call)
 
     /* Text already streamed to the caller cannot be taken back, so such a call is not
      * retried: the caller sees the failure and decides. */
+    long delay = 0;
+    if (rc != 0 && retryable && !call->emitted_delta && call->attempts < c->o.max_attempts &&
+        (delay = backoff_delay(call)) < 0) {
+        long asked = call->retry_after_ms >= 0 ? call->retry_after_ms : call->retry_after_s_ms;
+        char why[ERR_MSG_MAX];
+        snprintf(why, sizeof why, "%s (not retried: the provider asks to wait %ld ms, more "
+                                  "than the %ld ms crewd waits)",
+                 e.msg, asked, c->o.backoff_max_ms);
+        utf8_trim_cut(why);
+        err_set(&e, e.code, "%s", why);
+        retryable = false;
+    }
     if (rc != 0 && retryable && !call->emitted_delta && call->attempts < c->o.max_attempts) {
-        long delay = backoff_delay(call);
         scrub_key(call, &e);
         log_debug("llm", "%s: attempt %d failed (%s); retrying in %ld ms", call->provider,
                   call->attempts, e.msg, delay);

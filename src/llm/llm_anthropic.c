@@ -69,14 +69,12 @@ static int message_blocks(const struct llm_message *m, size_t i, json_t *blocks,
         if (m->content == NULL)
             return err_set(e, ERR_INVALID, "messages[%zu].content: required", i);
         TRY(text_block(m->content, i, &b, e));
-        NOMEM_IF(json_array_append_new(blocks, b) != 0);
-        b = NULL;
+        APPEND_NEW(blocks, b);
         break;
     case LLM_ROLE_ASSISTANT:
         if (m->content != NULL && m->content[0] != '\0') {
             TRY(text_block(m->content, i, &b, e));
-            NOMEM_IF(json_array_append_new(blocks, b) != 0);
-            b = NULL;
+            APPEND_NEW(blocks, b);
         }
         for (size_t k = 0; k < m->n_tool_calls; k++) {
             const struct llm_tool_call *tc = &m->tool_calls[k];
@@ -91,8 +89,7 @@ static int message_blocks(const struct llm_message *m, size_t i, json_t *blocks,
                 e));
             /* See the file comment for the {"_raw"} case. */
             TRY(llm_json_set(b, "input", llm_tool_args(tc->arguments), e));
-            NOMEM_IF(json_array_append_new(blocks, b) != 0);
-            b = NULL;
+            APPEND_NEW(blocks, b);
         }
         break;
     case LLM_ROLE_TOOL:
@@ -106,8 +103,7 @@ static int message_blocks(const struct llm_message *m, size_t i, json_t *blocks,
         if (m->content != NULL)
             TRY(llm_json_set(b, "content",
                              llm_json_string(m->content, e, "messages[%zu].content", i), e));
-        NOMEM_IF(json_array_append_new(blocks, b) != 0);
-        b = NULL;
+        APPEND_NEW(blocks, b);
         break;
     case LLM_ROLE_SYSTEM:
         break;
@@ -351,6 +347,12 @@ static int anthropic_parse_reply(const char *body, size_t len, struct llm_respon
     {
         if (is_block(b, "tool_use"))
             n_calls++;
+    }
+    /* The streamed reply's cap: each call may start a tool (an HTTP request) at once. */
+    if (n_calls > LLM_STREAM_MAX_TOOL_CALLS) {
+        rc = err_set(e, ERR_INVALID, "reply has more than %d tool calls",
+                     LLM_STREAM_MAX_TOOL_CALLS);
+        goto out;
     }
     if (n_calls > 0) {
         r->tool_calls = calloc(n_calls, sizeof *r->tool_calls);

@@ -180,25 +180,21 @@ static int message_parts(const struct llm_request *req, size_t i, json_t *parts,
         if (m->content == NULL)
             return err_set(e, ERR_INVALID, "messages[%zu].content: required", i);
         TRY(text_part(m->content, i, &p, e));
-        NOMEM_IF(json_array_append_new(parts, p) != 0);
-        p = NULL;
+        APPEND_NEW(parts, p);
         break;
     case LLM_ROLE_ASSISTANT:
         if (m->content != NULL && m->content[0] != '\0') {
             TRY(text_part(m->content, i, &p, e));
-            NOMEM_IF(json_array_append_new(parts, p) != 0);
-            p = NULL;
+            APPEND_NEW(parts, p);
         }
         for (size_t k = 0; k < m->n_tool_calls; k++) {
             TRY(call_part(&m->tool_calls[k], i, k, &p, e));
-            NOMEM_IF(json_array_append_new(parts, p) != 0);
-            p = NULL;
+            APPEND_NEW(parts, p);
         }
         break;
     case LLM_ROLE_TOOL:
         TRY(response_part(req, i, &p, e));
-        NOMEM_IF(json_array_append_new(parts, p) != 0);
-        p = NULL;
+        APPEND_NEW(parts, p);
         break;
     case LLM_ROLE_SYSTEM:
         break;

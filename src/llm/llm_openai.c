@@ -180,10 +180,9 @@ static int openai_build(const struct llm_request *req, const char *base_url,
     if (req->max_tokens > 0)
         NOMEM_IF(json_object_set_new(body, "max_tokens", json_integer(req->max_tokens)) != 0);
     if (req->stream) {
-        json_t *so = json_pack("{s:b}", "include_usage", 1);
-        NOMEM_IF(so == NULL);
         NOMEM_IF(json_object_set_new(body, "stream", json_true()) != 0);
-        NOMEM_IF(json_object_set_new(body, "stream_options", so) != 0);
+        NOMEM_IF(json_object_set_new(body, "stream_options",
+                                     json_pack("{s:b}", "include_usage", 1)) != 0);
     }
     out->body = json_dumps(body, JSON_TEXT_FLAGS);
     NOMEM_IF(out->body == NULL);
@@ -285,6 +284,12 @@ static int openai_parse_reply(const char *body, size_t len, struct llm_response 
     const json_t *calls = json_object_get(msg, "tool_calls");
     if (json_is_array(calls) && json_array_size(calls) > 0) {
         size_t n = json_array_size(calls);
+        /* The streamed reply's cap: each call may start a tool (an HTTP request) at once. */
+        if (n > LLM_STREAM_MAX_TOOL_CALLS) {
+            rc = err_set(e, ERR_INVALID, "reply has more than %d tool calls",
+                         LLM_STREAM_MAX_TOOL_CALLS);
+            goto out;
+        }
         r->tool_calls = calloc(n, sizeof *r->tool_calls);
         NOMEM_IF(r->tool_calls == NULL);
         for (size_t i = 0; i < n; i++) {

@@ -29,7 +29,7 @@
 #define LLM_WIRE_MAX_HEADERS 8
 #define LLM_WIRE_ERRMSG_MAX 300       /* bytes of a provider's error message kept in e.msg */
 #define LLM_SSE_MAX_LINE (1 << 20)    /* one SSE line (one event's data) */
-#define LLM_STREAM_MAX_TOOL_CALLS 128 /* distinct tool-call indexes in one streamed reply */
+#define LLM_STREAM_MAX_TOOL_CALLS 128 /* tool calls in one reply, streamed or not */
 
 /* The HTTP request a wire builds. Header strings are "Name: value"; the Authorization header
  * holds the API key, so llm_wire_http_cleanup wipes every header before freeing it. */
@@ -158,6 +158,15 @@ size_t llm_error_body_message(const char *body, size_t len, char *buf, size_t ca
             rc = err_set(e, ERR_NOMEM, "out of memory");                                           \
             goto out;                                                                              \
         }                                                                                          \
+    } while (0)
+
+/* Appends v to arr and forgets v: jansson takes it whatever happens (it frees v when the
+ * append fails), so v must not be released again on the way out. */
+#define APPEND_NEW(arr, v)                                                                         \
+    do {                                                                                           \
+        int append_rc_ = json_array_append_new((arr), (v));                                        \
+        (v) = NULL;                                                                                \
+        NOMEM_IF(append_rc_ != 0);                                                                 \
     } while (0)
 
 #define TRY(expr)                                                                                  \

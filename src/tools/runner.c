@@ -39,6 +39,8 @@
 #include "tools/tzclock.h"
 #include "tools/user_tool.h"
 
+#define RUNNER_MAX_CONNECTIONS 256
+#define RUNNER_MAX_HOST_CONNECTIONS 32
 #define ARGS_MAX_DEPTH 16
 #define HTTP_MAX_URL 8192
 #define HTTP_MAX_HEADERS 32
@@ -501,7 +503,7 @@ static void complete(struct tool_call *c, CURLcode result)
         snprintf(head, sizeof head, "HTTP %ld\n", status);
     size_t body_len = c->reply_len;
     if (c->cut) /* do not leave a character cut in two at the end */
-        body_len = utf8_prefix_len(c->reply, c->reply_len, c->reply_len);
+        body_len = utf8_complete_len(c->reply, c->reply_len);
     char tail[96] = "";
     if (c->cut)
         snprintf(tail, sizeof tail, "\n[reply cut at %zu bytes]", r->max_bytes);
@@ -887,6 +889,11 @@ int tool_runner_new(struct event_base *base, const struct tool_registry *reg,
     r->multi = curl_multi_init();
     if (r->multi == NULL || curl_loop_init(&r->loop, base, r->multi, drive, r, e) != 0)
         goto nomem;
+    /* A reply may ask for up to 128 calls at once, and many agents run together: past these
+     * caps libcurl queues transfers instead of opening sockets, so tools can neither use up
+     * the process's descriptors nor flood one host. */
+    curl_multi_setopt(r->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)RUNNER_MAX_CONNECTIONS);
+    curl_multi_setopt(r->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)RUNNER_MAX_HOST_CONNECTIONS);
     *out = r;
     r = NULL;
     goto out;

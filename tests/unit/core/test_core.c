@@ -59,6 +59,13 @@ static void test_utf8_cuts(void **state)
     char lead_only[4] = "a\xf0";
     utf8_trim_cut(lead_only);
     assert_string_equal(lead_only, "a");
+    /* The same on bytes without a NUL (a body cut at a size cap). */
+    assert_int_equal(utf8_complete_len(s, 7), 7);
+    assert_int_equal(utf8_complete_len(s, 6), 4); /* the euro sign cut after 2 of 3 */
+    assert_int_equal(utf8_complete_len(s, 5), 4);
+    assert_int_equal(utf8_complete_len(s, 3), 2); /* the e-acute cut after its lead */
+    assert_int_equal(utf8_complete_len(s, 0), 0);
+    assert_int_equal(utf8_complete_len("\x82\x82", 2), 2); /* stray bytes: nothing to mend */
 }
 
 static void test_url_secrets(void **state)

@@ -451,6 +451,17 @@ static void test_parse_malformed(void **state)
     parse_err(
         "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}",
         ERR_IO, "error in reply: Overloaded");
+
+    /* More tool calls than a streamed reply may carry: refused the same way. */
+    json_t *content = json_array();
+    for (int i = 0; i < 129; i++)
+        json_array_append_new(content, json_pack("{s:s,s:s,s:s,s:{}}", "type", "tool_use", "id",
+                                                 "toolu_x", "name", "n", "input"));
+    json_t *reply = json_pack("{s:s,s:o}", "type", "message", "content", content);
+    char *text = json_dumps(reply, 0);
+    parse_err(text, ERR_INVALID, "reply has more than 128 tool calls");
+    free(text);
+    json_decref(reply);
 }
 
 static void errmsg(const char *body, const char *want)

@@ -487,6 +487,29 @@ static void test_429_retry_after(void **state)
     }
 }
 
+static void test_retry_after_beyond_the_cap_fails_now(void **state)
+{
+    /* The provider asks for 120 s; crewd waits at most 5 s: a retry sooner would be refused
+     * again and spend quota, so the call fails at once with the reason. */
+    struct llm_client_opts o = {.backoff_base_ms = 1, .backoff_max_ms = 5000};
+    static const struct step steps[] = {{.status = 429,
+                                         .header = "Retry-After: 120",
+                                         .body = "{\"error\":{\"message\":\"slow down\"}}"},
+                                        {.status = 200}};
+    struct fixture f;
+    fx_start(&f, steps, 2, &o);
+    struct result r = {0};
+    start(&f, &r);
+    run_until(f.base, done_1, &r, "a 429 asking for 120 s");
+    assert_int_equal(r.rc, ERR_IO);
+    assert_string_equal(r.e.msg, "openai: HTTP 429: slow down (not retried: the provider asks "
+                                 "to wait 120000 ms, more than the 5000 ms crewd waits)");
+    assert_int_equal(r.info.attempts, 1);
+    assert_false(r.info.retryable);
+    assert_int_equal(f.srv.n_requests, 1);
+    fx_stop(&f);
+}
+
 static void test_400_not_retried(void **state)
 {
     static const struct step steps[] = {
@@ -861,6 +884,7 @@ int main(void)
         cmocka_unit_test(test_plain_call),
         cmocka_unit_test(test_connection_cap_and_reuse),
         cmocka_unit_test(test_429_retry_after),
+        cmocka_unit_test(test_retry_after_beyond_the_cap_fails_now),
         cmocka_unit_test(test_400_not_retried),
         cmocka_unit_test(test_key_never_in_message),
         cmocka_unit_test(test_500_gives_up),

@@ -488,6 +488,30 @@ static void test_parse_malformed(void **state)
     parse_err("{\"choices\":[{\"message\":{\"tool_calls\":[{\"function\":{}}]}}]}", ERR_INVALID,
               "reply: tool_calls[0].function.name missing");
     parse_err("{\"error\":{\"message\":\"overloaded\"}}", ERR_IO, "error in reply: overloaded");
+
+    /* More tool calls than a streamed reply may carry: refused the same way. */
+    json_t *calls = json_array();
+    for (int i = 0; i < 129; i++)
+        json_array_append_new(calls, json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", "c", "type",
+                                               "function", "function", "name", "n",
+                                               "arguments", "{}"));
+    json_t *reply = json_pack("{s:[{s:{s:n,s:o}}]}", "choices", "message", "content",
+                              "tool_calls", calls);
+    char *text = json_dumps(reply, 0);
+    parse_err(text, ERR_INVALID, "reply has more than 128 tool calls");
+    json_array_remove(json_object_get(json_object_get(json_array_get(
+                                          json_object_get(reply, "choices"), 0), "message"),
+                                      "tool_calls"),
+                      0);
+    free(text);
+    text = json_dumps(reply, 0);
+    struct llm_response *r = NULL;
+    struct err e = {0};
+    assert_int_equal(W->parse_reply(text, strlen(text), &r, &e), 0);
+    assert_int_equal(r->n_tool_calls, 128);
+    llm_response_free(r);
+    free(text);
+    json_decref(reply);
 }
 
 static void errmsg(const char *body, const char *want)

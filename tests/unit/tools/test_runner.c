@@ -596,7 +596,9 @@ static void test_netguard(void **state)
         {"::", true},            {"fc00::1", true},      {"fd12::1", true},
         {"fe80::1", true},       {"ff02::1", true},      {"::ffff:127.0.0.1", true},
         {"::ffff:8.8.8.8", false}, {"64:ff9b::a00:1", true}, {"2002:c0a8:0101::1", true},
-        {"2606:4700::1111", false},
+        {"2606:4700::1111", false}, {"::ffff:0:a00:1", true}, {"::ffff:0:808:808", false},
+        {"64:ff9b:1::a00:1", true}, {"64:ff9b:1:ffff::1", true}, {"2001::1", true},
+        {"2001:0:4136:e378::1", true}, {"2001:4860::8888", false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct sockaddr_storage ss;
