@@ -448,12 +448,15 @@ struct store_ops {
                           struct err *e);
     /* Records the outcome of an attempt `owner` holds: state DELIVERED, FAILED (given up) or
      * PENDING again at next_attempt_ms (ignored otherwise); http_status (0: none) and error
-     * (NULL: none) become last_status and last_error; the lease is cleared and updated_at
-     * set from now_ms. ERR_CONFLICT if the delivery is not leased to owner any more;
-     * ERR_NOT_FOUND if there is no such delivery (its job deleted or purged). */
+     * (NULL: none) become last_status and last_error; attempts (> 0; 0 keeps the stored
+     * count) becomes the number of attempts made, which a claim that only renewed a lapsed
+     * lease of an attempt still running had counted once too often; the lease is cleared and
+     * updated_at set from now_ms. ERR_CONFLICT if the delivery is not leased to owner any
+     * more; ERR_NOT_FOUND if there is no such delivery (its job deleted or purged). */
     int (*delivery_done)(struct store *st, const char *job_id, long long seq, const char *owner,
-                         enum store_delivery_state state, long long next_attempt_ms,
-                         int http_status, const char *error, long long now_ms, struct err *e);
+                         enum store_delivery_state state, long attempts,
+                         long long next_attempt_ms, int http_status, const char *error,
+                         long long now_ms, struct err *e);
     /* Gives back every lease `owner` holds (graceful shutdown): the deliveries are due again
      * at once, for any instance. */
     int (*delivery_release)(struct store *st, const char *owner, struct err *e);
@@ -652,11 +655,11 @@ static inline int store_delivery_claim(struct store *st, const char *owner, long
 }
 static inline int store_delivery_done(struct store *st, const char *job_id, long long seq,
                                       const char *owner, enum store_delivery_state state,
-                                      long long next_attempt_ms, int http_status,
+                                      long attempts, long long next_attempt_ms, int http_status,
                                       const char *error, long long now_ms, struct err *e)
 {
-    return st->ops->delivery_done(st, job_id, seq, owner, state, next_attempt_ms, http_status,
-                                  error, now_ms, e);
+    return st->ops->delivery_done(st, job_id, seq, owner, state, attempts, next_attempt_ms,
+                                  http_status, error, now_ms, e);
 }
 static inline int store_delivery_release(struct store *st, const char *owner, struct err *e)
 {

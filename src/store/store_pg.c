@@ -508,6 +508,8 @@ static const struct {
      * status, $7 error, $8 updated_at. Fenced on the lease owner in the same statement. */
     [PG_DELIVERY_DONE] = {"crewd_delivery_done",
                           "UPDATE webhook_deliveries SET state = $4::text,"
+                          " attempts = CASE WHEN $9::integer > 0 THEN $9::integer"
+                          " ELSE attempts END,"
                           " next_attempt_ms = CASE WHEN $4::text = 'pending' THEN $5::bigint"
                           " ELSE next_attempt_ms END, last_status = $6::integer,"
                           " last_error = $7, lease_owner = NULL, lease_expires_ms = 0,"
@@ -1848,7 +1850,7 @@ out:
 }
 
 static int pg_delivery_done(struct store *st, const char *job_id, long long seq,
-                            const char *owner, enum store_delivery_state state,
+                            const char *owner, enum store_delivery_state state, long attempts,
                             long long next_attempt_ms, int http_status, const char *error,
                             long long now_ms, struct err *e)
 {
@@ -1867,13 +1869,15 @@ static int pg_delivery_done(struct store *st, const char *job_id, long long seq,
         rc = err_set(e, ERR_NOT_FOUND, "delivery %lld of job '%s' not found", seq, job_id);
         goto out;
     }
-    char seq_s[24], next_s[24], status_s[16], now[CLOCK_RFC3339_LEN];
+    char seq_s[24], next_s[24], status_s[16], attempts_s[24], now[CLOCK_RFC3339_LEN];
     snprintf(seq_s, sizeof seq_s, "%lld", seq);
     snprintf(next_s, sizeof next_s, "%lld", next_attempt_ms);
     snprintf(status_s, sizeof status_s, "%d", http_status);
+    snprintf(attempts_s, sizeof attempts_s, "%ld", attempts > 0 && attempts <= INT32_MAX ? attempts : 0);
     clock_rfc3339(now_ms, now);
-    const char *params[8] = {job_id, seq_s, owner, state_name, next_s, status_s, error, now};
-    if ((rc = pg_command(s, PG_DELIVERY_DONE, 8, params, "record delivery", &res, e)) != 0)
+    const char *params[9] = {job_id, seq_s,    owner, state_name, next_s,
+                             status_s, error, now,  attempts_s};
+    if ((rc = pg_command(s, PG_DELIVERY_DONE, 9, params, "record delivery", &res, e)) != 0)
         goto out;
     if (strcmp(PQcmdTuples(res), "0") != 0)
         goto out;

@@ -391,8 +391,10 @@ static const char *const STMT_SQL[ST_COUNT_] = {
                         " JOIN job_events ev ON ev.job_id = d.job_id AND ev.seq = d.seq"
                         " JOIN jobs j ON j.job_id = d.job_id WHERE d.rowid = ?1",
     /* ?1 job_id, ?2 seq, ?3 owner, ?4 state, ?5 next attempt (pending only), ?6 HTTP
-     * status, ?7 error, ?8 updated_at. Fenced on the lease owner in the same statement. */
+     * status, ?7 error, ?8 updated_at, ?9 attempts made (0: keep). Fenced on the lease owner
+     * in the same statement. */
     [ST_DELIVERY_DONE] = "UPDATE webhook_deliveries SET state = ?4,"
+                         " attempts = CASE WHEN ?9 > 0 THEN ?9 ELSE attempts END,"
                          " next_attempt_ms = CASE WHEN ?4 = 'pending' THEN ?5"
                          " ELSE next_attempt_ms END,"
                          " last_status = ?6, last_error = ?7, lease_owner = NULL,"
@@ -1848,8 +1850,9 @@ out:
 }
 
 static int delivery_done(struct store *st, const char *job_id, long long seq, const char *owner,
-                         enum store_delivery_state state, long long next_attempt_ms,
-                         int http_status, const char *error, long long now_ms, struct err *e)
+                         enum store_delivery_state state, long attempts,
+                         long long next_attempt_ms, int http_status, const char *error,
+                         long long now_ms, struct err *e)
 {
     struct store_sqlite *s = from_store(st);
     sqlite3_stmt *stmt = s->stmt[ST_DELIVERY_DONE], *exists = s->stmt[ST_DELIVERY_EXISTS];
@@ -1871,6 +1874,7 @@ static int delivery_done(struct store *st, const char *job_id, long long seq, co
     if ((rc = sqlite3_bind_int64(stmt, 2, seq)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(stmt, 5, next_attempt_ms)) != SQLITE_OK ||
         (rc = sqlite3_bind_int(stmt, 6, http_status)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 9, attempts > 0 ? attempts : 0)) != SQLITE_OK ||
         (rc = sqlite3_step(stmt)) != SQLITE_DONE) {
         ret = fail(s->db, rc, e);
         goto out;

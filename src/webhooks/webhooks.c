@@ -162,8 +162,8 @@ static void record(struct webhooks *wh, const char *job_id, long long seq, long 
     }
     if (state == STORE_DELIVERY_PENDING)
         arm_tick(wh, next - now); /* a retry sooner than the next poll is not put off */
-    int rc = store_delivery_done(wh->store, job_id, seq, wh->owner, state, next, http_status,
-                                 error, now, &e);
+    int rc = store_delivery_done(wh->store, job_id, seq, wh->owner, state, attempts, next,
+                                 http_status, error, now, &e);
     if (rc == ERR_NOT_FOUND || rc == ERR_CONFLICT)
         log_warn("webhooks", "job %s event %lld: %s; outcome dropped", job_id, seq,
                  err_text(&e));

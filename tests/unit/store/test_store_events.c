@@ -162,7 +162,7 @@ static int done(struct store *st, int i, long long seq, const char *owner,
 {
     char id[ID_UUID_LEN];
     job_id_of(i, id);
-    return store_delivery_done(st, id, seq, owner, state, next_ms, http, error, now_ms, e);
+    return store_delivery_done(st, id, seq, owner, state, 0, next_ms, http, error, now_ms, e);
 }
 
 /* ---- events ---------------------------------------------------------------------------- */
@@ -649,6 +649,37 @@ static void test_expired_lease_and_release(void **state)
     assert_int_equal(done(st, 1, 1, "w4", STORE_DELIVERY_DELIVERED, 0, 200, NULL, T0, &e), 0);
 }
 
+/* A claim that only renewed the lapsed lease of an attempt still running counted an attempt
+ * that was never made: the outcome sets the real number. */
+static void test_done_sets_the_attempts_made(void **state)
+{
+    struct store *st = *state;
+    insert_ok(st, 1, STORE_EV_ALL_MASK);
+    append_ok(st, 1, NULL, STORE_EV_JOB_STARTED, "{\"attempt\":1}", T0);
+    struct err e = {0};
+    struct store_delivery_list l = claim_is(st, "w1", T0, 1, 1, (long long[]){1}, 1);
+    store_delivery_list_cleanup(&l);
+    l = claim_is(st, "w1", T0 + LEASE + 1, 1, 1, (long long[]){1}, 1);
+    assert_int_equal(l.items[0]->attempts, 2); /* the same worker, its attempt still running */
+    store_delivery_list_cleanup(&l);
+    char id[ID_UUID_LEN];
+    job_id_of(1, id);
+    assert_int_equal(store_delivery_done(st, id, 1, "w1", STORE_DELIVERY_PENDING, 1, T0 + 5, 500,
+                                         "HTTP 500", T0, &e),
+                     0);
+    l = deliveries_ok(st, 1);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.items[0]->attempts, 1);
+    store_delivery_list_cleanup(&l);
+    /* 0 keeps the stored count. */
+    l = claim_is(st, "w1", T0 + 5, 1, 1, (long long[]){1}, 1);
+    store_delivery_list_cleanup(&l);
+    assert_int_equal(done(st, 1, 1, "w1", STORE_DELIVERY_DELIVERED, 0, 200, NULL, T0, &e), 0);
+    l = deliveries_ok(st, 1);
+    assert_int_equal(l.items[0]->attempts, 2);
+    store_delivery_list_cleanup(&l);
+}
+
 /* A job deleted or purged takes its events and deliveries along: a new job under the same
  * id starts from event 1 with no deliveries, and a worker's late outcome finds nothing. */
 static void test_delete_and_purge_take_events(void **state)
@@ -826,6 +857,7 @@ int main(void)
         T(test_deliveries_only_for_mask),
         T(test_claim_done_retry),
         T(test_expired_lease_and_release),
+        T(test_done_sets_the_attempts_made),
         T(test_delete_and_purge_take_events),
         T(test_concurrent_appends),
         T(test_names),
