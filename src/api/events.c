@@ -12,10 +12,9 @@
  *
  * Writing is paced by the reader: once SSE_WRITE_BUDGET bytes wait for it, the stream takes
  * no more events and its subscription pauses until the output drains (then the hub offers
- * the rest), so a long history goes out at the reader's speed with bounded memory. A reader
- * that stops reading altogether is closed by the server's idle timeout, or cut by a
- * heartbeat that finds more than the stream layer's cap waiting; it reconnects with
- * Last-Event-ID and catches up from the store.
+ * the rest), so a long history goes out at the reader's speed with bounded memory (the
+ * budget plus one event). A reader that stops reading altogether is closed by the server's
+ * write timeout; it reconnects with Last-Event-ID and catches up from the store.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -159,6 +158,11 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
     struct sse_stream *next;
     for (struct sse_stream *s = sse->streams; s != NULL; s = next) {
         next = s->next;
+        /* Output still waiting keeps the stream from looking idle, and an event of any size
+         * may be waiting (a job.completed holding every output): no ping, and no cut for
+         * it. A reader that makes no progress at all is closed by the write timeout. */
+        if (http_stream_buffered(s->hs) > 0)
+            continue;
         if (http_stream_write(s->hs, ping, sizeof ping - 1) != 0) {
             event_hub_unsubscribe(s->sub);
             stream_cut(s);

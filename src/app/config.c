@@ -204,8 +204,9 @@ static const struct {
      "to these hosts: list only servers you trust"},
     {SET_LLM_KEY_ENV_ALLOW, "--llm-key-env-allow", "CREWD_LLM_KEY_ENV_ALLOW",
      "llm_key_env_allow", true,
-     "environment variables an agent's config.api_key_env may name besides the providers' "
-     "own (OPENAI_API_KEY, ...), comma-separated (repeatable; default: none; CREWD_* never)"},
+     "environment variables an agent's config.api_key_env may name besides its provider's "
+     "own (OPENAI_API_KEY for openai, ...), comma-separated (repeatable; default: none; "
+     "CREWD_* never)"},
     {SET_WEBHOOK_ALLOW, "--webhook-allow", "CREWD_WEBHOOK_ALLOW", "webhook_allow", true,
      "hosts a job's webhook URL may name, comma-separated, or * for any (repeatable; default: "
      "none, so execute refuses webhooks)"},

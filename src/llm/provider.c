@@ -56,15 +56,6 @@ const struct llm_provider_info *llm_provider_find(const char *name)
     return NULL;
 }
 
-bool llm_provider_is_key_env(const char *name)
-{
-    for (size_t i = 0; name != NULL && i < N_PROVIDERS; i++)
-        if (providers[i].info.api_key_env != NULL &&
-            strcmp(name, providers[i].info.api_key_env) == 0)
-            return true;
-    return false;
-}
-
 const char *llm_provider_known_list(void)
 {
     return "openai, anthropic, google, groq, ollama, openrouter, deepseek, vllm, llamacpp";

@@ -17,7 +17,6 @@
 #ifndef CREWD_LLM_PROVIDER_H
 #define CREWD_LLM_PROVIDER_H
 
-#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/err.h"
@@ -31,9 +30,6 @@ struct llm_provider_info {
 
 /* The provider named `name` or one of its aliases (case-insensitive); NULL if unknown. */
 const struct llm_provider_info *llm_provider_find(const char *name);
-
-/* True when `name` is a provider's own key variable (OPENAI_API_KEY, ...). */
-bool llm_provider_is_key_env(const char *name);
 
 /* "openai, anthropic, google, groq, ollama, ...": for error messages. */
 const char *llm_provider_known_list(void);

@@ -337,16 +337,23 @@ int plan_check_llm_policy(const struct plan *plan, const struct plan_llm_policy 
                                "server's provider keys, go only to hosts the operator allows)",
                                i, (int)utf8_prefix_len(host, strlen(host), 100), host);
         }
+        /* A provider's key goes to that provider only (its endpoint, or a base_url the
+         * operator allows): not to another provider, nor to a local server's port, which
+         * any local user could bind. Other variables only when the operator lists them. */
         const char *env = a->api_key_env;
-        if (env != NULL && !llm_provider_is_key_env(env)) {
+        const struct llm_provider_info *own = llm_provider_find(a->provider);
+        if (env != NULL && !(own != NULL && own->api_key_env != NULL &&
+                             strcmp(env, own->api_key_env) == 0)) {
             bool listed = false;
             for (size_t k = 0; k < policy->n_key_envs && !listed; k++)
                 listed = strcmp(env, policy->key_envs[k]) == 0;
             if (!listed)
                 return err_set(e, ERR_INVALID,
-                               "agents[%zu].config.api_key_env: '%.*s' is neither a provider's "
-                               "key variable nor on the server's --llm-key-env-allow list",
-                               i, (int)utf8_prefix_len(env, strlen(env), 100), env);
+                               "agents[%zu].config.api_key_env: '%.*s' is neither provider "
+                               "'%s''s own key variable nor on the server's "
+                               "--llm-key-env-allow list",
+                               i, (int)utf8_prefix_len(env, strlen(env), 100), env,
+                               a->provider ? a->provider : "?");
         }
     }
     return 0;

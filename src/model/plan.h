@@ -68,7 +68,7 @@ struct plan {
 struct plan_llm_policy {
     const char *const *base_url_hosts; /* hosts base_url may name (url_host_allowed) */
     size_t n_base_url_hosts;
-    const char *const *key_envs; /* api_key_env may name these besides the providers' own */
+    const char *const *key_envs; /* api_key_env may name these besides its provider's own */
     size_t n_key_envs;
 };
 

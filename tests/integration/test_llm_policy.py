@@ -77,13 +77,18 @@ class TestRefused(PolicyCase):
         self.assertEqual(self.sink.seen, [])
 
     def test_key_variable_not_allowed(self):
-        for env in ("SECRET_DB_PASSWORD", "CREWD_API_KEYS", "HOME"):
+        for env in ("SECRET_DB_PASSWORD", "CREWD_API_KEYS", "HOME", "ANTHROPIC_API_KEY"):
             with self.subTest(env=env):
                 cfg = {"base_url": self.fake.base_url, "api_key_env": env}
                 msg = self.assertJsonError(self.create(cfg), 400)
-                self.assertEqual(msg, "agents[0].config.api_key_env: '%s' is neither a "
-                                      "provider's key variable nor on the server's "
+                self.assertEqual(msg, "agents[0].config.api_key_env: '%s' is neither provider "
+                                      "'openai''s own key variable nor on the server's "
                                       "--llm-key-env-allow list" % env)
+        # Not another provider's key to a local server's default port, which any local user
+        # could bind (ollama: 127.0.0.1:11434).
+        msg = self.assertJsonError(self.create({"llm": "ollama", "api_key_env": "OPENAI_API_KEY"}),
+                                   400)
+        self.assertIn("provider 'ollama''s own key variable", msg)
         # The providers' own variables need no listing.
         cfg = {"base_url": self.fake.base_url, "api_key_env": "OPENAI_API_KEY",
                "model": "fake-model"}

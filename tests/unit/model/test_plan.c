@@ -197,9 +197,9 @@ static void test_llm_policy(void **state)
      * providers' own variables; a listed one. */
     assert_int_equal(compile_under_policy(state,
                                           "{'name':'c','agents':[{'agent_id':'a'},"
-                                          "{'agent_id':'b','config':{'base_url':"
-                                          "'https://LLM.example:8443/v1','api_key_env':"
-                                          "'ANTHROPIC_API_KEY'}},"
+                                          "{'agent_id':'b','config':{'llm':'anthropic',"
+                                          "'base_url':'https://LLM.example:8443/v1',"
+                                          "'api_key_env':'ANTHROPIC_API_KEY'}},"
                                           "{'agent_id':'c','config':{'base_url':"
                                           "'http://gw.corp.example/v1','api_key_env':'MY_KEY'}}]}",
                                           &e),
@@ -220,9 +220,23 @@ static void test_llm_policy(void **state)
                                           "{'api_key_env':'CREWD_API_KEYS'}}]}",
                                           &e),
                      ERR_INVALID);
-    assert_string_equal(e.msg, "agents[0].config.api_key_env: 'CREWD_API_KEYS' is neither a "
-                               "provider's key variable nor on the server's "
+    assert_string_equal(e.msg, "agents[0].config.api_key_env: 'CREWD_API_KEYS' is neither "
+                               "provider 'openai''s own key variable nor on the server's "
                                "--llm-key-env-allow list");
+    /* Another provider's key: not to a local server's port, nor to another provider. */
+    assert_int_equal(compile_under_policy(state,
+                                          "{'name':'c','agents':[{'agent_id':'a','config':"
+                                          "{'llm':'ollama','api_key_env':'OPENAI_API_KEY'}}]}",
+                                          &e),
+                     ERR_INVALID);
+    assert_string_equal(e.msg, "agents[0].config.api_key_env: 'OPENAI_API_KEY' is neither "
+                               "provider 'ollama''s own key variable nor on the server's "
+                               "--llm-key-env-allow list");
+    assert_int_equal(compile_under_policy(state,
+                                          "{'name':'c','agents':[{'agent_id':'a','config':"
+                                          "{'llm':'groq','api_key_env':'ANTHROPIC_API_KEY'}}]}",
+                                          &e),
+                     ERR_INVALID);
     /* An empty policy allows no base_url at all. */
     json_t *j = load("{'name':'c','agents':[{'agent_id':'a','config':{'base_url':"
                      "'http://127.0.0.1:1/v1'}}]}");
