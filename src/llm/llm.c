@@ -407,14 +407,20 @@ size_t llm_client_active(const struct llm_client *client)
 
 /* ---- outcome of an attempt ---- */
 
-/* The wait before the next attempt: the server's (retry-after-ms, else Retry-After), else
- * exponential backoff with jitter. -1 when the server asks for longer than the cap: an
- * attempt before then would be refused again and spend quota, so the call fails instead. */
+/* The wait the server asked for (retry-after-ms, else Retry-After), or -1. */
+static long server_wait_ms(const struct llm_call *call)
+{
+    return call->retry_after_ms >= 0 ? call->retry_after_ms : call->retry_after_s_ms;
+}
+
+/* The wait before the next attempt: the server's, else exponential backoff with jitter. -1
+ * when the server asks for longer than the cap: an attempt before then would be refused
+ * again and spend quota, so the call fails instead. */
 static long backoff_delay(struct llm_call *call)
 {
     struct llm_client *c = call->client;
     long max = c->o.backoff_max_ms;
-    long asked = call->retry_after_ms >= 0 ? call->retry_after_ms : call->retry_after_s_ms;
+    long asked = server_wait_ms(call);
     if (asked >= 0)
         return asked <= max ? asked : -1;
     long d = c->o.backoff_base_ms;
@@ -586,11 +592,10 @@ static void complete_attempt(struct llm_call *call)
     long delay = 0;
     if (rc != 0 && retryable && !call->emitted_delta && call->attempts < c->o.max_attempts &&
         (delay = backoff_delay(call)) < 0) {
-        long asked = call->retry_after_ms >= 0 ? call->retry_after_ms : call->retry_after_s_ms;
         char why[ERR_MSG_MAX];
         snprintf(why, sizeof why, "%s (not retried: the provider asks to wait %ld ms, more "
                                   "than the %ld ms crewd waits)",
-                 e.msg, asked, c->o.backoff_max_ms);
+                 e.msg, server_wait_ms(call), c->o.backoff_max_ms);
         utf8_trim_cut(why);
         err_set(&e, e.code, "%s", why);
         retryable = false;
