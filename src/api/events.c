@@ -44,7 +44,6 @@ struct sse_stream {
     struct api_sse *sse;
     struct http_stream *hs;
     struct event_sub *sub;
-    bool waiting; /* took fewer events than offered: resumed when its output drains */
     char job_id[ID_UUID_LEN];
     struct sse_stream *prev, *next;
 };
@@ -115,8 +114,7 @@ static size_t on_events(void *arg, const struct store_event *evs, size_t n, bool
     const char *job_id = s->job_id;
     for (size_t i = 0; i < n; i++) {
         if (http_stream_buffered(s->hs) >= SSE_WRITE_BUDGET) {
-            s->waiting = true; /* the rest when the reader has taken these: on_drained */
-            return i;
+            return i; /* the hub pauses the subscription; on_drained resumes it */
         }
         if (write_event(s, job_id, &evs[i]) != 0) {
             stream_cut(s);
@@ -133,10 +131,7 @@ static void on_drained(struct http_stream *hs, void *arg)
 {
     (void)hs;
     struct sse_stream *s = arg;
-    if (s->waiting) {
-        s->waiting = false;
-        event_hub_resume(s->sub);
-    }
+    event_hub_resume(s->sub); /* a no-op unless the hub paused it */
 }
 
 /* The peer went away: the server frees the stream after this. */

@@ -198,7 +198,7 @@ class TestHistory(EventCase):
     def test_history_larger_than_a_reader_buffer(self):
         """A history of more than a megabyte (the stream layer's cap on what may wait for a
         reader) goes out whole, paced by the reader, to a reader that reads it at once and to
-        one that reads it slowly."""
+        one that does not read until the first is done."""
         texts = [c * 150000 for c in "wxyz"]
         self.crew(*[fake_agent("a%d" % i, self.fake, reply=t) for i, t in enumerate(texts)])
         job_id = self.run_job(stream=True)
